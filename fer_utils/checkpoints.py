@@ -1,0 +1,220 @@
+"""Checkpoints: one ``.safetensors`` file holding the weights and a JSON description of the model.
+
+The JSON (architecture, class names, image size, normalization, training config, metrics,
+library versions) lives in the safetensors header, so a checkpoint is a single file that
+loads without unpickling anything. Training checkpoints also carry the optimizer state for
+resuming. Files are written atomically: a crash mid-save keeps the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fer_utils.atomic import atomic_path
+from fer_utils.errors import FERCheckpointError
+
+FORMAT = "fer_utils.checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "fer_utils"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: ``meta`` (the JSON description), model weights, optional optimizer state."""
+
+    meta: dict[str, Any]
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any] | None = None
+    path: Path | None = None
+
+    @property
+    def arch(self) -> str:
+        return self.meta["arch"]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.meta["classes"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+
+@dataclass
+class ModelCard:
+    """What inference needs to use a model the way it was trained."""
+
+    arch: str
+    classes: tuple[str, ...]
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    in_channels: int = 3
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"arch": self.arch, "classes": list(self.classes), "image_size": self.image_size,
+                "mean": list(self.mean), "std": list(self.std), "in_channels": self.in_channels, **self.extra}
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that matter for reproducing a checkpoint."""
+    import torchvision
+
+    from fer_utils import __version__
+
+    return {"fer_utils": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version()}
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    for key, value in info["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, card: ModelCard, *, config: dict | None = None,
+                    metrics: dict | None = None, optimizer: torch.optim.Optimizer | None = None,
+                    training_state: dict | None = None, half: bool = False) -> Path:
+    """Write model weights and metadata (and optionally optimizer state) to ``path`` atomically.
+
+    ``half`` stores weights as float16 (half the size; loaded back as float32).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        tensors[f"model.{k}"] = v.half() if half and v.is_floating_point() else v.clone()
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **card.to_meta(), "config": config or {},
+            "metrics": metrics or {}, "versions": library_versions(),
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if optimizer is not None:
+        opt_tensors, opt_info = _flatten_optimizer(optimizer.state_dict())
+        tensors.update(opt_tensors)
+        meta["optimizer"] = opt_info
+    if training_state is not None:
+        meta["training_state"] = training_state
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+    return path
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """Read only the JSON description of a checkpoint (fast: no weights are loaded)."""
+    from safetensors import safe_open
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise FERCheckpointError(_unreadable(path, err)) from None
+    return _parse_meta(path, header)
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FERCheckpointError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise FERCheckpointError(f"{path}: is a folder; pass the .safetensors file inside it (e.g. {path}/best.safetensors)")
+    return path
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    return (f"{path}: not a readable checkpoint ({err}); it may be truncated or another kind of file. "
+            "Use a .safetensors file written by `fer train`")
+
+
+def _parse_meta(path: Path, header: dict[str, str]) -> dict[str, Any]:
+    if METADATA_KEY not in header:
+        raise FERCheckpointError(f"{path}: a safetensors file, but not a fer_utils checkpoint (no '{METADATA_KEY}' "
+                                 "metadata); load plain weights with build_model(pretrained=FILE)")
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError:
+        raise FERCheckpointError(f"{path}: checkpoint metadata is not valid JSON") from None
+    missing = [k for k in ("arch", "classes", "image_size", "mean", "std") if k not in meta]
+    if meta.get("format") != FORMAT or missing:
+        raise FERCheckpointError(f"{path}: checkpoint metadata lacks {missing or 'the format tag'}")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise FERCheckpointError(f"{path}: written by a newer fer_utils (format {meta['format_version']}); upgrade fer_utils")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load and validate a checkpoint; FERCheckpointError explains missing, truncated or foreign files."""
+    from safetensors import safe_open
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # noqa: BLE001
+        raise FERCheckpointError(_unreadable(path, err)) from None
+    meta = _parse_meta(path, header)
+    model_state = {k[6:]: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items() if k.startswith("model.")}
+    optimizer_state = None
+    if "optimizer" in meta:
+        optimizer_state = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optimizer.")},
+                                               meta["optimizer"])
+    return Checkpoint(meta, model_state, optimizer_state, path)
+
+
+def load_model_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
+    """Copy checkpoint weights into ``model``, explaining any architecture or class mismatch."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in checkpoint.model_state]
+    unexpected = [k for k in checkpoint.model_state if k not in own]
+    wrong = [k for k in own if k in checkpoint.model_state and own[k].shape != checkpoint.model_state[k].shape]
+    if missing or unexpected or wrong:
+        raise FERCheckpointError(
+            f"{checkpoint.path}: weights do not fit this model (checkpoint arch {checkpoint.arch}, "
+            f"{len(checkpoint.classes)} classes): {len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(wrong)} of another shape (e.g. {(missing + unexpected + wrong)[:2]}). "
+            "Build the model from the checkpoint (model_from_checkpoint) instead")
+    model.load_state_dict(checkpoint.model_state)
+
+
+def model_from_checkpoint(path: str | os.PathLike, expect_classes: tuple[str, ...] | None = None
+                          ) -> tuple[nn.Module, Checkpoint]:
+    """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, checkpoint)."""
+    from fer_utils.models import build_model
+
+    checkpoint = load_checkpoint(path)
+    if expect_classes is not None and tuple(expect_classes) != checkpoint.classes:
+        raise FERCheckpointError(f"{checkpoint.path}: trained for classes {', '.join(checkpoint.classes)}, but the data "
+                                 f"has {', '.join(expect_classes)}; use a checkpoint trained on the same class list")
+    model = build_model(checkpoint.arch, num_classes=len(checkpoint.classes), pretrained=False,
+                        dropout=float(checkpoint.meta.get("config", {}).get("dropout", 0.2)),
+                        in_channels=int(checkpoint.meta.get("in_channels", 3)))
+    load_model_weights(model, checkpoint)
+    return model.eval(), checkpoint

@@ -1,0 +1,144 @@
+"""The original FER2013 CSV (``emotion,pixels,Usage``): fast parsing, row-numbered errors, writing."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from fer_utils.atomic import atomic_path
+from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
+from fer_utils.errors import FERDataError
+from fer_utils.labels import EMOTIONS, FER2013_CSV_CLASSES, fer2013_codes_to_indices, indices_to_fer2013_codes
+
+USAGE_TO_SPLIT: dict[str, str] = {"training": "train", "publictest": "val", "privatetest": "test"}
+"""FER2013 ``Usage`` values and our split keys: the published protocol trains on Training,
+selects on PublicTest and reports PrivateTest."""
+SPLIT_TO_USAGE: dict[str, str] = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+
+MAX_BAD_ROWS_LISTED = 10
+
+
+def _format_rows(rows: list[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:MAX_BAD_ROWS_LISTED])
+    return shown + (f" and {len(rows) - MAX_BAD_ROWS_LISTED} more" if len(rows) > MAX_BAD_ROWS_LISTED else "")
+
+
+def read_csv_header(path: Path) -> list[str]:
+    """The header row of a CSV, or a FERDataError if the file is missing or empty."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), None)
+    except FileNotFoundError:
+        raise FERDataError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise FERDataError(f"{path}: not a text CSV file") from None
+    if not header:
+        raise FERDataError(f"{path}: empty CSV file")
+    return header
+
+
+def load_fer2013_csv(path: str | os.PathLike) -> LoadedDataset:
+    """Load ``fer2013.csv`` into train / val (PublicTest) / test (PrivateTest) splits.
+
+    Labels are converted from the CSV numbering (0 Angry, 1 Disgust, 2 Fear, 3 Happy, 4 Sad,
+    5 Surprise, 6 Neutral) to the canonical class order. Rows with a bad pixel count, pixel
+    values outside 0..255 or an unknown emotion code are skipped and reported by row number
+    (the header is row 1, as a spreadsheet shows it). A CSV without ``Usage`` loads as one
+    split ``all``.
+    """
+    path = Path(path)
+    header = read_csv_header(path)
+    columns = {name.strip().lower(): i for i, name in enumerate(header)}
+    missing = [c for c in ("emotion", "pixels") if c not in columns]
+    if missing:
+        raise FERDataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header)}. "
+                           "A FER2013 CSV has emotion,pixels,Usage")
+    i_emotion, i_pixels, i_usage = columns["emotion"], columns["pixels"], columns.get("usage")
+
+    rows: list[tuple[int, int, str, str]] = []  # (row number, code, pixels, usage)
+    bad: dict[str, list[int]] = {}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for row_number, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                code = int(row[i_emotion])
+                pixels = row[i_pixels]
+            except (ValueError, IndexError):
+                bad.setdefault("unreadable emotion/pixels", []).append(row_number)
+                continue
+            if not 0 <= code < len(FER2013_CSV_CLASSES):
+                bad.setdefault("emotion code not in 0..6", []).append(row_number)
+                continue
+            usage = row[i_usage].strip() if i_usage is not None and i_usage < len(row) else ""
+            rows.append((row_number, code, pixels, usage))
+    if not rows and not bad:
+        raise FERDataError(f"{path}: no data rows")
+
+    lengths = [pixels.count(" ") + 1 for _, _, pixels, _ in rows]
+    n_pixels = max(set(lengths), key=lengths.count) if lengths else 0
+    side = math.isqrt(n_pixels)
+    if side * side != n_pixels or side < 8:
+        raise FERDataError(f"{path}: pixel rows have {n_pixels} values, not a square image "
+                           "(FER2013 rows have 2304 = 48x48)")
+
+    images = np.empty((len(rows), n_pixels), dtype=np.uint8)
+    keep = np.zeros(len(rows), dtype=bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for i, (row_number, _, pixels, _) in enumerate(rows):
+            values = np.fromstring(pixels, dtype=np.int32, sep=" ")
+            if values.size != n_pixels:
+                bad.setdefault(f"pixel count is not {n_pixels}", []).append(row_number)
+            elif values.min() < 0 or values.max() > 255:
+                bad.setdefault("pixel values outside 0..255", []).append(row_number)
+            else:
+                images[i] = values
+                keep[i] = True
+
+    skipped = [Skipped(f"{path} rows {_format_rows(r)}", reason) for reason, r in bad.items()]
+    if not keep.any():
+        raise FERDataError(f"{path}: no usable rows ({'; '.join(f'{s.reason}: {s.source}' for s in skipped)})")
+    kept = [r for r, k in zip(rows, keep) if k]
+    images = images[keep].reshape(-1, side, side)
+    labels = fer2013_codes_to_indices(np.array([r[1] for r in kept]))
+    sources = np.array([f"{path.name}:row{r[0]}" for r in kept])
+    usages = np.array([USAGE_TO_SPLIT.get(r[3].lower(), "") for r in kept])
+
+    splits: dict[str, FaceSet] = {}
+    notes: list[str] = []
+    if i_usage is None:
+        splits["all"] = FaceSet(images, labels, EMOTIONS, sources)
+        notes.append("no Usage column: all rows form one split 'all'")
+    else:
+        unknown = sorted({r[3] for r, u in zip(kept, usages) if not u})
+        if unknown:
+            raise FERDataError(f"{path}: unknown Usage value(s) {unknown[:5]}; expected Training, PublicTest, PrivateTest")
+        for split in ("train", "val", "test"):
+            mask = usages == split
+            if mask.any():
+                splits[split] = FaceSet(images[mask], labels[mask], EMOTIONS, sources[mask])
+    return LoadedDataset(splits, "fer2013-csv", str(path), EMOTIONS, skipped, notes)
+
+
+def write_fer2013_csv(splits: dict[str, FaceSet], path: str | os.PathLike) -> Path:
+    """Write faces as a FER2013-format CSV (CSV numbering, Usage from split names), atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["emotion", "pixels", "Usage"])
+        for split, faces in splits.items():
+            if faces.classes != EMOTIONS:
+                raise FERDataError(f"only the seven canonical classes can be written as FER2013 CSV, got {faces.classes}")
+            usage = SPLIT_TO_USAGE.get(split, split)
+            codes = indices_to_fer2013_codes(faces.labels)
+            for code, image in zip(codes, faces.images):
+                writer.writerow([int(code), " ".join(map(str, image.ravel().tolist())), usage])
+    return path

@@ -1,0 +1,23 @@
+"""Exceptions a user can cause. The CLI turns any of them into one line and exit code 1."""
+
+from __future__ import annotations
+
+
+class FERError(Exception):
+    """Base class: a problem with the user's input, with a message that says what to do."""
+
+
+class FERDataError(FERError):
+    """A dataset, image or CSV cannot be used as given."""
+
+
+class FERCheckpointError(FERError):
+    """A checkpoint is missing, truncated, of another format, or does not match the model."""
+
+
+class FERConfigError(FERError):
+    """A hyperparameter or option has a value we cannot use."""
+
+
+class FERTrainingError(FERError):
+    """Training cannot continue (e.g. the loss became NaN)."""

