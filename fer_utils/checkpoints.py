@@ -62,8 +62,15 @@ class ModelCard:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_meta(self) -> dict[str, Any]:
-        return {"arch": self.arch, "classes": list(self.classes), "image_size": self.image_size,
-                "mean": list(self.mean), "std": list(self.std), "in_channels": self.in_channels, **self.extra}
+        return {
+            "arch": self.arch,
+            "classes": list(self.classes),
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "in_channels": self.in_channels,
+            **self.extra,
+        }
 
 
 def library_versions() -> dict[str, str]:
@@ -72,8 +79,12 @@ def library_versions() -> dict[str, str]:
 
     from fer_utils import __version__
 
-    return {"fer_utils": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version()}
+    return {
+        "fer_utils": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -98,9 +109,17 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict[str, Any])
     return {"state": state, "param_groups": info["param_groups"]}
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, card: ModelCard, *, config: dict | None = None,
-                    metrics: dict | None = None, optimizer: torch.optim.Optimizer | None = None,
-                    training_state: dict | None = None, half: bool = False) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    card: ModelCard,
+    *,
+    config: dict | None = None,
+    metrics: dict | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    training_state: dict | None = None,
+    half: bool = False,
+) -> Path:
     """Write model weights and metadata (and optionally optimizer state) to ``path`` atomically.
 
     ``half`` stores weights as float16 (half the size; loaded back as float32).
@@ -112,9 +131,15 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, card: ModelCard, 
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
         tensors[f"model.{k}"] = v.half() if half and v.is_floating_point() else v.clone()
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **card.to_meta(), "config": config or {},
-            "metrics": metrics or {}, "versions": library_versions(),
-            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **card.to_meta(),
+        "config": config or {},
+        "metrics": metrics or {},
+        "versions": library_versions(),
+        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     if optimizer is not None:
         opt_tensors, opt_info = _flatten_optimizer(optimizer.state_dict())
         tensors.update(opt_tensors)
@@ -144,19 +169,25 @@ def _existing(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise FERCheckpointError(f"{path}: checkpoint not found")
     if path.is_dir():
-        raise FERCheckpointError(f"{path}: is a folder; pass the .safetensors file inside it (e.g. {path}/best.safetensors)")
+        raise FERCheckpointError(
+            f"{path}: is a folder; pass the .safetensors file inside it (e.g. {path}/best.safetensors)"
+        )
     return path
 
 
 def _unreadable(path: Path, err: Exception) -> str:
-    return (f"{path}: not a readable checkpoint ({err}); it may be truncated or another kind of file. "
-            "Use a .safetensors file written by `fer train`")
+    return (
+        f"{path}: not a readable checkpoint ({err}); it may be truncated or another kind of file. "
+        "Use a .safetensors file written by `fer train`"
+    )
 
 
 def _parse_meta(path: Path, header: dict[str, str]) -> dict[str, Any]:
     if METADATA_KEY not in header:
-        raise FERCheckpointError(f"{path}: a safetensors file, but not a fer_utils checkpoint (no '{METADATA_KEY}' "
-                                 "metadata); load plain weights with build_model(pretrained=FILE)")
+        raise FERCheckpointError(
+            f"{path}: a safetensors file, but not a fer_utils checkpoint (no '{METADATA_KEY}' "
+            "metadata); load plain weights with build_model(pretrained=FILE)"
+        )
     try:
         meta = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError:
@@ -165,7 +196,9 @@ def _parse_meta(path: Path, header: dict[str, str]) -> dict[str, Any]:
     if meta.get("format") != FORMAT or missing:
         raise FERCheckpointError(f"{path}: checkpoint metadata lacks {missing or 'the format tag'}")
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise FERCheckpointError(f"{path}: written by a newer fer_utils (format {meta['format_version']}); upgrade fer_utils")
+        raise FERCheckpointError(
+            f"{path}: written by a newer fer_utils (format {meta['format_version']}); upgrade fer_utils"
+        )
     return meta
 
 
@@ -177,15 +210,18 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f}
     except Exception as err:  # noqa: BLE001
         raise FERCheckpointError(_unreadable(path, err)) from None
     meta = _parse_meta(path, header)
-    model_state = {k[6:]: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items() if k.startswith("model.")}
+    model_state = {
+        k[6:]: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items() if k.startswith("model.")
+    }
     optimizer_state = None
     if "optimizer" in meta:
-        optimizer_state = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optimizer.")},
-                                               meta["optimizer"])
+        optimizer_state = _unflatten_optimizer(
+            {k: v for k, v in tensors.items() if k.startswith("optimizer.")}, meta["optimizer"]
+        )
     return Checkpoint(meta, model_state, optimizer_state, path)
 
 
@@ -200,21 +236,29 @@ def load_model_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
             f"{checkpoint.path}: weights do not fit this model (checkpoint arch {checkpoint.arch}, "
             f"{len(checkpoint.classes)} classes): {len(missing)} missing, {len(unexpected)} unexpected, "
             f"{len(wrong)} of another shape (e.g. {(missing + unexpected + wrong)[:2]}). "
-            "Build the model from the checkpoint (model_from_checkpoint) instead")
+            "Build the model from the checkpoint (model_from_checkpoint) instead"
+        )
     model.load_state_dict(checkpoint.model_state)
 
 
-def model_from_checkpoint(path: str | os.PathLike, expect_classes: tuple[str, ...] | None = None
-                          ) -> tuple[nn.Module, Checkpoint]:
+def model_from_checkpoint(
+    path: str | os.PathLike, expect_classes: tuple[str, ...] | None = None
+) -> tuple[nn.Module, Checkpoint]:
     """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, checkpoint)."""
     from fer_utils.models import build_model
 
     checkpoint = load_checkpoint(path)
     if expect_classes is not None and tuple(expect_classes) != checkpoint.classes:
-        raise FERCheckpointError(f"{checkpoint.path}: trained for classes {', '.join(checkpoint.classes)}, but the data "
-                                 f"has {', '.join(expect_classes)}; use a checkpoint trained on the same class list")
-    model = build_model(checkpoint.arch, num_classes=len(checkpoint.classes), pretrained=False,
-                        dropout=float(checkpoint.meta.get("config", {}).get("dropout", 0.2)),
-                        in_channels=int(checkpoint.meta.get("in_channels", 3)))
+        raise FERCheckpointError(
+            f"{checkpoint.path}: trained for classes {', '.join(checkpoint.classes)}, but the data "
+            f"has {', '.join(expect_classes)}; use a checkpoint trained on the same class list"
+        )
+    model = build_model(
+        checkpoint.arch,
+        num_classes=len(checkpoint.classes),
+        pretrained=False,
+        dropout=float(checkpoint.meta.get("config", {}).get("dropout", 0.2)),
+        in_channels=int(checkpoint.meta.get("in_channels", 3)),
+    )
     load_model_weights(model, checkpoint)
     return model.eval(), checkpoint

@@ -13,16 +13,22 @@ from fer_utils.data.faceset import FaceSet, TorchFaceDataset
 from fer_utils.transforms import eval_transform, tta_views
 
 
-def faces_loader(faces: FaceSet, image_size: int, mean: Sequence[float], std: Sequence[float],
-                 batch_size: int = 256, channels: int = 3, num_workers: int = 0) -> DataLoader:
+def faces_loader(
+    faces: FaceSet,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 256,
+    channels: int = 3,
+    num_workers: int = 0,
+) -> DataLoader:
     """A deterministic DataLoader of eval-transformed faces (and their labels)."""
     dataset = TorchFaceDataset(faces, eval_transform(image_size, mean, std, channels), use_soft_labels=False)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
 @torch.inference_mode()
-def predict_batches(model: nn.Module, loader: DataLoader, tta: str = "none",
-                    channels_last: bool = True) -> np.ndarray:
+def predict_batches(model: nn.Module, loader: DataLoader, tta: str = "none", channels_last: bool = True) -> np.ndarray:
     """Softmax probabilities (N, C) for every batch of ``loader``, averaged over TTA views."""
     was_training = model.training
     model.eval()

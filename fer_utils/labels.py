@@ -17,26 +17,50 @@ EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sa
 """The seven canonical classes, in model-output order."""
 
 CONTEMPT = "contempt"
-EMOTIONS_WITH_CONTEMPT: tuple[str, ...] = EMOTIONS + (CONTEMPT,)
+EMOTIONS_WITH_CONTEMPT: tuple[str, ...] = (*EMOTIONS, CONTEMPT)
 """Opt-in 8-class mode for CK+/FER+ style data that keeps ``contempt``."""
 
 FER2013_CSV_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """Class of each ``emotion`` code in the original fer2013.csv (0 Angry ... 4 Sad, 5 Surprise, 6 Neutral)."""
 
 FERPLUS_VOTE_COLUMNS: tuple[str, ...] = (
-    "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF",
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
 )
 """The ten vote columns of FER+ ``fer2013new.csv``, in file order."""
 
 SYNONYMS: dict[str, str] = {
-    "anger": "angry", "angry": "angry", "mad": "angry",
-    "disgust": "disgust", "disgusted": "disgust", "disgusting": "disgust",
-    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
-    "happy": "happy", "happiness": "happy", "joy": "happy", "smile": "happy",
-    "neutral": "neutral", "calm": "neutral",
-    "sad": "sad", "sadness": "sad",
-    "surprise": "surprise", "surprised": "surprise", "suprise": "surprise",
-    "contempt": CONTEMPT, "contemptuous": CONTEMPT,
+    "anger": "angry",
+    "angry": "angry",
+    "mad": "angry",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "disgusting": "disgust",
+    "fear": "fear",
+    "fearful": "fear",
+    "afraid": "fear",
+    "scared": "fear",
+    "happy": "happy",
+    "happiness": "happy",
+    "joy": "happy",
+    "smile": "happy",
+    "neutral": "neutral",
+    "calm": "neutral",
+    "sad": "sad",
+    "sadness": "sad",
+    "surprise": "surprise",
+    "surprised": "surprise",
+    "suprise": "surprise",
+    "contempt": CONTEMPT,
+    "contemptuous": CONTEMPT,
 }
 """Folder/column names seen in the wild, lower-cased, mapped to canonical names."""
 
@@ -60,7 +84,9 @@ def fer2013_codes_to_indices(codes: np.ndarray, classes: Sequence[str] = EMOTION
     """Convert fer2013.csv ``emotion`` codes (0..6, CSV order) to indices into ``classes``."""
     codes = np.asarray(codes)
     if codes.size and (codes.min() < 0 or codes.max() >= len(FER2013_CSV_CLASSES)):
-        raise FERDataError(f"fer2013 emotion codes must be 0..6, got values {sorted(set(codes.tolist()) - set(range(7)))}")
+        raise FERDataError(
+            f"fer2013 emotion codes must be 0..6, got values {sorted(set(codes.tolist()) - set(range(7)))}"
+        )
     lookup = np.array([list(classes).index(name) for name in FER2013_CSV_CLASSES], dtype=np.int64)
     return lookup[codes.astype(np.int64)]
 
@@ -89,7 +115,9 @@ def ferplus_votes_to_targets(
         raise FERDataError(f"FER+ label mode must be 'majority' or 'soft', got {mode!r}")
     votes = np.asarray(votes, dtype=np.float64)
     if votes.ndim != 2 or votes.shape[1] != len(FERPLUS_VOTE_COLUMNS):
-        raise FERDataError(f"FER+ votes need {len(FERPLUS_VOTE_COLUMNS)} columns {FERPLUS_VOTE_COLUMNS}, got shape {votes.shape}")
+        raise FERDataError(
+            f"FER+ votes need {len(FERPLUS_VOTE_COLUMNS)} columns {FERPLUS_VOTE_COLUMNS}, got shape {votes.shape}"
+        )
     votes = np.where(votes <= 1, 0.0, votes)  # a lone vote is noise (FER+ paper)
     classes = class_names(include_contempt)
     emotion_columns = [[canonical_name(col) for col in FERPLUS_VOTE_COLUMNS].index(c) for c in classes]

@@ -76,6 +76,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
+
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means the file is not usable weights
@@ -100,17 +101,25 @@ def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], sour
     theirs = [k for k in state if k not in head_keys and not k.startswith(HEAD_PREFIXES)]
     if set(theirs) >= set(body):
         mapped = {k: state[k] for k in body}
-    elif len(theirs) == len(body) and all(state[a].shape == own[b].shape for a, b in zip(theirs, body)):
-        mapped = {b: state[a] for a, b in zip(theirs, body)}
+    elif len(theirs) == len(body) and all(state[a].shape == own[b].shape for a, b in zip(theirs, body, strict=False)):
+        mapped = {b: state[a] for a, b in zip(theirs, body, strict=False)}
     else:
         missing = sorted(set(body) - set(theirs))[:3]
-        raise FERConfigError(f"{source}: weights do not fit this architecture (e.g. missing {missing}); "
-                             "use the weights file made for this --arch")
+        raise FERConfigError(
+            f"{source}: weights do not fit this architecture (e.g. missing {missing}); "
+            "use the weights file made for this --arch"
+        )
     model.load_state_dict(mapped, strict=False)
 
 
-def build_model(arch: str = "efficientnet-lite0", num_classes: int = 7, pretrained: bool | str = False,
-                dropout: float = 0.2, in_channels: int = 3, freeze_backbone: bool = False) -> nn.Module:
+def build_model(
+    arch: str = "efficientnet-lite0",
+    num_classes: int = 7,
+    pretrained: bool | str = False,
+    dropout: float = 0.2,
+    in_channels: int = 3,
+    freeze_backbone: bool = False,
+) -> nn.Module:
     """Build a classifier for ``num_classes`` expressions.
 
     ``pretrained``: False (random init), True (ImageNet: offline wheel for Lite0, else the
@@ -121,14 +130,16 @@ def build_model(arch: str = "efficientnet-lite0", num_classes: int = 7, pretrain
     if spec.backend == "efficientnet_pytorch":
         from efficientnet_pytorch import EfficientNet
 
-        model = EfficientNet.from_name(spec.backend_name, num_classes=num_classes, dropout_rate=dropout,
-                                       in_channels=in_channels)
+        model = EfficientNet.from_name(
+            spec.backend_name, num_classes=num_classes, dropout_rate=dropout, in_channels=in_channels
+        )
     else:
         import timm
 
         try:
-            model = timm.create_model(spec.backend_name, pretrained=False, num_classes=num_classes,
-                                      drop_rate=dropout, in_chans=in_channels)
+            model = timm.create_model(
+                spec.backend_name, pretrained=False, num_classes=num_classes, drop_rate=dropout, in_chans=in_channels
+            )
         except RuntimeError as err:
             raise FERConfigError(f"timm cannot build {spec.backend_name!r}: {err}") from None
     reset_classifier(model)
@@ -169,9 +180,11 @@ def download_imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
 
         return timm.create_model(spec.backend_name, pretrained=True).state_dict()
     except Exception as err:  # noqa: BLE001 - network errors come in many types
-        raise FERConfigError(f"could not download ImageNet weights for {arch} ({type(err).__name__}: {err}); "
-                             "connect to the internet, pass a local weights file (--pretrained FILE), "
-                             "or train from scratch (--no-pretrained)") from None
+        raise FERConfigError(
+            f"could not download ImageNet weights for {arch} ({type(err).__name__}: {err}); "
+            "connect to the internet, pass a local weights file (--pretrained FILE), "
+            "or train from scratch (--no-pretrained)"
+        ) from None
 
 
 def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from fer_utils.atomic import write_text_atomic
 from fer_utils.checkpoints import (
+    Checkpoint,
     ModelCard,
     load_checkpoint,
     load_model_weights,
@@ -81,8 +82,10 @@ class TrainConfig:
         checks = [
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
             (self.scheduler in SCHEDULERS, f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}"),
-            (self.class_weighting in CLASS_WEIGHTING,
-             f"class_weighting must be one of {CLASS_WEIGHTING}, got {self.class_weighting!r}"),
+            (
+                self.class_weighting in CLASS_WEIGHTING,
+                f"class_weighting must be one of {CLASS_WEIGHTING}, got {self.class_weighting!r}",
+            ),
             (self.monitor in MONITORS, f"monitor must be one of {MONITORS}, got {self.monitor!r}"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
@@ -93,8 +96,10 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
-            (self.num_workers >= 0 and self.threads >= 0 and self.patience >= 0,
-             "num_workers, threads and patience must be >= 0"),
+            (
+                self.num_workers >= 0 and self.threads >= 0 and self.patience >= 0,
+                "num_workers, threads and patience must be >= 0",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -120,6 +125,7 @@ class TrainResult:
     best_checkpoint: Path
     last_checkpoint: Path
     best_epoch: int
+    checkpoint: Checkpoint  # metadata of best.safetensors
     interrupted: bool = False
     stopped_early: bool = False
 
@@ -152,8 +158,9 @@ def model_card(config: TrainConfig, classes: tuple[str, ...]) -> ModelCard:
     return ModelCard(config.arch, tuple(classes), config.image_size, spec.mean, spec.std)
 
 
-def evaluate_loss_and_metrics(model: nn.Module, faces: FaceSet, config: TrainConfig,
-                              criterion: nn.Module) -> dict[str, float]:
+def evaluate_loss_and_metrics(
+    model: nn.Module, faces: FaceSet, config: TrainConfig, criterion: nn.Module
+) -> dict[str, float]:
     """Validation loss, accuracy and macro-F1 of ``model`` on ``faces`` (no TTA)."""
     spec = arch_spec(config.arch)
     loader = faces_loader(faces, config.image_size, spec.mean, spec.std, config.eval_batch_size)
@@ -162,9 +169,13 @@ def evaluate_loss_and_metrics(model: nn.Module, faces: FaceSet, config: TrainCon
     log_probs = torch.from_numpy(probs).clamp_min(1e-12).log()
     loss = nn.functional.nll_loss(log_probs, labels).item()
     predicted = probs.argmax(axis=1)
-    return {"val_loss": loss, "val_accuracy": float((predicted == faces.labels).mean()),
-            "val_macro_f1": float(f1_score(faces.labels, predicted, average="macro",
-                                           labels=np.arange(len(faces.classes)), zero_division=0))}
+    return {
+        "val_loss": loss,
+        "val_accuracy": float((predicted == faces.labels).mean()),
+        "val_macro_f1": float(
+            f1_score(faces.labels, predicted, average="macro", labels=np.arange(len(faces.classes)), zero_division=0)
+        ),
+    }
 
 
 def _is_better(value: float, best: float | None, monitor: str) -> bool:
@@ -173,9 +184,15 @@ def _is_better(value: float, best: float | None, monitor: str) -> bool:
     return value < best if monitor == "val_loss" else value > best
 
 
-def train(config: TrainConfig, train_set: FaceSet, val_set: FaceSet, out_dir: str | os.PathLike,
-          resume: str | os.PathLike | None = None, progress: bool = True,
-          data_info: dict[str, Any] | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    train_set: FaceSet,
+    val_set: FaceSet,
+    out_dir: str | os.PathLike,
+    resume: str | os.PathLike | None = None,
+    progress: bool = True,
+    data_info: dict[str, Any] | None = None,
+) -> TrainResult:
     """Train a model on ``train_set``, selecting the best epoch on ``val_set``.
 
     Writes to ``out_dir``: ``best.safetensors`` (best validation epoch), ``last.safetensors``
@@ -190,7 +207,11 @@ def train(config: TrainConfig, train_set: FaceSet, val_set: FaceSet, out_dir: st
         raise FERConfigError(f"need faces to train and validate on, got {len(train_set)} and {len(val_set)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    best_path, last_path, history_path = out_dir / "best.safetensors", out_dir / "last.safetensors", out_dir / "history.csv"
+    best_path, last_path, history_path = (
+        out_dir / "best.safetensors",
+        out_dir / "last.safetensors",
+        out_dir / "history.csv",
+    )
     if config.threads:
         torch.set_num_threads(config.threads)
     classes = train_set.classes
@@ -205,18 +226,27 @@ def train(config: TrainConfig, train_set: FaceSet, val_set: FaceSet, out_dir: st
         resume_checkpoint = load_checkpoint(resume)
         state = resume_checkpoint.meta.get("training_state")
         if state is None or resume_checkpoint.optimizer_state is None:
-            raise FERCheckpointError(f"{resume}: holds no training state; resume from the last.safetensors "
-                                     "that `fer train` writes, not from best.safetensors")
+            raise FERCheckpointError(
+                f"{resume}: holds no training state; resume from the last.safetensors "
+                "that `fer train` writes, not from best.safetensors"
+            )
         if resume_checkpoint.classes != classes or resume_checkpoint.arch != config.arch:
-            raise FERCheckpointError(f"{resume}: was trained as {resume_checkpoint.arch} on "
-                                     f"{', '.join(resume_checkpoint.classes)}; this run is {config.arch} on "
-                                     f"{', '.join(classes)}")
+            raise FERCheckpointError(
+                f"{resume}: was trained as {resume_checkpoint.arch} on "
+                f"{', '.join(resume_checkpoint.classes)}; this run is {config.arch} on "
+                f"{', '.join(classes)}"
+            )
         history = state["history"]
-        start_epoch, best_value, best_epoch, bad_epochs = (state["epoch"] + 1, state["best_value"],
-                                                           state["best_epoch"], state["bad_epochs"])
+        start_epoch, best_value, best_epoch, bad_epochs = (
+            state["epoch"] + 1,
+            state["best_value"],
+            state["best_epoch"],
+            state["bad_epochs"],
+        )
 
-    model = build_model(config.arch, len(classes), pretrained=config.pretrained if resume is None else False,
-                        dropout=config.dropout)
+    model = build_model(
+        config.arch, len(classes), pretrained=config.pretrained if resume is None else False, dropout=config.dropout
+    )
     if resume_checkpoint is not None:
         load_model_weights(model, resume_checkpoint)
     if config.channels_last:
@@ -231,17 +261,32 @@ def train(config: TrainConfig, train_set: FaceSet, val_set: FaceSet, out_dir: st
     spec = arch_spec(config.arch)
     dataset = TorchFaceDataset(train_set, train_transform(config.image_size, config.augment, spec.mean, spec.std))
     generator = torch.Generator()
-    sampler = (weighted_sampler(train_set, generator) if config.class_weighting == "sampler"
-               else RandomSampler(dataset, generator=generator))
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
-                        drop_last=len(dataset) > config.batch_size, persistent_workers=config.num_workers > 0)
+    sampler = (
+        weighted_sampler(train_set, generator)
+        if config.class_weighting == "sampler"
+        else RandomSampler(dataset, generator=generator)
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        drop_last=len(dataset) > config.batch_size,
+        persistent_workers=config.num_workers > 0,
+    )
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
 
     interrupted = stopped_early = False
-    epochs_bar = tqdm(range(start_epoch, config.epochs), desc="epochs", disable=not progress, unit="epoch",
-                      initial=start_epoch, total=config.epochs)
+    epochs_bar = tqdm(
+        range(start_epoch, config.epochs),
+        desc="epochs",
+        disable=not progress,
+        unit="epoch",
+        initial=start_epoch,
+        total=config.epochs,
+    )
     try:
         for epoch in epochs_bar:
             started = time.perf_counter()
@@ -250,8 +295,9 @@ def train(config: TrainConfig, train_set: FaceSet, val_set: FaceSet, out_dir: st
             set_backbone_trainable(model, epoch >= config.freeze_backbone_epochs)
             model.train()
             total_loss, seen, correct = 0.0, 0, 0
-            batches = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress,
-                           unit="batch")
+            batches = tqdm(
+                loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress, unit="batch"
+            )
             for step_in_epoch, (images, targets) in enumerate(batches):
                 step = epoch * steps_per_epoch + step_in_epoch
                 lr = config.lr * lr_factor(step, total_steps, warmup_steps, config.scheduler)
@@ -265,7 +311,8 @@ def train(config: TrainConfig, train_set: FaceSet, val_set: FaceSet, out_dir: st
                     saved = f" The last good epoch is saved in {last_path}." if last_path.exists() else ""
                     raise FERTrainingError(
                         f"loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1} (lr {lr:.2e}); "
-                        f"lower the learning rate (--lr, now {config.lr}) or check the data.{saved}")
+                        f"lower the learning rate (--lr, now {config.lr}) or check the data.{saved}"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -277,8 +324,15 @@ def train(config: TrainConfig, train_set: FaceSet, val_set: FaceSet, out_dir: st
                 batches.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.1e}")
             train_seconds = time.perf_counter() - started
             metrics = evaluate_loss_and_metrics(model, val_set, config, val_criterion)
-            row = {"epoch": epoch + 1, "train_loss": total_loss / seen, "train_accuracy": correct / seen, **metrics,
-                   "lr": lr, "seconds": time.perf_counter() - started, "train_images_per_s": seen / train_seconds}
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": total_loss / seen,
+                "train_accuracy": correct / seen,
+                **metrics,
+                "lr": lr,
+                "seconds": time.perf_counter() - started,
+                "train_images_per_s": seen / train_seconds,
+            }
             history.append(row)
             improved = _is_better(metrics[config.monitor], best_value, config.monitor)
             if improved:
@@ -286,17 +340,25 @@ def train(config: TrainConfig, train_set: FaceSet, val_set: FaceSet, out_dir: st
                 save_checkpoint(best_path, model, card, config=config.to_dict(), metrics={**row, "split": "val"})
             else:
                 bad_epochs += 1
-            state = {"epoch": epoch, "history": history, "best_value": best_value, "best_epoch": best_epoch,
-                     "bad_epochs": bad_epochs}
-            save_checkpoint(last_path, model, card, config=config.to_dict(), metrics=row, optimizer=optimizer,
-                            training_state=state)
+            state = {
+                "epoch": epoch,
+                "history": history,
+                "best_value": best_value,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs,
+            }
+            save_checkpoint(
+                last_path, model, card, config=config.to_dict(), metrics=row, optimizer=optimizer, training_state=state
+            )
             write_text_atomic(history_path, pd.DataFrame(history).to_csv(index=False))
             epochs_bar.set_postfix(val_acc=f"{metrics['val_accuracy']:.3f}", best=best_epoch)
             if progress:
-                tqdm.write(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.3f} "
-                           f"acc {row['train_accuracy']:.3f} | val loss {metrics['val_loss']:.3f} "
-                           f"acc {metrics['val_accuracy']:.3f} macro-F1 {metrics['val_macro_f1']:.3f} | "
-                           f"{row['seconds']:.0f}s" + (" *best*" if improved else ""))
+                tqdm.write(
+                    f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.3f} "
+                    f"acc {row['train_accuracy']:.3f} | val loss {metrics['val_loss']:.3f} "
+                    f"acc {metrics['val_accuracy']:.3f} macro-F1 {metrics['val_macro_f1']:.3f} | "
+                    f"{row['seconds']:.0f}s" + (" *best*" if improved else "")
+                )
             if config.patience and bad_epochs >= config.patience:
                 stopped_early = True
                 if progress:
@@ -306,13 +368,26 @@ def train(config: TrainConfig, train_set: FaceSet, val_set: FaceSet, out_dir: st
         interrupted = True
         if progress:
             done = len(history)
-            tqdm.write(f"interrupted after {done} finished epoch(s); resume with resume={str(last_path)!r} "
-                       f"(CLI: --resume {last_path})" if done else "interrupted before the first epoch finished")
+            tqdm.write(
+                f"interrupted after {done} finished epoch(s); resume with resume={str(last_path)!r} "
+                f"(CLI: --resume {last_path})"
+                if done
+                else "interrupted before the first epoch finished"
+            )
         if not history:
             raise
     finally:
         epochs_bar.close()
 
-    best_model, _ = model_from_checkpoint(best_path, expect_classes=classes)
-    return TrainResult(best_model, pd.DataFrame(history), out_dir, best_path, last_path, best_epoch,
-                       interrupted, stopped_early)
+    best_model, best_checkpoint = model_from_checkpoint(best_path, expect_classes=classes)
+    return TrainResult(
+        best_model,
+        pd.DataFrame(history),
+        out_dir,
+        best_path,
+        last_path,
+        best_epoch,
+        best_checkpoint,
+        interrupted,
+        stopped_early,
+    )

@@ -19,12 +19,20 @@ TTA_MODES = ("none", "flip", "crops")
 
 
 def _tail(channels: int, mean: Sequence[float], std: Sequence[float]) -> list:
-    return [v2.ToDtype(torch.float32, scale=True), v2.Grayscale(num_output_channels=channels),
-            v2.Normalize(mean=list(mean)[:channels], std=list(std)[:channels])]
+    return [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Grayscale(num_output_channels=channels),
+        v2.Normalize(mean=list(mean)[:channels], std=list(std)[:channels]),
+    ]
 
 
-def train_transform(image_size: int, strength: float = 0.5, mean: Sequence[float] = (0.5, 0.5, 0.5),
-                    std: Sequence[float] = (0.5, 0.5, 0.5), channels: int = 3) -> v2.Compose:
+def train_transform(
+    image_size: int,
+    strength: float = 0.5,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+    channels: int = 3,
+) -> v2.Compose:
     """Random crop/scale, flip, rotation, brightness/contrast and erasing, all scaled by ``strength``.
 
     ``strength`` 0 turns augmentation off (just resize); 1 is strong (crops down to 60 % of the
@@ -44,10 +52,11 @@ def train_transform(image_size: int, strength: float = 0.5, mean: Sequence[float
     return v2.Compose(steps + _tail(channels, mean, std) + [v2.RandomErasing(p=0.5 * s, scale=(0.02, 0.12), value=0)])
 
 
-def eval_transform(image_size: int, mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
-                   channels: int = 3) -> v2.Compose:
+def eval_transform(
+    image_size: int, mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5), channels: int = 3
+) -> v2.Compose:
     """Deterministic transform for validation, test and inference: resize, scale, normalize."""
-    return v2.Compose([v2.Resize((image_size, image_size), antialias=True)] + _tail(channels, mean, std))
+    return v2.Compose([v2.Resize((image_size, image_size), antialias=True), *_tail(channels, mean, std)])
 
 
 def tta_views(batch: torch.Tensor, mode: str = "flip") -> torch.Tensor:

@@ -17,8 +17,23 @@ from fer_utils.data.loading import default_data_path, load_dataset, training_spl
 from fer_utils.data.synthetic import load_synthetic, synthetic_faces
 
 __all__ = [
-    "FaceSet", "LoadedDataset", "Skipped", "TorchFaceDataset", "class_weights", "default_data_path",
-    "load_dataset", "load_fer2013_csv", "load_ferplus", "load_image_folders", "load_synthetic", "open_image",
-    "read_face", "stratified_split", "synthetic_faces", "to_grayscale_array", "training_splits",
-    "weighted_sampler", "write_fer2013_csv",
+    "FaceSet",
+    "LoadedDataset",
+    "Skipped",
+    "TorchFaceDataset",
+    "class_weights",
+    "default_data_path",
+    "load_dataset",
+    "load_fer2013_csv",
+    "load_ferplus",
+    "load_image_folders",
+    "load_synthetic",
+    "open_image",
+    "read_face",
+    "stratified_split",
+    "synthetic_faces",
+    "to_grayscale_array",
+    "training_splits",
+    "weighted_sampler",
+    "write_fer2013_csv",
 ]

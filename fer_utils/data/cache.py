@@ -36,7 +36,9 @@ def source_fingerprint(path: Path, options: dict) -> str:
             dirnames.sort()
             for name in sorted(filenames):
                 st = os.stat(os.path.join(dirpath, name))
-                h.update(f"{os.path.relpath(os.path.join(dirpath, name), path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+                h.update(
+                    f"{os.path.relpath(os.path.join(dirpath, name), path)}:{st.st_size}:{st.st_mtime_ns}\n".encode()
+                )
     return h.hexdigest()[:20]
 
 
@@ -55,13 +57,17 @@ def save_cached(dataset: LoadedDataset, file: Path) -> None:
         arrays[f"{name}/sources"] = faces.sources
         if faces.soft_labels is not None:
             arrays[f"{name}/soft_labels"] = faces.soft_labels
-    meta = {"format": dataset.format, "source": dataset.source, "classes": list(dataset.classes),
-            "splits": list(dataset.splits), "notes": dataset.notes,
-            "skipped": [[s.source, s.reason] for s in dataset.skipped]}
+    meta = {
+        "format": dataset.format,
+        "source": dataset.source,
+        "classes": list(dataset.classes),
+        "splits": list(dataset.splits),
+        "notes": dataset.notes,
+        "skipped": [[s.source, s.reason] for s in dataset.skipped],
+    }
     arrays["meta"] = np.array(json.dumps(meta))
-    with atomic_path(file) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    with atomic_path(file) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def load_cached(file: Path) -> LoadedDataset | None:
@@ -72,10 +78,23 @@ def load_cached(file: Path) -> LoadedDataset | None:
         with np.load(file, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             classes = tuple(meta["classes"])
-            splits = {name: FaceSet(data[f"{name}/images"], data[f"{name}/labels"], classes, data[f"{name}/sources"],
-                                    data[f"{name}/soft_labels"] if f"{name}/soft_labels" in data else None)
-                      for name in meta["splits"]}
+            splits = {
+                name: FaceSet(
+                    data[f"{name}/images"],
+                    data[f"{name}/labels"],
+                    classes,
+                    data[f"{name}/sources"],
+                    data.get(f"{name}/soft_labels", None),
+                )
+                for name in meta["splits"]
+            }
     except (OSError, ValueError, KeyError, json.JSONDecodeError):
         return None
-    return LoadedDataset(splits, meta["format"], meta["source"], classes,
-                         [Skipped(*s) for s in meta["skipped"]], meta["notes"] + [f"loaded from cache {file}"])
+    return LoadedDataset(
+        splits,
+        meta["format"],
+        meta["source"],
+        classes,
+        [Skipped(*s) for s in meta["skipped"]],
+        meta["notes"] + [f"loaded from cache {file}"],
+    )

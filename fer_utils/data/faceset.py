@@ -13,9 +13,16 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from fer_utils.errors import FERDataError
 
 SPLIT_ALIASES: dict[str, str] = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "publictest": "val", "public_test": "val",
-    "test": "test", "privatetest": "test", "private_test": "test",
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "publictest": "val",
+    "public_test": "val",
+    "test": "test",
+    "privatetest": "test",
+    "private_test": "test",
     "all": "all",
 }
 """User-facing split names (FER2013 Usage values included) mapped to our split keys."""
@@ -43,8 +50,10 @@ class FaceSet:
         self.classes = tuple(self.classes)
         n = len(self.images)
         if self.images.ndim != 3 or len(self.labels) != n or len(self.sources) != n:
-            raise ValueError(f"FaceSet needs images (N,H,W), labels (N,), sources (N,); got "
-                             f"{self.images.shape}, {self.labels.shape}, {self.sources.shape}")
+            raise ValueError(
+                f"FaceSet needs images (N,H,W), labels (N,), sources (N,); got "
+                f"{self.images.shape}, {self.labels.shape}, {self.sources.shape}"
+            )
         if n and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
             raise ValueError(f"labels must be in 0..{len(self.classes) - 1}")
 
@@ -78,8 +87,13 @@ class FaceSet:
         soft = None
         if all(s.soft_labels is not None for s in sets):
             soft = np.concatenate([s.soft_labels for s in sets])
-        return FaceSet(np.concatenate([s.images for s in sets]), np.concatenate([s.labels for s in sets]),
-                       classes, np.concatenate([s.sources for s in sets]), soft)
+        return FaceSet(
+            np.concatenate([s.images for s in sets]),
+            np.concatenate([s.labels for s in sets]),
+            classes,
+            np.concatenate([s.sources for s in sets]),
+            soft,
+        )
 
 
 @dataclass
@@ -140,8 +154,9 @@ def stratified_split(faces: FaceSet, val_fraction: float, seed: int) -> tuple[Fa
     try:
         train_idx, val_idx = train_test_split(index, test_size=val_fraction, random_state=seed, stratify=stratify)
     except ValueError as err:
-        raise FERDataError(f"cannot split {len(faces)} faces into train/validation with fraction "
-                           f"{val_fraction}: {err}") from None
+        raise FERDataError(
+            f"cannot split {len(faces)} faces into train/validation with fraction {val_fraction}: {err}"
+        ) from None
     return faces.subset(np.sort(train_idx)), faces.subset(np.sort(val_idx))
 
 
@@ -170,8 +185,12 @@ class TorchFaceDataset(Dataset):
     The target is the class index, or the soft label vector when the FaceSet has one.
     """
 
-    def __init__(self, faces: FaceSet, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 use_soft_labels: bool = True) -> None:
+    def __init__(
+        self,
+        faces: FaceSet,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        use_soft_labels: bool = True,
+    ) -> None:
         self.faces = faces
         self.transform = transform
         self.images = torch.from_numpy(faces.images).unsqueeze(1)  # (N, 1, H, W) uint8, shares memory

@@ -56,8 +56,10 @@ def load_fer2013_csv(path: str | os.PathLike) -> LoadedDataset:
     columns = {name.strip().lower(): i for i, name in enumerate(header)}
     missing = [c for c in ("emotion", "pixels") if c not in columns]
     if missing:
-        raise FERDataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header)}. "
-                           "A FER2013 CSV has emotion,pixels,Usage")
+        raise FERDataError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header)}. "
+            "A FER2013 CSV has emotion,pixels,Usage"
+        )
     i_emotion, i_pixels, i_usage = columns["emotion"], columns["pixels"], columns.get("usage")
 
     rows: list[tuple[int, int, str, str]] = []  # (row number, code, pixels, usage)
@@ -86,8 +88,9 @@ def load_fer2013_csv(path: str | os.PathLike) -> LoadedDataset:
     n_pixels = max(set(lengths), key=lengths.count) if lengths else 0
     side = math.isqrt(n_pixels)
     if side * side != n_pixels or side < 8:
-        raise FERDataError(f"{path}: pixel rows have {n_pixels} values, not a square image "
-                           "(FER2013 rows have 2304 = 48x48)")
+        raise FERDataError(
+            f"{path}: pixel rows have {n_pixels} values, not a square image (FER2013 rows have 2304 = 48x48)"
+        )
 
     images = np.empty((len(rows), n_pixels), dtype=np.uint8)
     keep = np.zeros(len(rows), dtype=bool)
@@ -106,7 +109,7 @@ def load_fer2013_csv(path: str | os.PathLike) -> LoadedDataset:
     skipped = [Skipped(f"{path} rows {_format_rows(r)}", reason) for reason, r in bad.items()]
     if not keep.any():
         raise FERDataError(f"{path}: no usable rows ({'; '.join(f'{s.reason}: {s.source}' for s in skipped)})")
-    kept = [r for r, k in zip(rows, keep) if k]
+    kept = [r for r, k in zip(rows, keep, strict=False) if k]
     images = images[keep].reshape(-1, side, side)
     labels = fer2013_codes_to_indices(np.array([r[1] for r in kept]))
     sources = np.array([f"{path.name}:row{r[0]}" for r in kept])
@@ -118,9 +121,11 @@ def load_fer2013_csv(path: str | os.PathLike) -> LoadedDataset:
         splits["all"] = FaceSet(images, labels, EMOTIONS, sources)
         notes.append("no Usage column: all rows form one split 'all'")
     else:
-        unknown = sorted({r[3] for r, u in zip(kept, usages) if not u})
+        unknown = sorted({r[3] for r, u in zip(kept, usages, strict=False) if not u})
         if unknown:
-            raise FERDataError(f"{path}: unknown Usage value(s) {unknown[:5]}; expected Training, PublicTest, PrivateTest")
+            raise FERDataError(
+                f"{path}: unknown Usage value(s) {unknown[:5]}; expected Training, PublicTest, PrivateTest"
+            )
         for split in ("train", "val", "test"):
             mask = usages == split
             if mask.any():
@@ -136,9 +141,11 @@ def write_fer2013_csv(splits: dict[str, FaceSet], path: str | os.PathLike) -> Pa
         writer.writerow(["emotion", "pixels", "Usage"])
         for split, faces in splits.items():
             if faces.classes != EMOTIONS:
-                raise FERDataError(f"only the seven canonical classes can be written as FER2013 CSV, got {faces.classes}")
+                raise FERDataError(
+                    f"only the seven canonical classes can be written as FER2013 CSV, got {faces.classes}"
+                )
             usage = SPLIT_TO_USAGE.get(split, split)
             codes = indices_to_fer2013_codes(faces.labels)
-            for code, image in zip(codes, faces.images):
+            for code, image in zip(codes, faces.images, strict=False):
                 writer.writerow([int(code), " ".join(map(str, image.ravel().tolist())), usage])
     return path

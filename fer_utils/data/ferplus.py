@@ -38,8 +38,12 @@ def read_ferplus_votes(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     return np.array(votes, dtype=np.float32).reshape(-1, len(FERPLUS_VOTE_COLUMNS)), usages
 
 
-def load_ferplus(fer2013_csv: str | os.PathLike, ferplus_csv: str | os.PathLike, mode: str = "majority",
-                 include_contempt: bool = False) -> LoadedDataset:
+def load_ferplus(
+    fer2013_csv: str | os.PathLike,
+    ferplus_csv: str | os.PathLike,
+    mode: str = "majority",
+    include_contempt: bool = False,
+) -> LoadedDataset:
     """FER2013 pixels with FER+ labels: ``majority`` (hard labels) or ``soft`` (vote distributions).
 
     Rows align one-to-one with fer2013.csv. Rows FER+ marks as not-a-face or unknown, and rows
@@ -47,15 +51,19 @@ def load_ferplus(fer2013_csv: str | os.PathLike, ferplus_csv: str | os.PathLike,
     """
     base = load_fer2013_csv(fer2013_csv)
     if base.skipped:
-        raise FERDataError(f"{fer2013_csv}: has bad rows ({base.skipped[0].reason}); FER+ labels need every "
-                           "row of the original CSV to line up")
+        raise FERDataError(
+            f"{fer2013_csv}: has bad rows ({base.skipped[0].reason}); FER+ labels need every "
+            "row of the original CSV to line up"
+        )
     votes, usages = read_ferplus_votes(ferplus_csv)
     faces = FaceSet.concat(list(base.splits.values()))
     order = np.argsort([int(s.rsplit("row", 1)[1]) for s in faces.sources], kind="stable")
     faces = faces.subset(order)
     if len(votes) != len(faces):
-        raise FERDataError(f"{ferplus_csv}: {len(votes)} vote rows but {fer2013_csv} has {len(faces)} faces; "
-                           "use the fer2013new.csv that belongs to this fer2013.csv")
+        raise FERDataError(
+            f"{ferplus_csv}: {len(votes)} vote rows but {fer2013_csv} has {len(faces)} faces; "
+            "use the fer2013new.csv that belongs to this fer2013.csv"
+        )
     keep, targets = ferplus_votes_to_targets(votes, mode, include_contempt)
     classes = class_names(include_contempt)
     if mode == "soft":
@@ -63,8 +71,12 @@ def load_ferplus(fer2013_csv: str | os.PathLike, ferplus_csv: str | os.PathLike,
     else:
         labels, soft = targets, None
     kept = FaceSet(faces.images[keep], labels, classes, faces.sources[keep], soft)
-    split_of = np.array([USAGE_TO_SPLIT.get(u.lower(), "all") for u, k in zip(usages, keep) if k])
-    splits = {name: kept.subset(split_of == name) for name in ("train", "val", "test", "all") if (split_of == name).any()}
-    notes = [f"FER+ {mode} labels: dropped {int((~keep).sum())} of {len(keep)} rows "
-             "(not a face, unknown, no clear majority" + ("" if include_contempt else ", or contempt") + ")"]
+    split_of = np.array([USAGE_TO_SPLIT.get(u.lower(), "all") for u, k in zip(usages, keep, strict=False) if k])
+    splits = {
+        name: kept.subset(split_of == name) for name in ("train", "val", "test", "all") if (split_of == name).any()
+    }
+    notes = [
+        f"FER+ {mode} labels: dropped {int((~keep).sum())} of {len(keep)} rows "
+        "(not a face, unknown, no clear majority" + ("" if include_contempt else ", or contempt") + ")"
+    ]
     return LoadedDataset(splits, f"ferplus-{mode}", str(ferplus_csv), classes, [], notes)

@@ -19,8 +19,15 @@ from fer_utils.data.images import DEFAULT_FACE_SIZE, is_image_file, read_face
 from fer_utils.errors import FERDataError
 from fer_utils.labels import CONTEMPT, EMOTIONS, canonical_name, class_names
 
-SPLIT_FOLDERS: dict[str, str] = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                                 "validation": "val", "test": "test", "testing": "test"}
+SPLIT_FOLDERS: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 """Top-level folder names of split layouts, mapped to split keys."""
 
 FILE_PREFIX_SPLITS: dict[str, str] = {"training_": "train", "publictest_": "val", "privatetest_": "test"}
@@ -49,25 +56,34 @@ def scan_class_folders(root: Path, include_contempt: bool = False) -> ClassFolde
     classes = class_names(include_contempt)
     folders = _subfolders(root)
     if not folders:
-        raise FERDataError(f"{root}: no class folders found; expected one folder per emotion "
-                           f"({', '.join(EMOTIONS)}) holding its images")
+        raise FERDataError(
+            f"{root}: no class folders found; expected one folder per emotion "
+            f"({', '.join(EMOTIONS)}) holding its images"
+        )
     files: list[tuple[Path, int]] = []
     skipped: list[Skipped] = []
     notes: list[str] = []
     unknown = [f.name for f in folders if canonical_name(f.name) is None]
     if unknown:
-        raise FERDataError(f"{root}: unknown class folder(s) {', '.join(unknown)}; rename each to one of "
-                           f"{', '.join(EMOTIONS)} (or a synonym such as happiness, sadness) or move it out")
+        raise FERDataError(
+            f"{root}: unknown class folder(s) {', '.join(unknown)}; rename each to one of "
+            f"{', '.join(EMOTIONS)} (or a synonym such as happiness, sadness) or move it out"
+        )
     for folder in folders:
         name = canonical_name(folder.name)
         entries = sorted(p for p in folder.rglob("*") if p.is_file())
         images = [p for p in entries if is_image_file(p)]
-        skipped += [Skipped(str(p), "not an image file (by extension)") for p in entries
-                    if not is_image_file(p) and not p.name.startswith(".")]
+        skipped += [
+            Skipped(str(p), "not an image file (by extension)")
+            for p in entries
+            if not is_image_file(p) and not p.name.startswith(".")
+        ]
         if name == CONTEMPT and not include_contempt:
             if images:
-                notes.append(f"dropped {len(images)} images in {folder}: contempt is not one of the seven "
-                             "classes (use 8-class mode, include_contempt=True / --include-contempt, to keep them)")
+                notes.append(
+                    f"dropped {len(images)} images in {folder}: contempt is not one of the seven "
+                    "classes (use 8-class mode, include_contempt=True / --include-contempt, to keep them)"
+                )
             continue
         if not images:
             notes.append(f"class folder {folder} holds no images")
@@ -83,16 +99,20 @@ def _read_or_skip(item: tuple[Path, int], size: int) -> np.ndarray | str:
         return str(err).split(": ", 1)[-1]
 
 
-def decode_faces(files: list[tuple[Path, int]], classes: tuple[str, ...], size: int,
-                 progress: bool = True, workers: int = 2) -> tuple[FaceSet, list[Skipped]]:
+def decode_faces(
+    files: list[tuple[Path, int]], classes: tuple[str, ...], size: int, progress: bool = True, workers: int = 2
+) -> tuple[FaceSet, list[Skipped]]:
     """Decode listed image files into a FaceSet; unreadable files are skipped and reported."""
     images = np.empty((len(files), size, size), dtype=np.uint8)
     keep = np.zeros(len(files), dtype=bool)
     skipped: list[Skipped] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(lambda item: _read_or_skip(item, size), files, chunksize=64)
-        for i, result in enumerate(tqdm(results, total=len(files), desc="decoding images",
-                                        disable=not progress or len(files) < 2000, unit="img")):
+        for i, result in enumerate(
+            tqdm(
+                results, total=len(files), desc="decoding images", disable=not progress or len(files) < 2000, unit="img"
+            )
+        ):
             if isinstance(result, str):
                 skipped.append(Skipped(str(files[i][0]), result))
             else:
@@ -114,8 +134,11 @@ def split_by_file_prefix(faces: FaceSet, default: str) -> dict[str, FaceSet]:
     if not faces.sources.size or any(p is None for p in prefixes):
         return {default: faces}
     prefixes_arr = np.array(prefixes)
-    return {split: faces.subset(prefixes_arr == split) for split in ("train", "val", "test")
-            if (prefixes_arr == split).any()}
+    return {
+        split: faces.subset(prefixes_arr == split)
+        for split in ("train", "val", "test")
+        if (prefixes_arr == split).any()
+    }
 
 
 def is_split_layout(root: Path) -> bool:
@@ -124,8 +147,9 @@ def is_split_layout(root: Path) -> bool:
     return bool(names) and any(n in SPLIT_FOLDERS for n in names) and all(canonical_name(n) is None for n in names)
 
 
-def load_image_folders(root: str | os.PathLike, size: int = DEFAULT_FACE_SIZE, include_contempt: bool = False,
-                       progress: bool = True) -> LoadedDataset:
+def load_image_folders(
+    root: str | os.PathLike, size: int = DEFAULT_FACE_SIZE, include_contempt: bool = False, progress: bool = True
+) -> LoadedDataset:
     """Load a class-folder dataset, or a train/test layout of them (Kaggle FER2013), into memory.
 
     Every image is converted to a ``size`` x ``size`` grayscale face whatever its size, mode
@@ -139,10 +163,16 @@ def load_image_folders(root: str | os.PathLike, size: int = DEFAULT_FACE_SIZE, i
         raise FERDataError(f"{root}: not a folder")
     classes = class_names(include_contempt)
     layout = "kaggle-folders" if is_split_layout(root) else "class-folders"
-    split_dirs = ({SPLIT_FOLDERS[p.name.lower()]: p for p in _subfolders(root) if p.name.lower() in SPLIT_FOLDERS}
-                  if layout == "kaggle-folders" else {"all": root})
-    notes = [f"ignored folder {p}" for p in _subfolders(root)
-             if layout == "kaggle-folders" and p.name.lower() not in SPLIT_FOLDERS]
+    split_dirs = (
+        {SPLIT_FOLDERS[p.name.lower()]: p for p in _subfolders(root) if p.name.lower() in SPLIT_FOLDERS}
+        if layout == "kaggle-folders"
+        else {"all": root}
+    )
+    notes = [
+        f"ignored folder {p}"
+        for p in _subfolders(root)
+        if layout == "kaggle-folders" and p.name.lower() not in SPLIT_FOLDERS
+    ]
     scans = {split: scan_class_folders(path, include_contempt) for split, path in split_dirs.items()}
     skipped = [s for scan in scans.values() for s in scan.skipped]
     notes += [n for scan in scans.values() for n in scan.notes]
@@ -159,6 +189,7 @@ def load_image_folders(root: str | os.PathLike, size: int = DEFAULT_FACE_SIZE, i
                 splits[name] = FaceSet.concat([splits[name], subset]) if name in splits else subset
     if not splits:
         first = next(s for s in skipped if s.reason != "not an image file (by extension)")
-        raise FERDataError(f"{root}: none of its {n_files} image files could be read "
-                           f"(first: {first.source}: {first.reason})")
+        raise FERDataError(
+            f"{root}: none of its {n_files} image files could be read (first: {first.source}: {first.reason})"
+        )
     return LoadedDataset(splits, layout, str(root), classes, skipped, notes)

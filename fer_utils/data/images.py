@@ -48,8 +48,11 @@ def square_resize(gray: np.ndarray, size: int) -> np.ndarray:
     """Center-crop a grayscale array to a square and resize it to ``size`` x ``size`` (antialiased)."""
     image = Image.fromarray(gray)
     if image.size != (size, size):
-        image = ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR
-                             if min(image.size) <= size else Image.Resampling.LANCZOS)
+        image = ImageOps.fit(
+            image,
+            (size, size),
+            method=Image.Resampling.BILINEAR if min(image.size) <= size else Image.Resampling.LANCZOS,
+        )
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -75,11 +78,11 @@ def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
     except IsADirectoryError:
         raise FERDataError(f"{name}: is a folder, not an image") from None
     except UnidentifiedImageError:
-        raise FERDataError(f"{name}: not an image file Pillow can read (is it really "
-                           f"{Path(name).suffix or 'an image'}?)") from None
+        raise FERDataError(
+            f"{name}: not an image file Pillow can read (is it really {Path(name).suffix or 'an image'}?)"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise FERDataError(f"{name}: image too large to open safely ({err}); "
-                           "downscale it first") from None
+        raise FERDataError(f"{name}: image too large to open safely ({err}); downscale it first") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise FERDataError(f"{name}: corrupt or truncated image ({err})") from None
 

@@ -23,10 +23,18 @@ def default_data_path() -> str:
     return os.environ.get("FER_DATA_DIR") or SYNTHETIC
 
 
-def load_dataset(path: str | os.PathLike | None = None, size: int = DEFAULT_FACE_SIZE, *,
-                 include_contempt: bool = False, ferplus: str | os.PathLike | None = None,
-                 ferplus_mode: str = "majority", cache: bool = True, cache_dir: str | os.PathLike | None = None,
-                 seed: int = 0, progress: bool = True) -> LoadedDataset:
+def load_dataset(
+    path: str | os.PathLike | None = None,
+    size: int = DEFAULT_FACE_SIZE,
+    *,
+    include_contempt: bool = False,
+    ferplus: str | os.PathLike | None = None,
+    ferplus_mode: str = "majority",
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> LoadedDataset:
     """Load ``path``: a FER2013 CSV, a Kaggle train/test folder, a class-folder dataset, or ``synthetic``.
 
     ``synthetic:0.2`` scales the synthetic splits (for quick runs). ``ferplus`` points at
@@ -42,10 +50,16 @@ def load_dataset(path: str | os.PathLike | None = None, size: int = DEFAULT_FACE
         return load_synthetic(seed, size, scale, class_names(include_contempt))
     source = Path(path).expanduser()
     if not source.exists():
-        raise FERDataError(f"{source}: no such file or folder. Give a FER2013 CSV, a folder of class folders, "
-                           "or 'synthetic' (see data/README.md for how to get FER2013)")
-    options = {"size": size, "contempt": include_contempt, "ferplus": str(ferplus) if ferplus else None,
-               "mode": ferplus_mode}
+        raise FERDataError(
+            f"{source}: no such file or folder. Give a FER2013 CSV, a folder of class folders, "
+            "or 'synthetic' (see data/README.md for how to get FER2013)"
+        )
+    options = {
+        "size": size,
+        "contempt": include_contempt,
+        "ferplus": str(ferplus) if ferplus else None,
+        "mode": ferplus_mode,
+    }
     if ferplus:
         options["ferplus_stat"] = os.stat(ferplus).st_mtime_ns if Path(ferplus).exists() else None
     entry = cache_file(source, options, Path(cache_dir) if cache_dir else None) if cache else None
@@ -76,8 +90,13 @@ def resize_dataset(dataset: LoadedDataset, size: int) -> LoadedDataset:
     splits = {}
     for name, faces in dataset.splits.items():
         images = [square_resize(image, size) for image in faces.images]
-        splits[name] = FaceSet(images if images else faces.images[:, :size, :size], faces.labels, faces.classes,
-                               faces.sources, faces.soft_labels)
+        splits[name] = FaceSet(
+            images if images else faces.images[:, :size, :size],
+            faces.labels,
+            faces.classes,
+            faces.sources,
+            faces.soft_labels,
+        )
     return LoadedDataset(splits, dataset.format, dataset.source, dataset.classes, dataset.skipped, dataset.notes)
 
 
@@ -89,8 +108,10 @@ def training_splits(dataset: LoadedDataset, val_fraction: float = 0.1, seed: int
     """
     base = dataset.splits.get("train") or dataset.splits.get("all")
     if base is None:
-        raise FERDataError(f"{dataset.source}: no training split (found {', '.join(dataset.splits)}); "
-                           "point at the training data or the dataset root")
+        raise FERDataError(
+            f"{dataset.source}: no training split (found {', '.join(dataset.splits)}); "
+            "point at the training data or the dataset root"
+        )
     if "val" in dataset.splits:
         return base, dataset.splits["val"]
     return stratified_split(base, val_fraction, seed)

@@ -89,8 +89,11 @@ def draw_face(expression: Expression, rng: np.random.Generator, size: int = DEFA
     d.line([(cx - 0.1 * fw, nose_y), (cx + 0.1 * fw, nose_y)], fill=dark * 0.5 + skin * 0.5, width=max(1, int(u)))
     if e.wrinkle > 0.3:
         for k in (-1, 1):
-            d.line([(cx + k * 0.08 * fw, eye_y + 0.04 * fh), (cx + k * 0.15 * fw, eye_y + 0.14 * fh)],
-                   fill=dark * 0.6 + skin * 0.4, width=max(1, int(u * min(e.wrinkle, 1.5))))
+            d.line(
+                [(cx + k * 0.08 * fw, eye_y + 0.04 * fh), (cx + k * 0.15 * fw, eye_y + 0.14 * fh)],
+                fill=dark * 0.6 + skin * 0.4,
+                width=max(1, int(u * min(e.wrinkle, 1.5))),
+            )
 
     mouth_y = cy + 0.45 * fh
     half_w = 0.32 * fw * max(0.5, e.mouth_width)
@@ -101,9 +104,9 @@ def draw_face(expression: Expression, rng: np.random.Generator, size: int = DEFA
     lower = upper + opening
     px = cx + xs * half_w
     if e.mouth_open > 0.12:
-        d.polygon(list(zip(px, upper)) + list(zip(px[::-1], lower[::-1])), fill=dark * 0.4)
+        d.polygon(list(zip(px, upper, strict=False)) + list(zip(px[::-1], lower[::-1], strict=False)), fill=dark * 0.4)
     else:
-        d.line(list(zip(px, upper)), fill=dark * 0.7, width=max(2, int(1.8 * u)), joint="curve")
+        d.line(list(zip(px, upper, strict=False)), fill=dark * 0.7, width=max(2, int(1.8 * u)), joint="curve")
 
     image = canvas.rotate(rng.normal(0, 8), resample=Image.Resampling.BILINEAR, fillcolor=background)
     image = image.resize((size, size), Image.Resampling.BOX).convert("L")
@@ -112,17 +115,23 @@ def draw_face(expression: Expression, rng: np.random.Generator, size: int = DEFA
     pixels = np.asarray(image, dtype=np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     ramp = np.cos(angle) * np.linspace(-1, 1, size)[None, :] + np.sin(angle) * np.linspace(-1, 1, size)[:, None]
-    pixels = pixels * rng.uniform(0.7, 1.15) + ramp * rng.uniform(0, 40) + rng.normal(0, rng.uniform(2, 10), pixels.shape)
+    pixels = (
+        pixels * rng.uniform(0.7, 1.15) + ramp * rng.uniform(0, 40) + rng.normal(0, rng.uniform(2, 10), pixels.shape)
+    )
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def synthetic_faces(n_per_class: int = 100, seed: int = 0, size: int = DEFAULT_FACE_SIZE,
-                    classes: tuple[str, ...] = EMOTIONS) -> FaceSet:
+def synthetic_faces(
+    n_per_class: int = 100, seed: int = 0, size: int = DEFAULT_FACE_SIZE, classes: tuple[str, ...] = EMOTIONS
+) -> FaceSet:
     """Generate ``n_per_class`` faces of every class, shuffled; the same seed gives the same faces."""
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.repeat(np.arange(len(classes)), n_per_class))
-    images = np.stack([draw_face(_jittered(EXPRESSIONS[classes[k]], rng), rng, size) for k in labels]) \
-        if len(labels) else np.zeros((0, size, size), np.uint8)
+    images = (
+        np.stack([draw_face(_jittered(EXPRESSIONS[classes[k]], rng), rng, size) for k in labels])
+        if len(labels)
+        else np.zeros((0, size, size), np.uint8)
+    )
     sources = np.array([f"synthetic:seed{seed}:{i}" for i in range(len(labels))])
     return FaceSet(images, labels, classes, sources)
 
@@ -131,13 +140,17 @@ SYNTHETIC_SPLIT_SIZES = {"train": 300, "val": 60, "test": 60}
 """Faces per class in each split of the built-in synthetic dataset (2,940 faces in all)."""
 
 
-def load_synthetic(seed: int = 0, size: int = DEFAULT_FACE_SIZE, scale: float = 1.0,
-                   classes: tuple[str, ...] = EMOTIONS) -> LoadedDataset:
+def load_synthetic(
+    seed: int = 0, size: int = DEFAULT_FACE_SIZE, scale: float = 1.0, classes: tuple[str, ...] = EMOTIONS
+) -> LoadedDataset:
     """The built-in synthetic dataset: train/val/test splits drawn with different seeds.
 
     ``scale`` multiplies every split's size (e.g. 0.2 for a seconds-long smoke run).
     """
-    splits = {name: synthetic_faces(max(2, round(n * scale)), seed * 1000 + i, size, classes)
-              for i, (name, n) in enumerate(SYNTHETIC_SPLIT_SIZES.items())}
-    return LoadedDataset(splits, "synthetic", "synthetic", classes,
-                         notes=["procedural synthetic faces (no real data given)"])
+    splits = {
+        name: synthetic_faces(max(2, round(n * scale)), seed * 1000 + i, size, classes)
+        for i, (name, n) in enumerate(SYNTHETIC_SPLIT_SIZES.items())
+    }
+    return LoadedDataset(
+        splits, "synthetic", "synthetic", classes, notes=["procedural synthetic faces (no real data given)"]
+    )

@@ -1,0 +1,304 @@
+"""The ``fer`` command: train, evaluate, predict, data info.
+
+User errors (bad paths, files, values) print one line ``fer: error: ...`` and exit 1;
+Ctrl-C exits 130 after saying how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from fer_utils.errors import FERError
+
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, so the CLI can set every hyperparameter."""
+    from fer_utils.training import TrainConfig
+
+    group = parser.add_argument_group("hyperparameters (defaults: TrainConfig)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "pretrained":
+            group.add_argument(
+                flag,
+                nargs="?",
+                const=True,
+                default=None,
+                metavar="FILE",
+                help="start from ImageNet weights (default), or from a local weights FILE",
+            )
+            group.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random init")
+        elif isinstance(f.default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {f.default}")
+        else:
+            group.add_argument(
+                flag,
+                type=type(f.default),
+                default=None,
+                metavar=type(f.default).__name__.upper(),
+                help=f"default {f.default}",
+            )
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from fer_utils.training import TrainConfig
+
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    return TrainConfig(**values)
+
+
+def _data_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument(
+        "--data",
+        required=required,
+        default=None,
+        help="FER2013 CSV, Kaggle train/test folder, class-folder dataset, or 'synthetic' "
+        "(default: $FER_DATA_DIR, else synthetic)",
+    )
+    parser.add_argument("--ferplus", default=None, metavar="CSV", help="FER+ fer2013new.csv: use its labels")
+    parser.add_argument("--ferplus-mode", default="majority", choices=["majority", "soft"])
+    parser.add_argument("--include-contempt", action="store_true", help="8-class mode: keep contempt")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the dataset cache")
+
+
+def _load(args: argparse.Namespace, seed: int = 0):
+    from fer_utils.data import load_dataset
+
+    return load_dataset(
+        args.data,
+        include_contempt=args.include_contempt,
+        ferplus=args.ferplus,
+        ferplus_mode=args.ferplus_mode,
+        cache=not args.no_cache,
+        seed=seed,
+        progress=not getattr(args, "quiet", False),
+    )
+
+
+def _report_skips(dataset) -> None:
+    for note in dataset.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for s in dataset.skipped[:20]:
+        print(f"skipped: {s.source}: {s.reason}", file=sys.stderr)
+    if len(dataset.skipped) > 20:
+        print(f"skipped: ... and {len(dataset.skipped) - 20} more", file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fer_utils.atomic import write_text_atomic
+    from fer_utils.data import training_splits
+    from fer_utils.evaluation import evaluate_checkpoint
+    from fer_utils.training import train
+    from fer_utils.viz import (
+        class_distribution_figure,
+        confusion_matrix_figure,
+        sample_grid_figure,
+        save_figure,
+        training_curves_figure,
+    )
+
+    config = _config_from_args(args)
+    out = Path(args.out)
+    if (out / "best.safetensors").exists() and args.resume is None and not args.overwrite:
+        raise FERError(
+            f"{out} already holds a trained model; continue it with --resume {out / 'last.safetensors'}, "
+            "choose another --out, or pass --overwrite"
+        )
+    dataset = _load(args, config.seed)
+    _report_skips(dataset)
+    train_set, val_set = training_splits(dataset, config.val_fraction, config.seed)
+    print(
+        f"data: {dataset.source} ({dataset.format}); training on {len(train_set)} faces, "
+        f"validating on {len(val_set)}; {config.arch} at {config.image_size}px for {config.epochs} epochs"
+    )
+    data_info = {"source": dataset.source, "format": dataset.format, "train": len(train_set), "val": len(val_set)}
+    result = train(config, train_set, val_set, out, resume=args.resume, progress=not args.quiet, data_info=data_info)
+    if result.interrupted:
+        print(
+            f"interrupted: resume with  fer train --data {args.data or dataset.source} --out {out} "
+            f"--resume {result.last_checkpoint}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    figures = out / "figures"
+    save_figure(training_curves_figure(result.history), figures / "training_curves.png")
+    save_figure(class_distribution_figure(dataset), figures / "class_distribution.png")
+    save_figure(sample_grid_figure(train_set), figures / "samples.png")
+    split = dataset.default_eval_split()
+    eval_set = dataset.split(split) if split != "all" else val_set
+    split = split if split != "all" else "val"
+    metrics = {}
+    for tta in ("none", args.tta):
+        report = evaluate_checkpoint((result.model, result.checkpoint), eval_set, tta=tta, split=split)
+        metrics[f"tta_{tta}"] = report.to_dict()
+        if tta == args.tta:
+            save_figure(confusion_matrix_figure(report), figures / "confusion_matrix.png")
+            print(report.summary())
+    metrics["best_epoch"] = result.best_epoch
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    print(
+        f"saved: {result.best_checkpoint} (best epoch {result.best_epoch}), {out / 'metrics.json'}, "
+        f"{out / 'history.csv'}, {figures}/"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fer_utils.checkpoints import read_checkpoint_meta
+    from fer_utils.evaluation import evaluate_checkpoint
+    from fer_utils.viz import confusion_matrix_figure, save_figure
+
+    meta = read_checkpoint_meta(args.checkpoint)  # fail fast, before loading data
+    args.include_contempt = args.include_contempt or "contempt" in meta["classes"]
+    dataset = _load(args)
+    _report_skips(dataset)
+    split = args.split or dataset.default_eval_split()
+    report = evaluate_checkpoint(args.checkpoint, dataset.split(split), tta=args.tta, split=split)
+    report.info["data"] = dataset.source
+    print(report.summary())
+    if args.json:
+        report.save_json(args.json)
+        print(f"wrote {args.json}")
+    if args.figure:
+        save_figure(confusion_matrix_figure(report), args.figure)
+        print(f"wrote {args.figure}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fer_utils.atomic import write_text_atomic
+    from fer_utils.inference import Predictor, expand_image_paths
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, tta=args.tta)
+    files, skipped = expand_image_paths(args.paths)
+    predictions, bad = predictor.predict(files)
+    skipped += bad
+    for p in predictions:
+        top3 = sorted(p.probabilities.items(), key=lambda kv: -kv[1])[:3]
+        print(f"{p.source}: {p.label} ({p.score:.2f})  " + "  ".join(f"{c} {v:.2f}" for c, v in top3))
+    for s in skipped:
+        print(f"skipped: {s.source}: {s.reason}", file=sys.stderr)
+    if args.json:
+        write_text_atomic(
+            args.json,
+            json.dumps(
+                {
+                    "classes": list(predictor.classes),
+                    "predictions": [p.to_dict() for p in predictions],
+                    "skipped": [dataclasses.asdict(s) for s in skipped],
+                },
+                indent=2,
+            ),
+        )
+        print(f"wrote {args.json}")
+    if not predictions:
+        raise FERError("no image could be read: " + "; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    dataset = _load(args)
+    table = dataset.class_count_table()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "source": dataset.source,
+                    "format": dataset.format,
+                    "classes": list(dataset.classes),
+                    "splits": {k: v.class_counts().to_dict() for k, v in dataset.splits.items()},
+                    "skipped": [dataclasses.asdict(s) for s in dataset.skipped],
+                    "notes": dataset.notes,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        f"source: {dataset.source}\nformat: {dataset.format}\nsplits: "
+        + ", ".join(f"{k} ({len(v)})" for k, v in dataset.splits.items())
+    )
+    print(table.to_string())
+    for note in dataset.notes:
+        print(f"note: {note}")
+    print(f"skipped files/rows: {len(dataset.skipped)}")
+    for s in dataset.skipped[:20]:
+        print(f"  {s.source}: {s.reason}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``fer`` (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(prog="fer", description="Facial expression recognition: train, evaluate, predict.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model, evaluate it, save checkpoint, metrics and figures")
+    _data_args(p)
+    p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
+    p.add_argument("--resume", default=None, metavar="FILE", help="continue from a last.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    p.add_argument("--tta", default="flip", choices=["none", "flip", "crops"], help="TTA for the final report")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on a labelled dataset")
+    _data_args(p)
+    p.add_argument("--checkpoint", required=True, metavar="FILE")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="train, val (PublicTest), test (PrivateTest), all, or a,b (default: test, else val, else all)",
+    )
+    p.add_argument("--tta", default="none", choices=["none", "flip", "crops"])
+    p.add_argument("--json", default=None, metavar="OUT", help="write metrics as JSON")
+    p.add_argument("--figure", default=None, metavar="PNG", help="save the confusion matrix")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict the expression of face images")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
+    p.add_argument("--tta", default="none", choices=["none", "flip", "crops"])
+    p.add_argument("--json", default=None, metavar="OUT")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("data", help="inspect datasets")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    info = data_sub.add_parser("info", help="format, splits, class counts and skipped files of a dataset")
+    info.add_argument("data", metavar="PATH")
+    info.add_argument("--ferplus", default=None, metavar="CSV")
+    info.add_argument("--ferplus-mode", default="majority", choices=["majority", "soft"])
+    info.add_argument("--include-contempt", action="store_true")
+    info.add_argument("--no-cache", action="store_true")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=cmd_data_info, quiet=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fer`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FERError as err:
+        print(f"fer: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("fer: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Evaluation: accuracy, macro-F1, per-class precision/recall/F1 and confusion matrices (scikit-learn)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from torch import nn
+
+from fer_utils.atomic import write_text_atomic
+from fer_utils.checkpoints import Checkpoint, model_from_checkpoint
+from fer_utils.data.faceset import FaceSet
+from fer_utils.forward import faces_loader, predict_batches
+
+
+@dataclass
+class EvaluationReport:
+    """Metrics of one model on one labelled FaceSet, with the raw predictions kept for analysis."""
+
+    classes: tuple[str, ...]
+    labels: np.ndarray
+    probabilities: np.ndarray
+    tta: str = "none"
+    split: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def accuracy(self) -> float:
+        return float(accuracy_score(self.labels, self.predictions))
+
+    @property
+    def macro_f1(self) -> float:
+        return float(f1_score(self.labels, self.predictions, average="macro", labels=self._indices, zero_division=0))
+
+    @property
+    def _indices(self) -> np.ndarray:
+        return np.arange(len(self.classes))
+
+    def per_class(self) -> pd.DataFrame:
+        """Precision, recall, F1 and support of every class."""
+        p, r, f, s = precision_recall_fscore_support(
+            self.labels, self.predictions, labels=self._indices, zero_division=0
+        )
+        return pd.DataFrame(
+            {"precision": p, "recall": r, "f1": f, "support": s}, index=pd.Index(self.classes, name="class")
+        )
+
+    def confusion(self, normalize: bool = False) -> np.ndarray:
+        """Confusion matrix, rows = true class; ``normalize`` divides each row by its total (recall)."""
+        return confusion_matrix(
+            self.labels, self.predictions, labels=self._indices, normalize="true" if normalize else None
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything a JSON report holds: metrics, per-class table, both confusion matrices, class order."""
+        per_class = self.per_class()
+        return {
+            "split": self.split,
+            "tta": self.tta,
+            "n": len(self.labels),
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "classes": list(self.classes),
+            "per_class": {
+                c: {k: (int(v) if k == "support" else float(v)) for k, v in row.items()}
+                for c, row in per_class.to_dict(orient="index").items()
+            },
+            "confusion_matrix": self.confusion().tolist(),
+            "confusion_matrix_normalized": np.nan_to_num(self.confusion(normalize=True)).round(4).tolist(),
+            **self.info,
+        }
+
+    def save_json(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` as JSON, atomically."""
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def summary(self) -> str:
+        """A short text report: headline metrics and the per-class table."""
+        head = (
+            f"{self.split or 'data'}: {len(self.labels)} faces, accuracy {self.accuracy:.4f}, "
+            f"macro-F1 {self.macro_f1:.4f} (TTA: {self.tta})"
+        )
+        return head + "\n" + self.per_class().round(3).to_string()
+
+
+def evaluate_model(
+    model: nn.Module,
+    faces: FaceSet,
+    image_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    tta: str = "none",
+    batch_size: int = 256,
+    split: str = "",
+) -> EvaluationReport:
+    """Run ``model`` over ``faces`` and score it against their labels."""
+    probabilities = predict_batches(model, faces_loader(faces, image_size, mean, std, batch_size), tta=tta)
+    return EvaluationReport(faces.classes, faces.labels, probabilities, tta, split)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike | tuple[nn.Module, Checkpoint],
+    faces: FaceSet,
+    tta: str = "none",
+    batch_size: int = 256,
+    split: str = "",
+) -> EvaluationReport:
+    """Evaluate a saved model on ``faces``; refuses a checkpoint trained on another class list."""
+    model, ckpt = (
+        checkpoint if isinstance(checkpoint, tuple) else model_from_checkpoint(checkpoint, expect_classes=faces.classes)
+    )
+    report = evaluate_model(
+        model, faces, ckpt.image_size, tuple(ckpt.meta["mean"]), tuple(ckpt.meta["std"]), tta, batch_size, split
+    )
+    report.info["checkpoint"] = str(ckpt.path)
+    return report
