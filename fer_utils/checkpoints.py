@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from fer_utils.atomic import atomic_path
@@ -25,6 +26,8 @@ from fer_utils.errors import FERCheckpointError
 FORMAT = "fer_utils.checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "fer_utils"
+UNREADABLE = (SafetensorError, OSError, ValueError, RuntimeError)
+"""What safetensors raises for truncated, empty or foreign files."""
 
 
 @dataclass
@@ -159,7 +162,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+    except UNREADABLE as err:
         raise FERCheckpointError(_unreadable(path, err)) from None
     return _parse_meta(path, header)
 
@@ -210,8 +213,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f}
-    except Exception as err:  # noqa: BLE001
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
+    except UNREADABLE as err:
         raise FERCheckpointError(_unreadable(path, err)) from None
     meta = _parse_meta(path, header)
     model_state = {

