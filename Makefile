@@ -1,0 +1,39 @@
+# Two commands do everything:  make demo  (setup + train/evaluate on synthetic faces)
+#                              make test  (setup + the whole test suite)
+# Both create .venv on first use and reuse it afterwards.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fer-installed
+
+.PHONY: setup demo test lint benchmark clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+# Train EfficientNet-Lite0 on the built-in synthetic faces, evaluate it, save checkpoint, metrics, figures.
+# Point DATA at FER2013 or your own folders to train on real data (see README).
+DATA ?= synthetic
+DEMO_OUT ?= runs/demo
+demo: setup
+	$(BIN)/fer train --data $(DATA) --out $(DEMO_OUT) --epochs 8 --image-size 48 --overwrite
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+benchmark: setup
+	$(BIN)/python benchmarks/bench_core.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
