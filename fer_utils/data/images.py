@@ -53,7 +53,7 @@ def square_resize(gray: np.ndarray, size: int) -> np.ndarray:
             (size, size),
             method=Image.Resampling.BILINEAR if min(image.size) <= size else Image.Resampling.LANCZOS,
         )
-    return np.asarray(image, dtype=np.uint8)
+    return np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
 
 
 def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
