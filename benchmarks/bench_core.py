@@ -43,8 +43,12 @@ def bench_loading(data: str | None, work: Path) -> None:
     else:
         rng = np.random.default_rng(0)
         n = 35_887
-        faces = FaceSet(rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), rng.integers(0, 7, n), EMOTIONS,
-                        np.array([f"r{i}" for i in range(n)]))
+        faces = FaceSet(
+            rng.integers(0, 256, (n, 48, 48), dtype=np.uint8),
+            rng.integers(0, 7, n),
+            EMOTIONS,
+            np.array([f"r{i}" for i in range(n)]),
+        )
         splits = {"train": faces}
         print("folder load: skipped (no --data folder)")
     csv_path = work / "fer2013.csv"
@@ -78,8 +82,12 @@ def bench_default_training(batches: int) -> float:
     config = TrainConfig()
     spec = arch_spec(config.arch)
     faces = synthetic_faces(60, seed=0)
-    loader = DataLoader(TorchFaceDataset(faces, train_transform(config.image_size, config.augment, spec.mean, spec.std)),
-                        batch_size=config.batch_size, shuffle=True, drop_last=True)
+    loader = DataLoader(
+        TorchFaceDataset(faces, train_transform(config.image_size, config.augment, spec.mean, spec.std)),
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+    )
     model = build_model(config.arch, pretrained=False).to(memory_format=torch.channels_last).train()
     optimizer = make_optimizer(model, config)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -98,8 +106,10 @@ def bench_default_training(batches: int) -> float:
         optimizer.step()
 
     rate = images_per_second(step, batches, config.batch_size)
-    print(f"default recipe ({config.arch}, {config.image_size}px, batch {config.batch_size}, channels_last, "
-          f"in-memory data): {rate:.0f} img/s training")
+    print(
+        f"default recipe ({config.arch}, {config.image_size}px, batch {config.batch_size}, channels_last, "
+        f"in-memory data): {rate:.0f} img/s training"
+    )
     return rate
 
 
@@ -117,8 +127,15 @@ def bench_tutorial_training(work: Path, batches: int) -> float:
     for i, (image, label) in enumerate(zip(faces.images, faces.labels, strict=True)):
         (root / faces.classes[label]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(root / faces.classes[label] / f"{i}.jpg")
-    tf = transforms.Compose([transforms.Grayscale(3), transforms.Resize((224, 224)), transforms.RandomHorizontalFlip(),
-                             transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    tf = transforms.Compose(
+        [
+            transforms.Grayscale(3),
+            transforms.Resize((224, 224)),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
     loader = DataLoader(datasets.ImageFolder(root, tf), batch_size=32, shuffle=True, drop_last=True)
     model = build_model("efficientnet-b0", pretrained=False).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -144,11 +161,24 @@ def bench_tutorial_training(work: Path, batches: int) -> float:
 def bench_demo(work: Path) -> None:
     """Wall time of the `make demo` training command (setup excluded)."""
     fer = Path(sys.executable).with_name("fer")
-    command = [str(fer), "train", "--data", "synthetic", "--out", str(work / "demo"), "--epochs", "8",
-               "--image-size", "48", "--quiet"]
+    command = [
+        str(fer),
+        "train",
+        "--data",
+        "synthetic",
+        "--out",
+        str(work / "demo"),
+        "--epochs",
+        "8",
+        "--image-size",
+        "48",
+        "--quiet",
+    ]
     (proc, seconds) = timed(lambda: subprocess.run(command, capture_output=True, text=True))
     last = [line for line in proc.stdout.splitlines() if "accuracy" in line][:1]
-    print(f"synthetic demo (fer train, 8 epochs, 48px): {seconds:.0f} s wall; {last[0] if last else proc.stderr[-300:]}")
+    print(
+        f"synthetic demo (fer train, 8 epochs, 48px): {seconds:.0f} s wall; {last[0] if last else proc.stderr[-300:]}"
+    )
 
 
 def main() -> None:

@@ -157,17 +157,36 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fer_utils.checkpoints import read_checkpoint_meta
-    from fer_utils.evaluation import evaluate_checkpoint
+    from fer_utils.data.duplicates import duplicates_of
+    from fer_utils.evaluation import EvaluationReport, evaluate_checkpoint
+    from fer_utils.inference import default_checkpoint
     from fer_utils.viz import confusion_matrix_figure, save_figure
 
-    meta = read_checkpoint_meta(args.checkpoint)  # fail fast, before loading data
+    checkpoint = args.checkpoint or default_checkpoint()
+    meta = read_checkpoint_meta(checkpoint)  # fail fast, before loading data
+    print(f"checkpoint: {checkpoint} ({meta['arch']}, {meta['image_size']}px)")
     args.include_contempt = args.include_contempt or "contempt" in meta["classes"]
     dataset = _load(args)
     _report_skips(dataset)
     split = args.split or dataset.default_eval_split()
-    report = evaluate_checkpoint(args.checkpoint, dataset.split(split), tta=args.tta, split=split)
+    faces = dataset.split(split)
+    report = evaluate_checkpoint(checkpoint, faces, tta=args.tta, split=split)
     report.info["data"] = dataset.source
     print(report.summary())
+    if "train" in dataset.splits and split not in ("train", "training"):
+        duplicate = duplicates_of(faces, dataset.splits["train"])
+        if duplicate.any():
+            clean = EvaluationReport(report.classes, report.labels[~duplicate], report.probabilities[~duplicate])
+            report.info["without_train_duplicates"] = {
+                "n": int((~duplicate).sum()),
+                "duplicates": int(duplicate.sum()),
+                "accuracy": clean.accuracy,
+                "macro_f1": clean.macro_f1,
+            }
+            print(
+                f"without the {int(duplicate.sum())} faces that duplicate training images: "
+                f"accuracy {clean.accuracy:.4f}, macro-F1 {clean.macro_f1:.4f}"
+            )
     if args.json:
         report.save_json(args.json)
         print(f"wrote {args.json}")
@@ -178,33 +197,72 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from fer_utils.atomic import write_text_atomic
     from fer_utils.inference import Predictor, expand_image_paths
+    from fer_utils.viz import annotate_image, save_pil
 
     predictor = Predictor.from_checkpoint(args.checkpoint, tta=args.tta)
     files, skipped = expand_image_paths(args.paths)
-    predictions, bad = predictor.predict(files)
+    results, bad = predictor.predict_images(
+        files, detect=False if args.no_detect else None, progress=len(files) > 20 and not args.quiet
+    )
     skipped += bad
-    for p in predictions:
-        top3 = sorted(p.probabilities.items(), key=lambda kv: -kv[1])[:3]
-        print(f"{p.source}: {p.label} ({p.score:.2f})  " + "  ".join(f"{c} {v:.2f}" for c, v in top3))
+    for result in results:
+        if not result.faces:
+            print(f"{result.source}: {result.reason}")
+        for i, face in enumerate(result.faces):
+            top3 = sorted(face.probabilities.items(), key=lambda kv: -kv[1])[:3]
+            where = f" face {i} at {face.box.x},{face.box.y} {face.box.w}x{face.box.h}" if face.box else ""
+            print(
+                f"{result.source}{where}: {face.label} ({face.score:.2f})  "
+                + "  ".join(f"{c} {v:.2f}" for c, v in top3)
+            )
+        if args.annotate:
+            save_pil(annotate_image(result.source, result), Path(args.annotate) / (Path(result.source).stem + ".jpg"))
     for s in skipped:
         print(f"skipped: {s.source}: {s.reason}", file=sys.stderr)
+    n_faces = sum(len(r.faces) for r in results)
+    print(
+        f"{len(results)} images, {n_faces} faces, {sum(not r.faces for r in results)} without a face, "
+        f"{len(skipped)} skipped",
+        file=sys.stderr,
+    )
     if args.json:
-        write_text_atomic(
-            args.json,
-            json.dumps(
+        payload = {
+            "classes": list(predictor.classes),
+            "checkpoint": str(predictor.checkpoint.path),
+            "images": [
                 {
-                    "classes": list(predictor.classes),
-                    "predictions": [p.to_dict() for p in predictions],
-                    "skipped": [dataclasses.asdict(s) for s in skipped],
-                },
-                indent=2,
-            ),
-        )
-        print(f"wrote {args.json}")
-    if not predictions:
+                    "file": r.source,
+                    "width": r.width,
+                    "height": r.height,
+                    "detected": r.detected,
+                    "reason": r.reason,
+                    "faces": [f.to_dict() for f in r.faces],
+                }
+                for r in results
+            ],
+            "skipped": [dataclasses.asdict(s) for s in skipped],
+        }
+        write_text_atomic(args.json, json.dumps(payload, indent=2) + "\n")
+    if args.csv:
+        rows = [row for r in results for row in r.rows()]
+        rows += [{"file": r.source, "reason": r.reason} for r in results if not r.faces]
+        rows += [{"file": s.source, "reason": f"skipped: {s.reason}"} for s in skipped]
+        write_text_atomic(args.csv, pd.DataFrame(rows).to_csv(index=False))
+    if not results:
         raise FERError("no image could be read: " + "; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
+    return 0
+
+
+def cmd_webcam(args: argparse.Namespace) -> int:
+    from fer_utils.inference import Predictor
+    from fer_utils.webcam import run_webcam
+
+    results = run_webcam(Predictor.from_checkpoint(args.checkpoint), camera=args.camera)
+    print(f"{len(results)} frames, {sum(len(r.faces) for r in results)} faces")
     return 0
 
 
@@ -256,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a labelled dataset")
     _data_args(p)
-    p.add_argument("--checkpoint", required=True, metavar="FILE")
+    p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
     p.add_argument(
         "--split",
         default=None,
@@ -267,12 +325,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", default=None, metavar="PNG", help="save the confusion matrix")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="predict the expression of face images")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p = sub.add_parser("predict", help="find faces in photos (or take face crops) and predict their expressions")
+    p.add_argument("paths", nargs="+", metavar="PHOTO_OR_DIR", help="image files or folders (searched recursively)")
     p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
-    p.add_argument("--tta", default="none", choices=["none", "flip", "crops"])
-    p.add_argument("--json", default=None, metavar="OUT")
+    p.add_argument(
+        "--tta",
+        nargs="?",
+        const="flip",
+        default="none",
+        choices=["none", "flip", "crops"],
+        help="test-time augmentation (--tta alone = flip)",
+    )
+    p.add_argument("--no-detect", action="store_true", help="inputs are face crops: skip face detection")
+    p.add_argument("--annotate", default=None, metavar="OUT_DIR", help="save each photo with boxes and labels")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", default=None, metavar="OUT", help="write every face's result as JSON")
+    out.add_argument("--csv", default=None, metavar="OUT", help="write one row per face as CSV")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("webcam", help="live camera: boxes, labels and FPS (needs desktop opencv-python)")
+    p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
+    p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
+    p.set_defaults(func=cmd_webcam)
 
     p = sub.add_parser("data", help="inspect datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True)

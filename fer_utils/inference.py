@@ -1,14 +1,16 @@
-"""Inference on face images: a Predictor that loads a checkpoint and returns every class's probability.
+"""Inference: a Predictor that finds faces in photos and returns every class's probability.
 
-This module treats each input as one face crop (like the 48x48 dataset images). Photos with
-several faces need a face detector first.
+``Predictor.from_checkpoint()`` loads the shipped model (or any checkpoint). ``predict_image``
+accepts a path, bytes, PIL image or numpy array of any size and mode, honours EXIF rotation,
+detects faces (unless the image already is a face crop), crops each the way FER2013 faces were
+cropped, and classifies it. A photo without a face gives an empty result with a reason.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,39 +19,80 @@ from PIL import Image
 
 from fer_utils.checkpoints import Checkpoint, model_from_checkpoint
 from fer_utils.data.faceset import Skipped
-from fer_utils.data.images import DEFAULT_FACE_SIZE, is_image_file, read_face, square_resize
+from fer_utils.data.images import DEFAULT_FACE_SIZE, is_image_file, open_image, square_resize, to_grayscale_array
+from fer_utils.detection import FaceBox, FaceDetector, crop_face
 from fer_utils.errors import FERCheckpointError, FERDataError
 from fer_utils.transforms import TTA_MODES, eval_transform, tta_views
 
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+SHIPPED_MODEL = "fer2013_efficientnet-lite0.safetensors"
+
+CROP_MAX_SIDE = 96
+"""Images this small (FER2013 is 48 px) are taken as face crops: detection is skipped in auto mode."""
 
 
 def default_checkpoint() -> Path:
-    """``$FER_CHECKPOINT`` if set, else the first ``.safetensors`` model shipped in the repository's models/."""
+    """``$FER_CHECKPOINT`` if set, else the FER2013 model shipped in the repository's models/."""
     if env := os.environ.get("FER_CHECKPOINT"):
         return Path(env)
-    shipped = sorted(REPO_MODELS_DIR.glob("*.safetensors")) if REPO_MODELS_DIR.is_dir() else []
-    if not shipped:
+    shipped = REPO_MODELS_DIR / SHIPPED_MODEL
+    if not shipped.is_file():
         raise FERCheckpointError(
-            "no checkpoint given and none shipped in models/; pass --checkpoint FILE "
+            f"no checkpoint given and {shipped} is missing; pass --checkpoint FILE "
             "(e.g. runs/demo/best.safetensors from `fer train`) or set FER_CHECKPOINT"
         )
-    return shipped[0]
+    return shipped
 
 
 @dataclass
-class Prediction:
-    """One face's result: the top label, its probability, and every class's probability."""
+class FaceResult:
+    """One face: where it is, what the model says, and every class's probability."""
 
-    source: str
+    box: FaceBox | None  # None when the whole image was taken as the face
     label: str
     score: float
     probabilities: dict[str, float]
+    face: np.ndarray = field(repr=False)  # the 48x48 crop the model saw
 
     def to_dict(self) -> dict:
-        return {"file": self.source, "label": self.label, "score": self.score, "probabilities": self.probabilities}
+        return {
+            "box": None if self.box is None else self.box.to_dict(),
+            "label": self.label,
+            "score": self.score,
+            "probabilities": self.probabilities,
+        }
+
+
+@dataclass
+class ImageResult:
+    """All faces found in one image; ``reason`` says why there are none."""
+
+    source: str
+    width: int
+    height: int
+    faces: list[FaceResult]
+    detected: bool  # False when the image was taken as one face crop
+    reason: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False)  # grayscale image, for drawing
+
+    def rows(self) -> list[dict]:
+        """One flat record per face (file, face index, box, label, probabilities) for CSV/JSON."""
+        rows = []
+        for i, face in enumerate(self.faces):
+            box = face.box.to_dict() if face.box else {"x": 0, "y": 0, "w": self.width, "h": self.height, "score": None}
+            rows.append(
+                {
+                    "file": self.source,
+                    "face": i,
+                    **{f"box_{k}" if k != "score" else "detection_score": v for k, v in box.items()},
+                    "label": face.label,
+                    "score": round(face.score, 5),
+                    **{f"p_{c}": round(p, 5) for c, p in face.probabilities.items()},
+                }
+            )
+        return rows
 
 
 def expand_image_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Skipped]]:
@@ -67,10 +110,33 @@ def expand_image_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], 
     return files, skipped
 
 
-class Predictor:
-    """A trained model ready for inference: ``Predictor.from_checkpoint(path).predict([...])``."""
+def _source_name(source: ImageSource) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
 
-    def __init__(self, model: torch.nn.Module, checkpoint: Checkpoint, tta: str = "none") -> None:
+
+def to_gray(source: ImageSource) -> np.ndarray:
+    """Any input as a uint8 grayscale array: files and bytes are decoded with EXIF rotation;
+    numpy arrays may be gray (H, W), RGB or RGBA (H, W, 3|4), uint8 or float in 0..1."""
+    if isinstance(source, np.ndarray):
+        array = source
+        if array.dtype != np.uint8:
+            array = np.clip(array * (255 if array.max() <= 1 else 1), 0, 255).astype(np.uint8)
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
+        if array.ndim == 2:
+            return np.ascontiguousarray(array)
+        if array.ndim == 3 and array.shape[2] in (3, 4):
+            return to_grayscale_array(Image.fromarray(array))
+        raise FERDataError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+    return to_grayscale_array(open_image(source))
+
+
+class Predictor:
+    """A trained model ready for inference: ``Predictor.from_checkpoint().predict_image("photo.jpg")``."""
+
+    def __init__(
+        self, model: torch.nn.Module, checkpoint: Checkpoint, tta: str = "none", detector: FaceDetector | None = None
+    ) -> None:
         if tta not in TTA_MODES:
             raise FERDataError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {tta!r}")
         self.model = model.eval()
@@ -78,51 +144,95 @@ class Predictor:
         self.tta = tta
         self.classes = checkpoint.classes
         self.transform = eval_transform(checkpoint.image_size, checkpoint.meta["mean"], checkpoint.meta["std"])
+        self._detector = detector
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None = None, tta: str = "none") -> Predictor:
-        """Load a checkpoint (default: :func:`default_checkpoint`)."""
+        """Load a checkpoint (default: the shipped FER2013 model, see :func:`default_checkpoint`)."""
         model, checkpoint = model_from_checkpoint(path if path is not None else default_checkpoint())
         return cls(model, checkpoint, tta)
 
-    def face_array(self, source: ImageSource) -> np.ndarray:
-        """Any input (path, bytes, PIL image, gray or RGB array) as a 48x48-style uint8 face."""
-        if isinstance(source, np.ndarray):
-            array = source if source.ndim == 2 else np.asarray(Image.fromarray(source.astype(np.uint8)).convert("L"))
-            return square_resize(array.astype(np.uint8), DEFAULT_FACE_SIZE)
-        return read_face(source)
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = FaceDetector()
+        return self._detector
+
+    def input_tensor(self, faces: Sequence[np.ndarray]) -> torch.Tensor:
+        """The normalized model input (N, 3, S, S) for 48x48-style uint8 face crops."""
+        return torch.stack([self.transform(torch.from_numpy(np.ascontiguousarray(f)).unsqueeze(0)) for f in faces])
 
     @torch.inference_mode()
     def predict_arrays(self, faces: Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities (N, C) for uint8 face arrays."""
+        """Probabilities (N, C) for uint8 face crops (any size; resized like the training data)."""
         if not len(faces):
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        batch = torch.stack([self.transform(torch.from_numpy(np.ascontiguousarray(f)).unsqueeze(0)) for f in faces])
+        batch = self.input_tensor([square_resize(f, DEFAULT_FACE_SIZE) for f in faces])
         views = tta_views(batch, self.tta) if self.tta != "none" else batch.unsqueeze(0)
         v, b = views.shape[:2]
         return self.model(views.flatten(0, 1)).softmax(dim=1).view(v, b, -1).mean(dim=0).numpy()
 
-    def predict(self, sources: Sequence[ImageSource], batch_size: int = 64) -> tuple[list[Prediction], list[Skipped]]:
-        """Predict every source; unreadable ones are returned as skipped instead of raising."""
-        predictions: list[Prediction] = []
-        skipped: list[Skipped] = []
-        for start in range(0, len(sources), batch_size):
-            names, faces = [], []
-            for source in sources[start : start + batch_size]:
-                name = str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
-                try:
-                    faces.append(self.face_array(source))
-                    names.append(name)
-                except FERDataError as err:
-                    skipped.append(Skipped(name, str(err).split(": ", 1)[-1]))
-            for name, probs in zip(names, self.predict_arrays(faces), strict=False):
-                top = int(probs.argmax())
-                predictions.append(
-                    Prediction(
-                        name,
-                        self.classes[top],
-                        float(probs[top]),
-                        {c: float(p) for c, p in zip(self.classes, probs, strict=False)},
-                    )
+    def gradcam(self, faces: Sequence[np.ndarray], target_classes: Sequence[int] | None = None) -> np.ndarray:
+        """Grad-CAM maps (N, S, S) for face crops, for ``target_classes`` (default: the predicted ones)."""
+        from fer_utils.explain import gradcam_maps
+
+        return gradcam_maps(
+            self.model, self.input_tensor([square_resize(f, DEFAULT_FACE_SIZE) for f in faces]), target_classes
+        )
+
+    def find_faces(self, gray: np.ndarray, detect: bool | None = None) -> tuple[list[FaceBox | None], str | None]:
+        """Boxes to classify: detected faces, or ``[None]`` (whole image) for crops; plus a reason if empty."""
+        if detect is False or (detect is None and max(gray.shape) <= CROP_MAX_SIDE):
+            return [None], None
+        if min(gray.shape) < 24:
+            return (
+                [],
+                f"image too small to search for faces ({gray.shape[1]}x{gray.shape[0]}); use detect=False / --no-detect for face crops",
+            )
+        boxes = self.detector.detect(gray)
+        return boxes, None if boxes else "no face found"
+
+    def predict_image(self, source: ImageSource, detect: bool | None = None, keep_image: bool = False) -> ImageResult:
+        """Every face in one image. ``detect``: None = auto (skip for images <= 96 px), True, False.
+
+        Raises FERDataError for unreadable input; a photo without faces returns no faces and a reason.
+        """
+        gray = to_gray(source)
+        boxes, reason = self.find_faces(gray, detect)
+        crops = [square_resize(gray, DEFAULT_FACE_SIZE) if box is None else crop_face(gray, box) for box in boxes]
+        faces = []
+        for box, crop, probs in zip(boxes, crops, self.predict_arrays(crops), strict=True):
+            top = int(probs.argmax())
+            faces.append(
+                FaceResult(
+                    box,
+                    self.classes[top],
+                    float(probs[top]),
+                    {c: float(p) for c, p in zip(self.classes, probs, strict=True)},
+                    crop,
                 )
-        return predictions, skipped
+            )
+        return ImageResult(
+            _source_name(source),
+            gray.shape[1],
+            gray.shape[0],
+            faces,
+            boxes != [None],
+            reason,
+            gray if keep_image else None,
+        )
+
+    def predict_images(
+        self, sources: Sequence[ImageSource], detect: bool | None = None, progress: bool = False
+    ) -> tuple[list[ImageResult], list[Skipped]]:
+        """Predict many images; unreadable ones are reported as skipped, never raised."""
+        from tqdm.auto import tqdm
+
+        results: list[ImageResult] = []
+        skipped: list[Skipped] = []
+        for source in tqdm(sources, desc="predicting", unit="img", disable=not progress):
+            try:
+                results.append(self.predict_image(source, detect))
+            except FERDataError as err:
+                skipped.append(Skipped(_source_name(source), str(err).split(": ", 1)[-1]))
+        return results, skipped

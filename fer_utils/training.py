@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,13 +193,15 @@ def train(
     resume: str | os.PathLike | None = None,
     progress: bool = True,
     data_info: dict[str, Any] | None = None,
+    on_epoch_end: Callable[[dict[str, Any]], bool | None] | None = None,
 ) -> TrainResult:
     """Train a model on ``train_set``, selecting the best epoch on ``val_set``.
 
     Writes to ``out_dir``: ``best.safetensors`` (best validation epoch), ``last.safetensors``
     (after every epoch, with optimizer state: pass it as ``resume`` to continue),
     ``history.csv``. Ctrl-C stops after saving nothing half-written; the last finished epoch
-    stays resumable. A NaN/inf loss stops with FERTrainingError.
+    stays resumable. A NaN/inf loss stops with FERTrainingError. ``on_epoch_end`` gets each
+    epoch's history row; returning True stops training there (like early stopping).
     """
     config.validate()
     if train_set.classes != val_set.classes:
@@ -359,6 +362,8 @@ def train(
                     f"acc {metrics['val_accuracy']:.3f} macro-F1 {metrics['val_macro_f1']:.3f} | "
                     f"{row['seconds']:.0f}s" + (" *best*" if improved else "")
                 )
+            if on_epoch_end is not None and on_epoch_end(row):
+                break
             if config.patience and bad_epochs >= config.patience:
                 stopped_early = True
                 if progress:

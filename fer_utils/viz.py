@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from PIL import Image
 
 from fer_utils.atomic import atomic_path
 from fer_utils.data.faceset import FaceSet, LoadedDataset
@@ -98,3 +99,142 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
         fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path
+
+
+def annotate_image(source, result, font_size: int | None = None):
+    """The photo (in colour when it has colour) with a box and label for every face in ``result``."""
+    from PIL import ImageDraw, ImageFont
+
+    from fer_utils.data.images import open_image
+
+    image = open_image(source).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    size = font_size or max(12, image.width // 40)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has no sized default font
+        font = ImageFont.load_default()
+    for face in result.faces:
+        x, y, w, h = (face.box.x, face.box.y, face.box.w, face.box.h) if face.box else (0, 0, image.width, image.height)
+        draw.rectangle([x, y, x + w, y + h], outline=(255, 200, 0), width=max(2, image.width // 300))
+        text = f"{face.label} {face.score:.0%}"
+        top = max(0, y - size - 4)
+        draw.rectangle(draw.textbbox((x, top), text, font=font), fill=(255, 200, 0))
+        draw.text((x, top), text, fill=(0, 0, 0), font=font)
+    return image
+
+
+def save_pil(image, path: str | os.PathLike) -> Path:
+    """Save a PIL image atomically (format from the file name)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+    return path
+
+
+def probability_bars(ax, probabilities: dict[str, float], highlight: str | None = None) -> None:
+    """Horizontal bars of every class's probability on ``ax``; the top class (or ``highlight``) in colour."""
+    names = list(probabilities)
+    values = [probabilities[n] for n in names]
+    top = highlight or max(probabilities, key=probabilities.get)
+    colors = ["tab:orange" if n == top else "tab:blue" for n in names]
+    ax.barh(names, values, color=colors)
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    for i, v in enumerate(values):
+        ax.text(min(v + 0.02, 0.85), i, f"{v:.0%}", va="center", fontsize=8)
+    ax.set_xlabel("probability")
+
+
+def face_prediction_figure(
+    face: np.ndarray,
+    probabilities: dict[str, float],
+    cam: np.ndarray | None = None,
+    opacity: float = 0.5,
+    title: str | None = None,
+) -> Figure:
+    """The face (with its Grad-CAM overlay when given) next to the probability of every class."""
+    from fer_utils.explain import overlay
+
+    panels = 3 if cam is not None else 2
+    fig, axes = plt.subplots(
+        1, panels, figsize=(3.2 * panels, 3), gridspec_kw={"width_ratios": [1] * (panels - 1) + [1.4]}
+    )
+    axes[0].imshow(face, cmap="gray", vmin=0, vmax=255)
+    axes[0].set_title(title or "face")
+    if cam is not None:
+        axes[1].imshow(overlay(face, cam, opacity))
+        axes[1].set_title(f"Grad-CAM: {max(probabilities, key=probabilities.get)}")
+    for ax in axes[:-1]:
+        ax.axis("off")
+    probability_bars(axes[-1], probabilities)
+    fig.tight_layout()
+    return fig
+
+
+def photo_prediction_figure(result, image: np.ndarray | None = None) -> Figure:
+    """The photo with boxes and labels, and one probability chart per face found."""
+    image = result.image if image is None else image
+    n = len(result.faces)
+    fig, axes = plt.subplots(
+        1, 1 + n, figsize=(6 + 3 * n, 4.5), squeeze=False, gridspec_kw={"width_ratios": [2] + [1] * n}
+    )
+    ax = axes[0][0]
+    ax.imshow(image, cmap="gray" if image is not None and image.ndim == 2 else None)
+    ax.axis("off")
+    ax.set_title(Path(result.source).name if n else f"{Path(result.source).name}: {result.reason}")
+    for i, face in enumerate(result.faces):
+        if face.box is not None:
+            ax.add_patch(
+                plt.Rectangle((face.box.x, face.box.y), face.box.w, face.box.h, fill=False, color="orange", lw=2)
+            )
+            ax.text(
+                face.box.x,
+                face.box.y - 4,
+                f"{i}: {face.label} {face.score:.0%}",
+                color="black",
+                backgroundcolor="orange",
+                fontsize=9,
+            )
+        probability_bars(axes[0][1 + i], face.probabilities)
+        axes[0][1 + i].set_title(f"face {i}")
+    fig.tight_layout()
+    return fig
+
+
+def misclassified_gallery_figure(
+    faces: FaceSet,
+    probabilities: np.ndarray,
+    cams: np.ndarray | None = None,
+    limit: int = 12,
+    columns: int = 6,
+    opacity: float = 0.5,
+) -> Figure:
+    """The most confidently wrong faces: each with true and predicted label (and Grad-CAM overlay).
+
+    ``probabilities`` (N, C) are the model's outputs for ``faces``; ``cams`` (N, H, W) optional maps.
+    """
+    from fer_utils.explain import overlay
+
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != faces.labels)
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:limit]
+    rows = max(1, -(-len(wrong) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.7, rows * 2.0), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), wrong, strict=False):
+        face = faces.images[i]
+        ax.imshow(
+            overlay(face, cams[i], opacity) if cams is not None else face, cmap=None if cams is not None else "gray"
+        )
+        ax.set_title(
+            f"true {faces.classes[faces.labels[i]]}\npred {faces.classes[predicted[i]]} "
+            f"{probabilities[i, predicted[i]]:.0%}",
+            fontsize=8,
+        )
+    fig.suptitle(
+        f"{len(np.flatnonzero(predicted != faces.labels))} of {len(faces)} misclassified; most confident shown"
+    )
+    fig.tight_layout()
+    return fig

@@ -43,8 +43,10 @@ def class_folder_dataset(tmp_path, small_faces) -> Path:
 @pytest.fixture
 def fer2013_csv(tmp_path, small_faces) -> Path:
     """A FER2013-format CSV: Training, PublicTest and PrivateTest rows."""
-    return write_fer2013_csv({"train": small_faces, "val": small_faces.subset(np.arange(7)),
-                              "test": small_faces.subset(np.arange(7, 14))}, tmp_path / "fer2013.csv")
+    return write_fer2013_csv(
+        {"train": small_faces, "val": small_faces.subset(np.arange(7)), "test": small_faces.subset(np.arange(7, 14))},
+        tmp_path / "fer2013.csv",
+    )
 
 
 @pytest.fixture
@@ -54,3 +56,35 @@ def real_data_dir() -> Path:
     if not path or not Path(path).is_dir():
         pytest.skip("FER_DATA_DIR not set: real-data tests need the FER2013 folder")
     return Path(path)
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory) -> Path:
+    """A real checkpoint file of an untrained Lite0 (plumbing tests; not for accuracy)."""
+    from fer_utils.checkpoints import ModelCard, save_checkpoint
+    from fer_utils.labels import EMOTIONS
+    from fer_utils.models import build_model
+
+    path = tmp_path_factory.mktemp("ckpt") / "untrained.safetensors"
+    return save_checkpoint(
+        path,
+        build_model("efficientnet-lite0").eval(),
+        ModelCard("efficientnet-lite0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3),
+    )
+
+
+DETECTABLE = (1, 19)
+"""Indices of synthetic_faces(4, seed=5) that OpenCV's frontal-face cascade finds when enlarged."""
+
+
+def face_photo(positions=((240, 150),), size: int = 160, shape=(480, 640), background: int = 110) -> np.ndarray:
+    """A grayscale 'photo' with detectable synthetic faces pasted at ``positions`` (x, y)."""
+    import cv2
+
+    faces = synthetic_faces(4, seed=5)
+    canvas = np.full(shape, background, np.uint8)
+    for (x, y), index in zip(positions, DETECTABLE, strict=False):
+        canvas[y : y + size, x : x + size] = cv2.resize(
+            faces.images[index], (size, size), interpolation=cv2.INTER_CUBIC
+        )
+    return canvas

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import save_class_folders
+
 from fer_utils.cli import main
 
 QUICK = ["--epochs", "1", "--image-size", "32", "--no-pretrained", "--batch-size", "32", "--quiet"]
@@ -32,8 +32,24 @@ def test_train_writes_checkpoint_metrics_history_and_figures(trained):
 
 def test_evaluate_json(trained, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--data", "synthetic:0.05", "--checkpoint", str(trained / "best.safetensors"),
-                 "--split", "val", "--tta", "flip", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                "synthetic:0.05",
+                "--checkpoint",
+                str(trained / "best.safetensors"),
+                "--split",
+                "val",
+                "--tta",
+                "flip",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     assert data["split"] == "val" and data["tta"] == "flip" and len(data["confusion_matrix"]) == 7
     assert "accuracy" in capsys.readouterr().out
@@ -63,15 +79,18 @@ def test_train_refuses_to_overwrite_a_model(trained, capsys):
     assert "already holds a trained model" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["data", "info", "no/such/dir"], "no/such/dir: no such file or folder"),
-    (["train", "--data", "no/such.csv", "--out", "{tmp}/o"], "no/such.csv: no such file or folder"),
-    (["evaluate", "--data", "synthetic", "--checkpoint", "{tmp}/missing.safetensors"], "checkpoint not found"),
-    (["evaluate", "--data", "synthetic", "--checkpoint", "{tmp}/junk.safetensors"], "not a readable checkpoint"),
-    (["predict", "{tmp}/junk.safetensors", "--checkpoint", "{tmp}/missing.safetensors"], "checkpoint not found"),
-    (["train", "--data", "synthetic", "--lr", "-1", "--out", "{tmp}/o"], "lr must be a positive number"),
-    (["train", "--data", "{tmp}", "--out", "{tmp}/o"], "no class folders found"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["data", "info", "no/such/dir"], "no/such/dir: no such file or folder"),
+        (["train", "--data", "no/such.csv", "--out", "{tmp}/o"], "no/such.csv: no such file or folder"),
+        (["evaluate", "--data", "synthetic", "--checkpoint", "{tmp}/missing.safetensors"], "checkpoint not found"),
+        (["evaluate", "--data", "synthetic", "--checkpoint", "{tmp}/junk.safetensors"], "not a readable checkpoint"),
+        (["predict", "{tmp}/junk.safetensors", "--checkpoint", "{tmp}/missing.safetensors"], "checkpoint not found"),
+        (["train", "--data", "synthetic", "--lr", "-1", "--out", "{tmp}/o"], "lr must be a positive number"),
+        (["train", "--data", "{tmp}", "--out", "{tmp}/o"], "no class folders found"),
+    ],
+)
 def test_user_errors_exit_1_with_one_line(argv, message, tmp_path, capsys):
     (tmp_path / "junk.safetensors").write_text("junk")
     code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
@@ -82,7 +101,12 @@ def test_user_errors_exit_1_with_one_line(argv, message, tmp_path, capsys):
 
 def test_console_script_prints_no_traceback(tmp_path):
     env = {**os.environ, "FER_CACHE_DIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "fer_utils.cli", "data", "info", str(tmp_path / "nothing")],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_utils.cli", "data", "info", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "nothing: no such file or folder" in proc.stderr

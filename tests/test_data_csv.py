@@ -40,8 +40,10 @@ def test_missing_columns_are_named(tmp_path):
 def test_bad_rows_are_skipped_and_reported_by_row_number(tmp_path):
     short = " ".join(["1"] * 100)
     big = " ".join(["300"] * 2304)
-    path = write(tmp_path, f"emotion,pixels,Usage\n3,{PIXELS},Training\n2,{short},Training\n"
-                           f"9,{PIXELS},Training\n1,{big},Training\n")
+    path = write(
+        tmp_path,
+        f"emotion,pixels,Usage\n3,{PIXELS},Training\n2,{short},Training\n9,{PIXELS},Training\n1,{big},Training\n",
+    )
     dataset = load_fer2013_csv(path)
     assert len(dataset.splits["train"]) == 1
     report = {s.reason: s.source for s in dataset.skipped}

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from conftest import save_class_folders
 from PIL import Image
 
-from conftest import save_class_folders
 from fer_utils.data import load_dataset, load_image_folders, read_face
 from fer_utils.errors import FERDataError
 from fer_utils.labels import EMOTIONS
@@ -19,8 +19,11 @@ def test_class_folders_load_with_labels_from_folder_names(class_folder_dataset, 
 
 
 def test_synonym_folder_names(tmp_path, small_faces):
-    root = save_class_folders(tmp_path / "d", small_faces, {"angry": "Anger", "happy": "happiness", "sad": "sadness",
-                                                            "surprise": "surprised", "fear": "fearful"})
+    root = save_class_folders(
+        tmp_path / "d",
+        small_faces,
+        {"angry": "Anger", "happy": "happiness", "sad": "sadness", "surprise": "surprised", "fear": "fearful"},
+    )
     faces = load_image_folders(root).splits["all"]
     assert faces.class_counts().tolist() == [2] * 7
 

@@ -45,10 +45,21 @@ def test_json_report_holds_everything(tmp_path):
 
 def test_figures_are_written_as_images(tmp_path):
     report = report_with([0, 1, 2, 3], [0, 1, 2, 2])
-    history = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.5, 1.0], "val_loss": [1.4, 1.2],
-                            "train_accuracy": [0.3, 0.5], "val_accuracy": [0.35, 0.45]})
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2],
+            "train_loss": [1.5, 1.0],
+            "val_loss": [1.4, 1.2],
+            "train_accuracy": [0.3, 0.5],
+            "val_accuracy": [0.35, 0.45],
+        }
+    )
     dataset = load_dataset("synthetic:0.02")
-    for name, fig in [("cm", confusion_matrix_figure(report)), ("curves", training_curves_figure(history)),
-                      ("dist", class_distribution_figure(dataset)), ("grid", sample_grid_figure(dataset.splits["train"]))]:
+    for name, fig in [
+        ("cm", confusion_matrix_figure(report)),
+        ("curves", training_curves_figure(history)),
+        ("dist", class_distribution_figure(dataset)),
+        ("grid", sample_grid_figure(dataset.splits["train"])),
+    ]:
         path = save_figure(fig, tmp_path / f"{name}.png")
         assert Image.open(path).size[0] > 200

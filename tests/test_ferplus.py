@@ -15,8 +15,11 @@ def write_ferplus(path, rows):
 
 def test_ferplus_labels_replace_fer2013_labels(tmp_path, fer2013_csv):
     # fer2013_csv has 28 rows: 14 Training, 7 PublicTest, 7 PrivateTest (in that order)
-    rows = [("Training", "0,10,0,0,0,0,0,0,0,0")] * 14 + [("PublicTest", "0,0,0,0,0,0,0,0,0,10")] * 7 \
+    rows = (
+        [("Training", "0,10,0,0,0,0,0,0,0,0")] * 14
+        + [("PublicTest", "0,0,0,0,0,0,0,0,0,10")] * 7
         + [("PrivateTest", "2,0,0,8,0,0,0,0,0,0")] * 7
+    )
     ferplus = write_ferplus(tmp_path / "fer2013new.csv", rows)
     dataset = load_dataset(fer2013_csv, ferplus=ferplus)
     assert (dataset.splits["train"].labels == EMOTIONS.index("happy")).all()

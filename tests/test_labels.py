@@ -30,11 +30,22 @@ def test_fer2013_codes_round_trip_and_reject_out_of_range():
         fer2013_codes_to_indices(np.array([7]))
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("Anger", "angry"), ("happiness", "happy"), ("SADNESS", "sad"), ("surprised", "surprise"),
-    ("fearful", "fear"), ("disgusted", "disgust"), ("3_happy", "happy"), ("Neutral ", "neutral"),
-    ("contempt", "contempt"), ("confused", None), ("NF", None),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Anger", "angry"),
+        ("happiness", "happy"),
+        ("SADNESS", "sad"),
+        ("surprised", "surprise"),
+        ("fearful", "fear"),
+        ("disgusted", "disgust"),
+        ("3_happy", "happy"),
+        ("Neutral ", "neutral"),
+        ("contempt", "contempt"),
+        ("confused", None),
+        ("NF", None),
+    ],
+)
 def test_folder_name_synonyms(name, expected):
     assert canonical_name(name) == expected
 
@@ -45,13 +56,15 @@ def votes(**counts):
 
 
 def test_ferplus_majority_rule():
-    rows = np.array([
-        votes(happiness=8, surprise=2),  # clear happy
-        votes(anger=4, sadness=4, neutral=2),  # no majority -> dropped
-        votes(NF=10),  # not a face -> dropped
-        votes(contempt=7, neutral=3),  # contempt -> dropped in 7-class mode
-        votes(sadness=9, fear=1),  # lone fear vote removed as noise
-    ])
+    rows = np.array(
+        [
+            votes(happiness=8, surprise=2),  # clear happy
+            votes(anger=4, sadness=4, neutral=2),  # no majority -> dropped
+            votes(NF=10),  # not a face -> dropped
+            votes(contempt=7, neutral=3),  # contempt -> dropped in 7-class mode
+            votes(sadness=9, fear=1),  # lone fear vote removed as noise
+        ]
+    )
     keep, targets = ferplus_votes_to_targets(rows, "majority")
     assert keep.tolist() == [True, False, False, False, True]
     assert [EMOTIONS[t] for t in targets] == ["happy", "sad"]
@@ -60,7 +73,9 @@ def test_ferplus_majority_rule():
 
 
 def test_ferplus_soft_labels_are_distributions():
-    keep, probs = ferplus_votes_to_targets(np.array([votes(happiness=6, surprise=4), votes(unknown=9, anger=1)]), "soft")
+    keep, probs = ferplus_votes_to_targets(
+        np.array([votes(happiness=6, surprise=4), votes(unknown=9, anger=1)]), "soft"
+    )
     assert keep.tolist() == [True, False]
     assert probs.shape == (1, 7)
     assert probs[0, EMOTIONS.index("happy")] == pytest.approx(0.6)

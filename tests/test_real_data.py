@@ -9,10 +9,24 @@ from fer_utils.labels import EMOTIONS
 pytestmark = pytest.mark.real_data
 
 # shared/data/README.md: train/ (Training_*) and test/ (PublicTest_* only)
-TRAIN_COUNTS = {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "neutral": 4965, "sad": 4830,
-                "surprise": 3171}
-PUBLIC_TEST_COUNTS = {"angry": 467, "disgust": 56, "fear": 496, "happy": 895, "neutral": 607, "sad": 653,
-                      "surprise": 415}
+TRAIN_COUNTS = {
+    "angry": 3995,
+    "disgust": 436,
+    "fear": 4097,
+    "happy": 7215,
+    "neutral": 4965,
+    "sad": 4830,
+    "surprise": 3171,
+}
+PUBLIC_TEST_COUNTS = {
+    "angry": 467,
+    "disgust": 56,
+    "fear": 496,
+    "happy": 895,
+    "neutral": 607,
+    "sad": 653,
+    "surprise": 415,
+}
 
 
 def test_fer2013_folder_counts_and_splits(real_data_dir):

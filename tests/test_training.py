@@ -1,5 +1,7 @@
 """Model-behaviour tests: the library really learns, resumes exactly, and stops cleanly."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,15 @@ from fer_utils.data import load_dataset, synthetic_faces, training_splits
 from fer_utils.errors import FERCheckpointError, FERConfigError, FERTrainingError
 from fer_utils.training import TrainConfig, lr_factor, train
 
-TINY = {"arch": "efficientnet-lite0", "pretrained": False, "image_size": 32, "batch_size": 32, "epochs": 2,
-        "warmup_epochs": 0.5, "eval_batch_size": 64}
+TINY = {
+    "arch": "efficientnet-lite0",
+    "pretrained": False,
+    "image_size": 32,
+    "batch_size": 32,
+    "epochs": 2,
+    "warmup_epochs": 0.5,
+    "eval_batch_size": 64,
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +44,14 @@ def test_ctrl_c_leaves_a_checkpoint_whose_resume_replays_the_uninterrupted_run(t
     stopped = _train_interrupting_at_epoch(TrainConfig(**TINY), train_set, val_set, tmp_path / "b", epoch=2)
     assert stopped.interrupted and len(stopped.history) == 1
     assert load_checkpoint(tmp_path / "b" / "last.safetensors").meta["training_state"]["epoch"] == 0
-    resumed = train(TrainConfig(**TINY), train_set, val_set, tmp_path / "b", resume=tmp_path / "b" / "last.safetensors",
-                    progress=False)
+    resumed = train(
+        TrainConfig(**TINY),
+        train_set,
+        val_set,
+        tmp_path / "b",
+        resume=tmp_path / "b" / "last.safetensors",
+        progress=False,
+    )
     assert len(resumed.history) == 2
     cols = ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
     np.testing.assert_allclose(resumed.history[cols].to_numpy(), full.history[cols].to_numpy(), rtol=1e-4, atol=1e-5)
@@ -94,5 +109,5 @@ def test_bad_hyperparameters_are_named():
 def test_lr_schedule_warms_up_then_decays():
     factors = [lr_factor(s, 100, 10, "cosine") for s in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert factors[99] < 0.01 and all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    assert factors[99] < 0.01 and all(a >= b for a, b in itertools.pairwise(factors[10:]))
     assert torch.tensor(factors).min() >= 0

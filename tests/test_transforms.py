@@ -13,7 +13,7 @@ def test_train_and_eval_transforms_give_normalized_3_channel_tensors():
         out = transform(x)
         assert out.shape == (3, 64, 64) and out.dtype == torch.float32
         assert torch.equal(out[0], out[1])  # gray repeated
-        assert -1.01 <= out.min() and out.max() <= 1.01
+        assert out.min() >= -1.01 and out.max() <= 1.01
     assert eval_transform(48, channels=1)(x).shape == (1, 48, 48)
 
 

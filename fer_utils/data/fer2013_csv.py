@@ -84,7 +84,9 @@ def load_fer2013_csv(path: str | os.PathLike) -> LoadedDataset:
     if not rows and not bad:
         raise FERDataError(f"{path}: no data rows")
     if not rows:
-        raise FERDataError(f"{path}: no usable rows ({'; '.join(f'{k}: rows {_format_rows(r)}' for k, r in bad.items())})")
+        raise FERDataError(
+            f"{path}: no usable rows ({'; '.join(f'{k}: rows {_format_rows(r)}' for k, r in bad.items())})"
+        )
 
     lengths = [pixels.count(" ") + 1 for _, _, pixels, _ in rows]
     n_pixels = max(set(lengths), key=lengths.count) if lengths else 0

@@ -1,0 +1,139 @@
+"""Live webcam: a local OpenCV loop with boxes, labels and FPS, and a Colab camera snapshot.
+
+In Colab the browser owns the camera, so ``cv2.VideoCapture(0)`` cannot work there; use
+:func:`colab_snapshot` to take a photo through JavaScript and pass it to the Predictor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Protocol
+
+import numpy as np
+
+from fer_utils.errors import FERConfigError, FERDataError
+from fer_utils.inference import ImageResult, Predictor
+
+
+class Capture(Protocol):
+    def read(self) -> tuple[bool, np.ndarray]: ...
+    def release(self) -> None: ...
+
+
+def annotate_frame(
+    predictor: Predictor, frame_bgr: np.ndarray, fps: float | None = None
+) -> tuple[np.ndarray, ImageResult]:
+    """Detect and classify faces in a BGR camera frame; return the frame with boxes, labels and FPS drawn."""
+    import cv2
+
+    result = predictor.predict_image(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY), detect=True)
+    out = frame_bgr.copy()
+    for face in result.faces:
+        b = face.box
+        cv2.rectangle(out, (b.x, b.y), (b.x + b.w, b.y + b.h), (0, 200, 255), 2)
+        cv2.putText(
+            out,
+            f"{face.label} {face.score:.0%}",
+            (b.x, max(15, b.y - 8)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.7,
+            (0, 200, 255),
+            2,
+        )
+    if fps is not None:
+        cv2.putText(out, f"{fps:.1f} FPS", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 0), 2)
+    return out, result
+
+
+def run_webcam(
+    predictor: Predictor,
+    camera: int = 0,
+    capture: Capture | None = None,
+    show: bool = True,
+    max_frames: int | None = None,
+) -> list[ImageResult]:
+    """Run the live loop until ``q``/Esc (or ``max_frames``); returns every frame's result.
+
+    A window needs desktop OpenCV (``pip install opencv-python``); the headless wheel this
+    project installs has no GUI. ``capture`` may be any object with ``read()``/``release()``.
+    """
+    import cv2
+
+    if capture is None:
+        capture = cv2.VideoCapture(camera)
+        if not capture.isOpened():
+            raise FERDataError(
+                f"camera {camera} cannot be opened (no camera, or in use; in Colab use colab_snapshot())"
+            )
+    results: list[ImageResult] = []
+    fps, last = None, time.perf_counter()
+    try:
+        while max_frames is None or len(results) < max_frames:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            annotated, result = annotate_frame(predictor, frame, fps)
+            results.append(result)
+            now = time.perf_counter()
+            fps = 1.0 / max(now - last, 1e-6) if fps is None else 0.9 * fps + 0.1 / max(now - last, 1e-6)
+            last = now
+            if show:
+                try:
+                    cv2.imshow("fer webcam (q to quit)", annotated)
+                except cv2.error:
+                    raise FERConfigError(
+                        "this OpenCV build has no windows (opencv-python-headless); "
+                        "pip install opencv-python for `fer webcam`"
+                    ) from None
+                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                    break
+    finally:
+        capture.release()
+        if show:
+            with contextlib.suppress(cv2.error):
+                cv2.destroyAllWindows()
+    return results
+
+
+SNAPSHOT_JS = """
+async function takePhoto(quality) {
+  const div = document.createElement('div');
+  const button = document.createElement('button');
+  button.textContent = 'Capture';
+  div.appendChild(button);
+  const video = document.createElement('video');
+  video.style.display = 'block';
+  const stream = await navigator.mediaDevices.getUserMedia({video: true});
+  document.body.appendChild(div);
+  div.appendChild(video);
+  video.srcObject = stream;
+  await video.play();
+  google.colab.output.setIframeHeight(document.documentElement.scrollHeight, true);
+  await new Promise((resolve) => button.onclick = resolve);
+  const canvas = document.createElement('canvas');
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext('2d').drawImage(video, 0, 0);
+  stream.getVideoTracks()[0].stop();
+  div.remove();
+  return canvas.toDataURL('image/jpeg', quality);
+}
+"""
+
+
+def colab_snapshot(quality: float = 0.9) -> bytes:
+    """In Google Colab: show the camera with a Capture button and return the JPEG bytes taken."""
+    import base64
+
+    try:
+        from google.colab.output import eval_js
+    except ImportError:
+        raise FERConfigError(
+            "colab_snapshot() works in Google Colab only; locally use `fer webcam` or a photo file"
+        ) from None
+    from IPython.display import Javascript, display
+
+    display(Javascript(SNAPSHOT_JS))
+    data_url = eval_js(f"takePhoto({quality})")
+    return base64.b64decode(data_url.split(",", 1)[1])

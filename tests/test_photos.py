@@ -1,0 +1,213 @@
+"""Photos in the wild: detection, per-face results, bad input, batch output, Grad-CAM, widgets, webcam."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import face_photo
+from PIL import Image
+
+from fer_utils.cli import main
+from fer_utils.detection import CROP_SCALE, FaceBox, FaceDetector, crop_face
+from fer_utils.errors import FERDataError
+from fer_utils.inference import Predictor
+
+
+@pytest.fixture(scope="module")
+def predictor(untrained_checkpoint):
+    return Predictor.from_checkpoint(untrained_checkpoint)
+
+
+def test_detector_finds_faces_where_they_are():
+    boxes = FaceDetector().detect(face_photo([(60, 100), (400, 200)]))
+    assert len(boxes) == 2
+    centres = sorted((b.x + b.w / 2, b.y + b.h / 2) for b in boxes)
+    assert abs(centres[0][0] - 140) < 25 and abs(centres[1][0] - 480) < 25
+    assert all(b.score > 0 for b in boxes)
+
+
+def test_crop_matches_box_and_pads_at_borders():
+    gray = np.arange(100 * 100, dtype=np.uint32).reshape(100, 100).astype(np.uint8)
+    crop = crop_face(gray, FaceBox(-10, -10, 40, 40, 1.0))
+    assert crop.shape == (48, 48)
+    assert pytest.approx(1.05) == CROP_SCALE
+
+
+def test_predict_photo_returns_every_face_with_all_probabilities(predictor, tmp_path):
+    path = tmp_path / "two.jpg"
+    Image.fromarray(face_photo([(60, 100), (400, 200)])).convert("RGB").save(path)
+    result = predictor.predict_image(path)
+    assert result.detected and len(result.faces) == 2 and result.reason is None
+    for face in result.faces:
+        assert set(face.probabilities) == set(predictor.classes)
+        assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert face.face.shape == (48, 48) and face.box.w > 50
+
+
+def test_photo_without_a_face_is_an_empty_result_not_an_error(predictor):
+    result = predictor.predict_image(np.full((300, 400), 120, np.uint8))
+    assert result.faces == [] and result.reason == "no face found"
+
+
+def test_small_images_are_taken_as_face_crops(predictor, small_faces):
+    result = predictor.predict_image(small_faces.images[0])
+    assert not result.detected and len(result.faces) == 1 and result.faces[0].box is None
+    forced = predictor.predict_image(face_photo(), detect=False)
+    assert len(forced.faces) == 1 and forced.faces[0].box is None
+
+
+def test_inputs_of_every_kind_agree(predictor, tmp_path, small_faces):
+    face = small_faces.images[3]
+    Image.fromarray(face).save(tmp_path / "f.png")
+    rgb = np.repeat(face[..., None], 3, axis=2)
+    outputs = [
+        predictor.predict_image(s).faces[0].probabilities["happy"]
+        for s in (
+            tmp_path / "f.png",
+            (tmp_path / "f.png").read_bytes(),
+            Image.fromarray(face),
+            face,
+            rgb,
+            face.astype(np.float32) / 255,
+        )
+    ]
+    assert max(outputs) - min(outputs) < 1e-3
+
+
+def test_exif_rotation_is_honoured_before_detection(predictor, tmp_path):
+    photo = face_photo([(240, 150)])
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored rotated; viewers turn it back
+    Image.fromarray(np.rot90(photo, k=-1)).save(tmp_path / "rotated.jpg", exif=exif)
+    assert len(predictor.predict_image(tmp_path / "rotated.jpg").faces) == 1
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "RGBA", "P", "I;16"])
+def test_photo_modes(predictor, tmp_path, mode):
+    photo = face_photo()
+    image = Image.fromarray(photo.astype(np.uint16) * 257) if mode == "I;16" else Image.fromarray(photo).convert(mode)
+    path = tmp_path / f"p.{'tiff' if mode in ('CMYK', 'I;16') else 'png'}"
+    image.save(path)
+    assert len(predictor.predict_image(path).faces) == 1
+
+
+def test_bad_files_are_reported_in_batches(predictor, tmp_path):
+    Image.fromarray(face_photo()).save(tmp_path / "good.png")
+    (tmp_path / "text.jpg").write_text("hello")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "good.png").read_bytes()[:200])
+    Image.new("L", (10, 300)).save(tmp_path / "thin.png")
+    results, skipped = predictor.predict_images(sorted(tmp_path.iterdir()))
+    assert [r.source.rsplit("/", 1)[1] for r in results] == ["good.png", "thin.png"]
+    assert results[1].faces == [] and "too small" in results[1].reason
+    assert {s.source.rsplit("/", 1)[1] for s in skipped} == {"text.jpg", "cut.png"}
+    with pytest.raises(FERDataError, match="not an image"):
+        predictor.predict_image(tmp_path / "text.jpg")
+
+
+def test_decompression_bomb_is_refused(predictor, tmp_path, monkeypatch):
+    Image.new("L", (400, 400)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    with pytest.raises(FERDataError, match="too large"):
+        predictor.predict_image(tmp_path / "bomb.png")
+
+
+def test_gradcam_maps_for_faces(predictor, small_faces):
+    maps = predictor.gradcam(small_faces.images[:3])
+    assert maps.shape == (3, 48, 48) and maps.min() >= 0 and maps.max() <= 1
+    chosen = predictor.gradcam(small_faces.images[:1], [4])
+    assert chosen.shape == (1, 48, 48)
+
+
+def test_cli_predict_writes_csv_json_and_annotations(untrained_checkpoint, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(face_photo([(60, 100), (400, 200)])).save(photos / "two.png")
+    Image.fromarray(np.full((300, 300), 90, np.uint8)).save(photos / "wall.png")
+    (photos / "bad.jpg").write_bytes(b"\xff\xd8\xff broken")
+    ckpt = str(untrained_checkpoint)
+    assert (
+        main(
+            [
+                "predict",
+                str(photos),
+                "--checkpoint",
+                ckpt,
+                "--csv",
+                str(tmp_path / "out.csv"),
+                "--annotate",
+                str(tmp_path / "ann"),
+            ]
+        )
+        == 0
+    )
+    table = pd.read_csv(tmp_path / "out.csv")
+    faces = table[table["file"].str.endswith("two.png")]
+    assert len(faces) == 2 and {"box_x", "box_y", "box_w", "box_h", "detection_score", "label", "p_happy"} <= set(table)
+    assert table.loc[table["file"].str.endswith("wall.png"), "reason"].item() == "no face found"
+    assert table["reason"].astype(str).str.contains("skipped").sum() == 1
+    assert (tmp_path / "ann" / "two.jpg").is_file()
+    assert (
+        main(["predict", str(photos / "two.png"), "--checkpoint", ckpt, "--json", str(tmp_path / "o.json"), "--tta"])
+        == 0
+    )
+    data = json.loads((tmp_path / "o.json").read_text())
+    assert len(data["images"][0]["faces"]) == 2 and data["classes"][0] == "angry"
+    assert main(["predict", str(photos / "bad.jpg"), "--checkpoint", ckpt]) == 1
+    assert "no image could be read" in capsys.readouterr().err
+
+
+def test_explorer_filters_and_renders(predictor, small_faces):
+    from fer_utils.widgets import WRONG, PredictionExplorer
+
+    explorer = PredictionExplorer(predictor, small_faces)
+    assert explorer.index.max == len(small_faces) - 1
+    explorer.class_filter.value = "happy"
+    assert explorer.index.max == 1 and all(small_faces.labels[explorer.selection()] == 3)
+    assert "true: happy" in explorer.status.value
+    explorer.class_filter.value = WRONG
+    assert len(explorer.selection()) == int((explorer.predicted != small_faces.labels).sum())
+    explorer.class_filter.value = "neutral"
+    explorer.index.value = 1
+    assert explorer.status.value.startswith(str(small_faces.sources[explorer.selection()[1]]))
+
+
+def test_upload_values_of_ipywidgets_7_and_8():
+    from fer_utils.widgets import uploaded_files
+
+    v7 = {"a.jpg": {"metadata": {"name": "a.jpg"}, "content": b"123"}}
+    v8 = ({"name": "a.jpg", "type": "image/jpeg", "size": 3, "content": memoryview(b"123")},)
+    assert uploaded_files(v7) == uploaded_files(v8) == [("a.jpg", b"123")]
+
+
+def test_uploader_predicts_uploaded_photo(predictor):
+    import io
+
+    from fer_utils.widgets import PhotoUploader
+
+    buffer = io.BytesIO()
+    Image.fromarray(face_photo()).save(buffer, format="JPEG")
+    uploader = PhotoUploader(predictor)
+    uploader.show([("me.jpg", buffer.getvalue()), ("notes.txt", b"text")])
+    assert len(uploader.results) == 1 and len(uploader.results[0].faces) == 1
+
+
+def test_webcam_loop_annotates_frames(predictor):
+    from fer_utils.webcam import run_webcam
+
+    frame = np.repeat(face_photo()[..., None], 3, axis=2)
+
+    class FakeCamera:
+        def __init__(self):
+            self.frames = [frame, frame, frame]
+            self.released = False
+
+        def read(self):
+            return (True, self.frames.pop()) if self.frames else (False, None)
+
+        def release(self):
+            self.released = True
+
+    camera = FakeCamera()
+    results = run_webcam(predictor, capture=camera, show=False)
+    assert len(results) == 3 and all(len(r.faces) == 1 for r in results) and camera.released
