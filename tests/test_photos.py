@@ -27,11 +27,15 @@ def test_detector_finds_faces_where_they_are():
     assert all(b.score > 0 for b in boxes)
 
 
-def test_crop_matches_box_and_pads_at_borders():
-    gray = np.arange(100 * 100, dtype=np.uint32).reshape(100, 100).astype(np.uint8)
-    crop = crop_face(gray, FaceBox(-10, -10, 40, 40, 1.0))
+def test_crop_is_the_box_plus_a_fer2013_style_margin_and_pads_at_borders():
+    gray = np.zeros((200, 200), np.uint8)
+    gray[50:150, 60:160] = 255  # the "face" box
+    crop = crop_face(gray, FaceBox(60, 50, 100, 100, 1.0))
     assert crop.shape == (48, 48)
-    assert pytest.approx(1.05) == CROP_SCALE
+    assert crop.mean() / 255 == pytest.approx(1 / CROP_SCALE**2, abs=0.03)  # thin dark margin all round
+    assert crop[24, :2].max() < 128 and crop[24, 23] == 255
+    corner = crop_face(gray, FaceBox(-10, -10, 40, 40, 1.0))  # past the border: edge-padded, not an error
+    assert corner.shape == (48, 48)
 
 
 def test_predict_photo_returns_every_face_with_all_probabilities(predictor, tmp_path):
@@ -211,3 +215,12 @@ def test_webcam_loop_annotates_frames(predictor):
     camera = FakeCamera()
     results = run_webcam(predictor, capture=camera, show=False)
     assert len(results) == 3 and all(len(r.faces) == 1 for r in results) and camera.released
+
+
+def test_real_photo_face_is_found_and_cropped(predictor):
+    skimage_data = pytest.importorskip("skimage.data")
+    photo = skimage_data.astronaut()  # NASA portrait, public domain; ships inside scikit-image
+    result = predictor.predict_image(photo)
+    assert len(result.faces) == 1
+    box = result.faces[0].box
+    assert 150 < box.x + box.w / 2 < 260 and 60 < box.y + box.h / 2 < 160  # her face, upper centre-left
