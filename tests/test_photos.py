@@ -33,7 +33,7 @@ def test_crop_is_the_box_plus_a_fer2013_style_margin_and_pads_at_borders():
     crop = crop_face(gray, FaceBox(60, 50, 100, 100, 1.0))
     assert crop.shape == (48, 48)
     assert crop.mean() / 255 == pytest.approx(1 / CROP_SCALE**2, abs=0.03)  # thin dark margin all round
-    assert crop[24, :2].max() < 128 and crop[24, 23] == 255
+    assert crop[24, 0] < 128 and crop[24, 23] == 255
     corner = crop_face(gray, FaceBox(-10, -10, 40, 40, 1.0))  # past the border: edge-padded, not an error
     assert corner.shape == (48, 48)
 
