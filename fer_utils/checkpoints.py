@@ -228,6 +228,44 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(meta, model_state, optimizer_state, path)
 
 
+def update_checkpoint_metadata(path: str | os.PathLike, updates: dict[str, Any]) -> Path:
+    """Merge ``updates`` into a checkpoint's JSON metadata, rewriting the file atomically."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
+    except UNREADABLE as err:
+        raise FERCheckpointError(_unreadable(path, err)) from None
+    meta = {**_parse_meta(path, header), **updates}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+    return path
+
+
+def git_commit(folder: str | os.PathLike = ".") -> str | None:
+    """The git commit of ``folder`` (with ``-dirty`` when it has uncommitted changes), or None."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
 def load_model_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
     """Copy checkpoint weights into ``model``, explaining any architecture or class mismatch."""
     own = model.state_dict()

@@ -98,6 +98,7 @@ def _report_skips(dataset) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fer_utils.atomic import write_text_atomic
+    from fer_utils.checkpoints import git_commit, update_checkpoint_metadata
     from fer_utils.data import training_splits
     from fer_utils.evaluation import evaluate_checkpoint
     from fer_utils.training import train
@@ -123,7 +124,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"data: {dataset.source} ({dataset.format}); training on {len(train_set)} faces, "
         f"validating on {len(val_set)}; {config.arch} at {config.image_size}px for {config.epochs} epochs"
     )
-    data_info = {"source": dataset.source, "format": dataset.format, "train": len(train_set), "val": len(val_set)}
+    data_info = {
+        "source": dataset.source,
+        "format": dataset.format,
+        "train": len(train_set),
+        "val": len(val_set),
+        "git_commit": git_commit(Path(__file__).parent),
+    }
     result = train(config, train_set, val_set, out, resume=args.resume, progress=not args.quiet, data_info=data_info)
     if result.interrupted:
         print(
@@ -140,13 +147,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     eval_set = dataset.split(split) if split != "all" else val_set
     split = split if split != "all" else "val"
     metrics = {}
-    for tta in ("none", args.tta):
+    for tta in dict.fromkeys(("none", args.tta)):
         report = evaluate_checkpoint((result.model, result.checkpoint), eval_set, tta=tta, split=split)
         metrics[f"tta_{tta}"] = report.to_dict()
         if tta == args.tta:
             save_figure(confusion_matrix_figure(report), figures / "confusion_matrix.png")
             print(report.summary())
     metrics["best_epoch"] = result.best_epoch
+    update_checkpoint_metadata(
+        result.best_checkpoint,
+        {
+            "evaluation": {
+                key: {k: value[k] for k in ("split", "tta", "n", "accuracy", "macro_f1")}
+                for key, value in metrics.items()
+                if key.startswith("tta_")
+            }
+        },
+    )
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(
         f"saved: {result.best_checkpoint} (best epoch {result.best_epoch}), {out / 'metrics.json'}, "

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import save_class_folders
 
+from fer_utils.checkpoints import read_checkpoint_meta
 from fer_utils.cli import main
 
 QUICK = ["--epochs", "1", "--image-size", "32", "--no-pretrained", "--batch-size", "32", "--quiet"]
@@ -28,6 +29,9 @@ def test_train_writes_checkpoint_metrics_history_and_figures(trained):
     assert figures == {"training_curves.png", "class_distribution.png", "samples.png", "confusion_matrix.png"}
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["tta_none"]["split"] == "test" and 0 <= metrics["tta_flip"]["accuracy"] <= 1
+    meta = read_checkpoint_meta(trained / "best.safetensors")  # the checkpoint carries its own scores
+    assert meta["evaluation"]["tta_flip"]["accuracy"] == metrics["tta_flip"]["accuracy"]
+    assert meta["config"]["epochs"] == 1 and "git_commit" in meta["data"]
 
 
 def test_evaluate_json(trained, tmp_path, capsys):
