@@ -65,8 +65,9 @@ def test_predict_images_and_folders(trained, tmp_path, small_faces, capsys):
     out = tmp_path / "pred.json"
     assert main(["predict", str(root), "--checkpoint", str(trained / "best.safetensors"), "--json", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert len(data["predictions"]) == 14 and len(data["skipped"]) == 1
-    first = data["predictions"][0]
+    assert len(data["images"]) == 14 and len(data["skipped"]) == 1
+    assert all(not image["detected"] and len(image["faces"]) == 1 for image in data["images"])  # 48 px = face crops
+    first = data["images"][0]["faces"][0]
     assert set(first["probabilities"]) == set(data["classes"])
     assert sum(first["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert "broken.png" in capsys.readouterr().err
