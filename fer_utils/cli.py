@@ -274,6 +274,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from fer_utils.export import export_onnx
+    from fer_utils.inference import default_checkpoint
+
+    checkpoint = args.checkpoint or default_checkpoint()
+    result = export_onnx(checkpoint, args.out, check=not args.no_check, int8=args.int8)
+    parity = (
+        ""
+        if result.max_probability_difference is None
+        else f"; parity with PyTorch: max probability difference {result.max_probability_difference:.1e}"
+    )
+    print(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB){parity}")
+    return 0
+
+
 def cmd_webcam(args: argparse.Namespace) -> int:
     from fer_utils.inference import Predictor
     from fer_utils.webcam import run_webcam
@@ -360,6 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--csv", default=None, metavar="OUT", help="write one row per face as CSV")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX and check it against PyTorch")
+    p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization of the weights")
+    p.add_argument("--no-check", action="store_true", help="skip the PyTorch/ONNX Runtime parity check")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("webcam", help="live camera: boxes, labels and FPS (needs desktop opencv-python)")
     p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")

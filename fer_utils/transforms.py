@@ -7,6 +7,7 @@ float tensors with ``channels`` channels (3 repeats the gray channel for ImageNe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torchvision.transforms.v2 as v2
@@ -26,6 +27,61 @@ def _tail(channels: int, mean: Sequence[float], std: Sequence[float]) -> list:
     ]
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """Strength (0..1) of each training augmentation; 0 turns that one off.
+
+    At 1: crops down to 60 % of the face, +-20 degrees rotation, +-50 % brightness and
+    contrast, random erasing of 2-12 % of the face half the time. Flips are on unless
+    ``flip`` is False.
+    """
+
+    crop: float = 0.5
+    rotation: float = 0.5
+    brightness: float = 0.5
+    contrast: float = 0.5
+    erasing: float = 0.5
+    flip: bool = True
+
+    @classmethod
+    def uniform(cls, strength: float) -> Augmentation:
+        """All augmentations at one ``strength`` (the TrainConfig ``augment`` knob)."""
+        if not 0 <= strength <= 1:
+            raise FERConfigError(f"augmentation strength must be between 0 and 1, got {strength}")
+        return cls(strength, strength, strength, strength, strength, flip=strength > 0)
+
+
+def augmentation_transform(
+    image_size: int,
+    aug: Augmentation,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+    channels: int = 3,
+) -> v2.Compose:
+    """The training transform for a given mix of augmentation strengths."""
+    for name in ("crop", "rotation", "brightness", "contrast", "erasing"):
+        if not 0 <= getattr(aug, name) <= 1:
+            raise FERConfigError(f"augmentation {name} must be between 0 and 1, got {getattr(aug, name)}")
+    steps: list = [
+        v2.RandomResizedCrop(
+            image_size,
+            scale=(1 - 0.4 * aug.crop, 1.0),
+            ratio=(1 - 0.15 * aug.crop, 1 + 0.15 * aug.crop),
+            antialias=True,
+        )
+    ]
+    if aug.flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if aug.rotation:
+        steps.append(v2.RandomRotation(20 * aug.rotation))
+    if aug.brightness or aug.contrast:
+        steps.append(v2.ColorJitter(brightness=0.5 * aug.brightness, contrast=0.5 * aug.contrast))
+    steps += _tail(channels, mean, std)
+    if aug.erasing:
+        steps.append(v2.RandomErasing(p=0.5 * aug.erasing, scale=(0.02, 0.12), value=0))
+    return v2.Compose(steps)
+
+
 def train_transform(
     image_size: int,
     strength: float = 0.5,
@@ -33,23 +89,13 @@ def train_transform(
     std: Sequence[float] = (0.5, 0.5, 0.5),
     channels: int = 3,
 ) -> v2.Compose:
-    """Random crop/scale, flip, rotation, brightness/contrast and erasing, all scaled by ``strength``.
+    """Random crop/scale, flip, rotation, brightness/contrast and erasing, all at ``strength``.
 
-    ``strength`` 0 turns augmentation off (just resize); 1 is strong (crops down to 60 % of the
-    face, +-20 degrees, +-50 % brightness/contrast, erasing half the time). 0.5 suits FER2013.
+    ``strength`` 0 turns augmentation off (just resize); 0.5 suits FER2013 (the default).
     """
-    if not 0 <= strength <= 1:
-        raise FERConfigError(f"augmentation strength must be between 0 and 1, got {strength}")
     if strength == 0:
         return eval_transform(image_size, mean, std, channels)
-    s = strength
-    steps = [
-        v2.RandomResizedCrop(image_size, scale=(1 - 0.4 * s, 1.0), ratio=(1 - 0.15 * s, 1 + 0.15 * s), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomRotation(20 * s),
-        v2.ColorJitter(brightness=0.5 * s, contrast=0.5 * s),
-    ]
-    return v2.Compose(steps + _tail(channels, mean, std) + [v2.RandomErasing(p=0.5 * s, scale=(0.02, 0.12), value=0)])
+    return augmentation_transform(image_size, Augmentation.uniform(strength), mean, std, channels)
 
 
 def eval_transform(

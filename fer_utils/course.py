@@ -1,0 +1,63 @@
+"""Support for the notebooks: parameters overridable by environment variables, the data to use,
+and the FAST switch that makes every notebook run in seconds on synthetic faces (``FER_FAST=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T", int, float, str, bool)
+
+FAST = os.environ.get("FER_FAST", "0").strip().lower() in ("1", "true", "yes")
+"""True when ``FER_FAST=1``: synthetic faces and seconds-long runs (CI runs every notebook so)."""
+
+KAGGLE_FER2013 = "msambare/fer2013"
+
+
+def in_colab() -> bool:
+    """True inside Google Colab."""
+    return "google.colab" in sys.modules
+
+
+def param(name: str, default: T, fast: T | None = None) -> T:
+    """A notebook parameter: ``$NAME`` when set (converted to the default's type), else ``fast`` in
+    FAST mode, else ``default``."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return fast if (FAST and fast is not None) else default
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes")  # type: ignore[return-value]
+    return type(default)(raw)
+
+
+def dataset_path(fast_size: float = 0.3) -> str:
+    """Which data a notebook uses: synthetic faces in FAST mode, else ``$FER_DATA_DIR``, else a
+    kagglehub download of FER2013 in Colab, else the synthetic faces (with a visible note)."""
+    if FAST:
+        return f"synthetic:{fast_size}"
+    if os.environ.get("FER_DATA_DIR"):
+        return os.environ["FER_DATA_DIR"]
+    if in_colab():
+        import kagglehub
+
+        path = kagglehub.dataset_download(KAGGLE_FER2013)
+        print(f"FER2013 downloaded to {path}")
+        return str(path)
+    print(
+        "NOTE: no FER_DATA_DIR set, so this notebook uses the built-in synthetic faces. "
+        "See data/README.md to get FER2013, then set FER_DATA_DIR and rerun."
+    )
+    return "synthetic"
+
+
+def repo_root() -> Path:
+    """The repository folder (parent of fer_utils)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def runs_dir() -> Path:
+    """Where notebooks write their training runs (git-ignored)."""
+    return repo_root() / "runs"

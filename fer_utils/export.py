@@ -1,0 +1,149 @@
+"""Export a checkpoint to ONNX, with the metadata a runtime needs, and check it against PyTorch.
+
+The ONNX graph takes ``input`` (N, 3, S, S) float32: a 48x48 gray face resized to S, scaled to
+0..1, repeated to 3 channels and normalized with the stored mean/std; it returns ``logits``
+(N, classes). The batch size is dynamic. ``metadata_props`` carry classes, image size, mean, std
+and architecture as JSON/text, so a browser or server needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fer_utils.atomic import atomic_path
+from fer_utils.checkpoints import Checkpoint, model_from_checkpoint
+from fer_utils.errors import FERError
+
+PARITY_TOLERANCE = 1e-4
+"""Largest allowed difference between PyTorch and ONNX Runtime probabilities (fp32 export)."""
+
+
+@dataclass
+class ExportResult:
+    """Where the model went, how big it is, and how closely ONNX Runtime matches PyTorch."""
+
+    path: Path
+    size_bytes: int
+    max_probability_difference: float | None
+
+
+def _export_model(checkpoint: Checkpoint, model: torch.nn.Module, out: Path, opset: int) -> None:
+    if hasattr(model, "set_swish"):  # efficientnet-pytorch: its memory-efficient swish cannot be traced
+        model.set_swish(memory_efficient=False)
+    size = checkpoint.image_size
+    example = torch.zeros(2, 3, size, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(out))
+    import onnx
+
+    proto = onnx.load(str(out))
+    meta = {
+        "classes": json.dumps(list(checkpoint.classes)),
+        "image_size": str(size),
+        "mean": json.dumps(checkpoint.meta["mean"]),
+        "std": json.dumps(checkpoint.meta["std"]),
+        "arch": checkpoint.arch,
+        "input": "N x 3 x S x S float32: gray face scaled 0..1, repeated to 3 channels, normalized (x - mean) / std",
+        "output": "logits; softmax for probabilities",
+    }
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(out))
+
+
+def onnx_metadata(path: str | os.PathLike) -> dict:
+    """Classes, image size, mean, std and architecture stored in an exported model."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    raw = session.get_modelmeta().custom_metadata_map
+    return {
+        "classes": json.loads(raw["classes"]),
+        "image_size": int(raw["image_size"]),
+        "mean": json.loads(raw["mean"]),
+        "std": json.loads(raw["std"]),
+        "arch": raw.get("arch"),
+    }
+
+
+def onnx_probabilities(path: str | os.PathLike, inputs: np.ndarray) -> np.ndarray:
+    """Softmax probabilities from an ONNX model for preprocessed inputs (N, 3, S, S)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: inputs.astype(np.float32)})[0]
+    return torch.from_numpy(logits).softmax(dim=1).numpy()
+
+
+def parity_check(
+    model: torch.nn.Module, onnx_path: str | os.PathLike, inputs: torch.Tensor, tolerance: float = PARITY_TOLERANCE
+) -> float:
+    """Largest |p_torch - p_onnx| over ``inputs``; raises FERError when above ``tolerance``."""
+    with torch.no_grad():
+        expected = model.eval()(inputs).softmax(dim=1).numpy()
+    difference = float(np.abs(onnx_probabilities(onnx_path, inputs.numpy()) - expected).max())
+    if difference > tolerance:
+        raise FERError(
+            f"{onnx_path}: ONNX Runtime probabilities differ from PyTorch by {difference:.2e} "
+            f"(tolerance {tolerance:.0e}); the export is not faithful"
+        )
+    return difference
+
+
+def export_onnx(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    opset: int = 18,
+    check: bool = True,
+    int8: bool = False,
+    check_inputs: torch.Tensor | None = None,
+) -> ExportResult:
+    """Export ``checkpoint`` to ONNX at ``out`` (atomically), optionally check parity, optionally
+    quantize weights to int8 (dynamic quantization; smaller, slightly less accurate)."""
+    model, ckpt = model_from_checkpoint(checkpoint)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        _export_model(ckpt, model, tmp, opset)
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            fp32 = tmp.with_name(tmp.name + ".fp32")
+            tmp.rename(fp32)
+            try:
+                quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+            finally:
+                fp32.unlink(missing_ok=True)
+    difference = None
+    if check and not int8:
+        generator = torch.Generator().manual_seed(0)
+        inputs = (
+            check_inputs
+            if check_inputs is not None
+            else torch.randn(8, 3, ckpt.image_size, ckpt.image_size, generator=generator)
+        )
+        try:
+            difference = parity_check(model, out, inputs)
+        except FERError:
+            out.unlink(missing_ok=True)
+            raise
+    return ExportResult(out, out.stat().st_size, difference)

@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+import torch
+
+from fer_utils.cli import main
+from fer_utils.errors import FERError
+from fer_utils.export import export_onnx, onnx_metadata, onnx_probabilities, parity_check
+from fer_utils.inference import Predictor
+
+
+@pytest.fixture(scope="module")
+def exported(untrained_checkpoint, tmp_path_factory):
+    return export_onnx(untrained_checkpoint, tmp_path_factory.mktemp("onnx") / "m.onnx")
+
+
+def test_export_matches_pytorch_with_dynamic_batch_and_metadata(exported, untrained_checkpoint, small_faces):
+    assert exported.max_probability_difference < 1e-4
+    meta = onnx_metadata(exported.path)
+    assert meta["classes"][0] == "angry" and meta["image_size"] == 48 and meta["mean"] == [0.5, 0.5, 0.5]
+    predictor = Predictor.from_checkpoint(untrained_checkpoint)
+    for n in (1, 5):  # any batch size
+        inputs = predictor.input_tensor(small_faces.images[:n]).numpy()
+        np.testing.assert_allclose(
+            onnx_probabilities(exported.path, inputs), predictor.predict_arrays(small_faces.images[:n]), atol=1e-4
+        )
+
+
+def test_parity_check_fails_for_a_different_model(exported):
+    from fer_utils.models import build_model
+
+    other = build_model("efficientnet-lite0")
+    torch.nn.init.normal_(other.classifier.weight, std=1.0)
+    with pytest.raises(FERError, match="differ from PyTorch"):
+        parity_check(other, exported.path, torch.randn(4, 3, 48, 48))
+
+
+def test_cli_export(untrained_checkpoint, tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(untrained_checkpoint), "--out", str(tmp_path / "m.onnx")]) == 0
+    assert "parity with PyTorch" in capsys.readouterr().out
+    assert main(["export", "--checkpoint", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "x.onnx")]) == 1
