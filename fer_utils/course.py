@@ -61,3 +61,25 @@ def repo_root() -> Path:
 def runs_dir() -> Path:
     """Where notebooks write their training runs (git-ignored)."""
     return repo_root() / "runs"
+
+
+def checkpoint_for(data: str) -> Path:
+    """The model a notebook should explain for ``data``: ``$FER_CHECKPOINT`` if set; for synthetic
+    faces a small model trained on them (once, ~20 s, kept in runs/course/); else the shipped
+    FER2013 model."""
+    if os.environ.get("FER_CHECKPOINT"):
+        return Path(os.environ["FER_CHECKPOINT"])
+    if data.startswith("synthetic"):
+        out = runs_dir() / "course" / "synthetic-quick"
+        best = out / "best.safetensors"
+        if not best.is_file():
+            from fer_utils.data import load_dataset, training_splits
+            from fer_utils.training import TrainConfig, train
+
+            print(f"training a small model on synthetic faces (once; saved in {out}) ...")
+            train_set, val_set = training_splits(load_dataset("synthetic:0.3"))
+            train(TrainConfig(epochs=4, image_size=48), train_set, val_set, out, progress=False)
+        return best
+    from fer_utils.inference import default_checkpoint
+
+    return default_checkpoint()

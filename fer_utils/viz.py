@@ -238,3 +238,21 @@ def misclassified_gallery_figure(
     )
     fig.tight_layout()
     return fig
+
+
+def augmentation_grid_figure(face: np.ndarray, transform, n: int = 8, seed: int = 0) -> Figure:
+    """The original face and ``n`` random augmentations of it (normalized outputs shown rescaled)."""
+    import torch
+
+    torch.manual_seed(seed)
+    tensor = torch.from_numpy(np.ascontiguousarray(face)).unsqueeze(0)
+    fig, axes = plt.subplots(1, n + 1, figsize=(1.4 * (n + 1), 1.7))
+    axes[0].imshow(face, cmap="gray", vmin=0, vmax=255)
+    axes[0].set_title("original", fontsize=8)
+    for ax in axes[1:]:
+        out = transform(tensor)[0].numpy()
+        ax.imshow(out, cmap="gray", vmin=out.min(), vmax=max(out.max(), out.min() + 1e-6))
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

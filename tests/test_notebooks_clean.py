@@ -1,0 +1,28 @@
+"""Data hygiene for the course: notebooks are committed without outputs (so no dataset image can
+leak into the repository) and each follows the course conventions."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def test_there_is_a_numbered_course():
+    assert len(NOTEBOOKS) >= 9
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(len(NOTEBOOKS))]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_stripped_and_follows_conventions(path):
+    nb = json.loads(path.read_text())
+    cells = nb["cells"]
+    for cell in cells:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name} has saved outputs"
+    assert "colab.research.google.com" in "".join(cells[0]["source"])
+    assert "Learning objectives" in "".join(cells[0]["source"])
+    assert "in sys.modules" in "".join(cells[1]["source"])
+    assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), "no parameters cell"
+    assert "Exercises" in "".join(cells[-1]["source"])
