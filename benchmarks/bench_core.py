@@ -61,6 +61,12 @@ def bench_loading(data: str | None, work: Path) -> None:
     print(f"FER2013 CSV via load_dataset: first {cold:.1f} s, cached {cached:.2f} s")
 
 
+def endless(loader):
+    """Batches from ``loader`` forever (a new shuffled pass when one ends)."""
+    while True:
+        yield from loader
+
+
 def images_per_second(step, batches: int, batch_size: int, warmup: int = 2) -> float:
     for _ in range(warmup):
         step()
@@ -91,20 +97,15 @@ def bench_default_training(batches: int) -> float:
     model = build_model(config.arch, pretrained=False).to(memory_format=torch.channels_last).train()
     optimizer = make_optimizer(model, config)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    batches_iter = iter(())
 
     def step():
-        nonlocal batches_iter
-        try:
-            x, y = next(batches_iter)
-        except StopIteration:
-            batches_iter = iter(loader)
-            x, y = next(batches_iter)
+        x, y = next(batches_iter)
         loss = criterion(model(x.contiguous(memory_format=torch.channels_last)), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
+    batches_iter = endless(loader)
     rate = images_per_second(step, batches, config.batch_size)
     print(
         f"default recipe ({config.arch}, {config.image_size}px, batch {config.batch_size}, channels_last, "
@@ -139,20 +140,15 @@ def bench_tutorial_training(work: Path, batches: int) -> float:
     loader = DataLoader(datasets.ImageFolder(root, tf), batch_size=32, shuffle=True, drop_last=True)
     model = build_model("efficientnet-b0", pretrained=False).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batches_iter = iter(())
 
     def step():
-        nonlocal batches_iter
-        try:
-            x, y = next(batches_iter)
-        except StopIteration:
-            batches_iter = iter(loader)
-            x, y = next(batches_iter)
+        x, y = next(batches_iter)
         loss = torch.nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
+    batches_iter = endless(loader)
     rate = images_per_second(step, batches, 32, warmup=1)
     print(f"tutorial recipe (efficientnet-b0, 224px, batch 32, PIL ImageFolder): {rate:.1f} img/s training")
     return rate

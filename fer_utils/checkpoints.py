@@ -205,8 +205,8 @@ def _parse_meta(path: Path, header: dict[str, str]) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Load and validate a checkpoint; FERCheckpointError explains missing, truncated or foreign files."""
+def _read_safetensors(path: str | os.PathLike) -> tuple[Path, dict[str, str], dict[str, torch.Tensor]]:
+    """(path, header metadata, all tensors) of a safetensors file, or a FERCheckpointError."""
     from safetensors import safe_open
 
     path = _existing(path)
@@ -216,6 +216,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
     except UNREADABLE as err:
         raise FERCheckpointError(_unreadable(path, err)) from None
+    return path, header, tensors
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load and validate a checkpoint; FERCheckpointError explains missing, truncated or foreign files."""
+    path, header, tensors = _read_safetensors(path)
     meta = _parse_meta(path, header)
     model_state = {
         k[6:]: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items() if k.startswith("model.")
@@ -230,16 +236,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 def update_checkpoint_metadata(path: str | os.PathLike, updates: dict[str, Any]) -> Path:
     """Merge ``updates`` into a checkpoint's JSON metadata, rewriting the file atomically."""
-    from safetensors import safe_open
     from safetensors.torch import save_file
 
-    path = _existing(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
-    except UNREADABLE as err:
-        raise FERCheckpointError(_unreadable(path, err)) from None
+    path, header, tensors = _read_safetensors(path)
     meta = {**_parse_meta(path, header), **updates}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})

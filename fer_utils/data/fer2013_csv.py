@@ -6,6 +6,7 @@ import csv
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,16 @@ def read_csv_header(path: Path) -> list[str]:
     return header
 
 
+def csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(row number, cells) of every non-empty data row; the header is row 1, as spreadsheets count."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        for row_number, row in enumerate(reader, start=2):
+            if row:
+                yield row_number, row
+
+
 def load_fer2013_csv(path: str | os.PathLike) -> LoadedDataset:
     """Load ``fer2013.csv`` into train / val (PublicTest) / test (PrivateTest) splits.
 
@@ -64,23 +75,18 @@ def load_fer2013_csv(path: str | os.PathLike) -> LoadedDataset:
 
     rows: list[tuple[int, int, str, str]] = []  # (row number, code, pixels, usage)
     bad: dict[str, list[int]] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        next(reader)
-        for row_number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                code = int(row[i_emotion])
-                pixels = row[i_pixels]
-            except (ValueError, IndexError):
-                bad.setdefault("unreadable emotion/pixels", []).append(row_number)
-                continue
-            if not 0 <= code < len(FER2013_CSV_CLASSES):
-                bad.setdefault("emotion code not in 0..6", []).append(row_number)
-                continue
-            usage = row[i_usage].strip() if i_usage is not None and i_usage < len(row) else ""
-            rows.append((row_number, code, pixels, usage))
+    for row_number, row in csv_rows(path):
+        try:
+            code = int(row[i_emotion])
+            pixels = row[i_pixels]
+        except (ValueError, IndexError):
+            bad.setdefault("unreadable emotion/pixels", []).append(row_number)
+            continue
+        if not 0 <= code < len(FER2013_CSV_CLASSES):
+            bad.setdefault("emotion code not in 0..6", []).append(row_number)
+            continue
+        usage = row[i_usage].strip() if i_usage is not None and i_usage < len(row) else ""
+        rows.append((row_number, code, pixels, usage))
     if not rows and not bad:
         raise FERDataError(f"{path}: no data rows")
     if not rows:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import numpy as np
 
 from fer_utils.data.faceset import FaceSet, LoadedDataset
-from fer_utils.data.fer2013_csv import USAGE_TO_SPLIT, load_fer2013_csv, read_csv_header
+from fer_utils.data.fer2013_csv import USAGE_TO_SPLIT, csv_rows, load_fer2013_csv, read_csv_header
 from fer_utils.errors import FERDataError
 from fer_utils.labels import FERPLUS_VOTE_COLUMNS, class_names, ferplus_votes_to_targets
 
@@ -24,17 +23,12 @@ def read_ferplus_votes(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
         raise FERDataError(f"{path}: missing FER+ vote column(s) {', '.join(missing)}; found {', '.join(header)}")
     columns = [lower[c.lower()] for c in FERPLUS_VOTE_COLUMNS]
     votes, usages = [], []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        next(reader)
-        for row_number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                votes.append([float(row[c] or 0) for c in columns])
-            except (ValueError, IndexError):
-                raise FERDataError(f"{path}: row {row_number} has unreadable vote counts") from None
-            usages.append(row[lower["usage"]].strip() if "usage" in lower else "")
+    for row_number, row in csv_rows(path):
+        try:
+            votes.append([float(row[c] or 0) for c in columns])
+        except (ValueError, IndexError):
+            raise FERDataError(f"{path}: row {row_number} has unreadable vote counts") from None
+        usages.append(row[lower["usage"]].strip() if "usage" in lower else "")
     return np.array(votes, dtype=np.float32).reshape(-1, len(FERPLUS_VOTE_COLUMNS)), usages
 
 
