@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fer-installed
 
-.PHONY: setup demo test lint benchmark clean
+.PHONY: setup demo test lint benchmark web serve clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,15 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Static in-browser demo in web/ (ONNX Runtime Web from npm, the exported shipped model).
+web: setup
+	cd web && npm ci --silent
+	$(BIN)/fer export --format web --out web
+
+# Gradio app on http://127.0.0.1:7860
+serve: setup
+	$(BIN)/fer serve
 
 benchmark: setup
 	$(BIN)/python benchmarks/bench_core.py

@@ -279,6 +279,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from fer_utils.inference import default_checkpoint
 
     checkpoint = args.checkpoint or default_checkpoint()
+    if args.format == "web":
+        from fer_utils.export import build_web_demo
+
+        result = build_web_demo(args.out, checkpoint)
+        print(
+            f"static demo ready in {args.out} (model {result.size_bytes / 1e6:.1f} MB); "
+            f"try it: python -m http.server -d {args.out} 8000"
+        )
+        return 0
     result = export_onnx(checkpoint, args.out, check=not args.no_check, int8=args.int8)
     parity = (
         ""
@@ -287,6 +296,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     print(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB){parity}")
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fer_utils.app import main as serve
+
+    return serve(args.app_args)
 
 
 def cmd_webcam(args: argparse.Namespace) -> int:
@@ -378,11 +393,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX and check it against PyTorch")
     p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
-    p.add_argument("--format", default="onnx", choices=["onnx"])
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument(
+        "--format",
+        default="onnx",
+        choices=["onnx", "web"],
+        help="onnx: one model file; web: fill the static demo folder (web/) with model and runtime",
+    )
+    p.add_argument("--out", required=True, metavar="PATH", help="the .onnx file, or the web/ folder")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization of the weights")
     p.add_argument("--no-check", action="store_true", help="skip the PyTorch/ONNX Runtime parity check")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "serve", help="web app (Gradio): upload or webcam -> faces, probabilities, Grad-CAM", add_help=False
+    )
+    p.add_argument("app_args", nargs=argparse.REMAINDER, help="--checkpoint FILE --host H --port N --share")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("webcam", help="live camera: boxes, labels and FPS (needs desktop opencv-python)")
     p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")

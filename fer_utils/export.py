@@ -147,3 +147,34 @@ def export_onnx(
             out.unlink(missing_ok=True)
             raise
     return ExportResult(out, out.stat().st_size, difference)
+
+
+WEB_RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs")
+"""What the static demo needs from the onnxruntime-web npm package (copied into vendor/)."""
+
+
+def build_web_demo(
+    web_dir: str | os.PathLike, checkpoint: str | os.PathLike, runtime_dir: str | os.PathLike | None = None
+) -> ExportResult:
+    """Make ``web_dir`` (holding index.html/app.js) a complete static site: model.onnx (parity-checked),
+    model.json (classes, size, normalization) and vendor/ (ONNX Runtime Web from ``runtime_dir``,
+    default ``web_dir/node_modules/onnxruntime-web/dist``, installed by ``npm ci``)."""
+    import shutil
+
+    from fer_utils.atomic import write_text_atomic
+
+    web_dir = Path(web_dir)
+    runtime = Path(runtime_dir) if runtime_dir else web_dir / "node_modules" / "onnxruntime-web" / "dist"
+    missing = [name for name in WEB_RUNTIME_FILES if not (runtime / name).is_file()]
+    if missing:
+        raise FERError(f"{runtime}: ONNX Runtime Web files missing ({', '.join(missing)}); run `npm ci` in {web_dir}")
+    if not (web_dir / "index.html").is_file():
+        raise FERError(f"{web_dir}: no index.html; point --out at the repository's web/ folder (or a copy of it)")
+    vendor = web_dir / "vendor"
+    vendor.mkdir(exist_ok=True)
+    for name in WEB_RUNTIME_FILES:
+        shutil.copyfile(runtime / name, vendor / name)
+    result = export_onnx(checkpoint, web_dir / "model.onnx")
+    meta = onnx_metadata(result.path)
+    write_text_atomic(web_dir / "model.json", json.dumps(meta, indent=2) + "\n")
+    return result

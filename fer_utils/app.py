@@ -1,0 +1,100 @@
+"""A small Gradio web app: upload a photo or use the webcam; see every face's expression,
+all probabilities and, optionally, Grad-CAM.
+
+    fer serve [--checkpoint FILE] [--host 127.0.0.1] [--port 7860] [--share]
+    python -m fer_utils.app ...
+
+In Colab, ``--share`` (or ``build_app(predictor).launch(share=True)``) prints a public link.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from fer_utils.errors import FERDataError, FERError
+from fer_utils.inference import Predictor
+
+MAX_FILE_SIZE = "10mb"
+"""Uploads above this are refused by Gradio before they reach the model."""
+
+
+def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False):
+    """The app's one endpoint: (annotated photo, first face's probabilities, all faces as JSON,
+    Grad-CAM overlays)."""
+    import gradio as gr
+
+    from fer_utils.explain import overlay
+    from fer_utils.viz import annotate_image
+
+    if not image_path:
+        raise gr.Error("Upload a photo or take one with the webcam first.")
+    try:
+        result = predictor.predict_image(image_path)
+        annotated = annotate_image(image_path, result)
+    except FERDataError as err:
+        raise gr.Error(f"Cannot read this image: {str(err).split(': ', 1)[-1]}") from None
+    faces = [{"face": i, **face.to_dict()} for i, face in enumerate(result.faces)]
+    summary = {"faces": faces, "reason": result.reason}
+    label = result.faces[0].probabilities if result.faces else {}
+    overlays = []
+    if gradcam and result.faces:
+        cams = predictor.gradcam([f.face for f in result.faces])
+        overlays = [
+            (np.asarray(overlay(f.face, cam)), f"face {i}: {f.label}")
+            for i, (f, cam) in enumerate(zip(result.faces, cams, strict=True))
+        ]
+    return annotated, label, summary, overlays
+
+
+def build_app(predictor: Predictor):
+    """The Gradio Blocks app around ``predictor`` (not launched)."""
+    import gradio as gr
+
+    with gr.Blocks(title="Facial expression recognition") as demo:
+        gr.Markdown(
+            "# Facial expression recognition\nUpload a photo or use your webcam. Every face is found, "
+            "cropped and classified into angry, disgust, fear, happy, neutral, sad or surprise."
+        )
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(sources=["upload", "webcam"], type="filepath", label="photo")
+                gradcam = gr.Checkbox(label="show Grad-CAM (what the model looked at)", value=False)
+                button = gr.Button("Analyze", variant="primary")
+            with gr.Column():
+                annotated = gr.Image(label="faces found", type="pil")
+                label = gr.Label(num_top_classes=7, label="first face")
+        faces = gr.JSON(label="all faces")
+        cams = gr.Gallery(label="Grad-CAM", columns=4, height="auto")
+        button.click(
+            lambda path, cam: analyze(predictor, path, cam),
+            inputs=[image, gradcam],
+            outputs=[annotated, label, faces, cams],
+            api_name="predict",
+        )
+    return demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Launch the app (blocking)."""
+    parser = argparse.ArgumentParser(prog="fer serve", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default=None, help="default: the shipped model in models/")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve your network")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="public gradio.live link (e.g. from Colab)")
+    args = parser.parse_args(argv)
+    try:
+        predictor = Predictor.from_checkpoint(args.checkpoint)
+    except FERError as err:
+        print(f"fer: error: {err}", file=sys.stderr)
+        return 1
+    build_app(predictor).launch(
+        server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

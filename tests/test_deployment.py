@@ -1,0 +1,122 @@
+"""Deployment: the static demo in a real headless Chromium must agree with the Python predictor,
+and the Gradio app must answer through its client API. Both run on loopback only."""
+
+import functools
+import http.server
+import shutil
+import socket
+import threading
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_utils.export import build_web_demo
+from fer_utils.inference import REPO_MODELS_DIR, SHIPPED_MODEL, Predictor
+
+WEB = Path(__file__).parent.parent / "web"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(untrained_checkpoint):
+    shipped = REPO_MODELS_DIR / SHIPPED_MODEL
+    return shipped if shipped.is_file() else untrained_checkpoint
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, checkpoint):
+    runtime = WEB / "node_modules" / "onnxruntime-web" / "dist"
+    if not runtime.is_dir():
+        pytest.skip("onnxruntime-web not installed: run `npm ci` in web/ (CI does)")
+    folder = tmp_path_factory.mktemp("site")
+    for name in ("index.html", "app.js", "style.css"):
+        shutil.copyfile(WEB / name, folder / name)
+    build_web_demo(folder, checkpoint, runtime_dir=runtime)
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    extensions_map: ClassVar[dict[str, str]] = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".mjs": "text/javascript",
+        ".wasm": "application/wasm",
+        ".onnx": "application/octet-stream",
+    }
+
+    def log_message(self, *args):
+        pass
+
+
+def browser_result(url: str, image: Path) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_selector("body[data-status=ready]", timeout=60_000)
+            page.set_input_files("#file", str(image))
+            page.wait_for_selector("body[data-status=done]", timeout=60_000)
+            return page.evaluate("window.ferResult")
+        finally:
+            browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (CI installs it)")
+def test_browser_demo_matches_the_python_predictor(site, checkpoint, tmp_path, small_faces):
+    pytest.importorskip("playwright")
+    predictor = Predictor.from_checkpoint(checkpoint)
+    for i in (0, 5):
+        path = tmp_path / f"face{i}.png"
+        Image.fromarray(small_faces.images[i]).save(path)
+        page = browser_result(site, path)
+        expected = predictor.predict_image(path).faces[0]
+        assert page["label"] == expected.label
+        assert page["probabilities"] == pytest.approx(expected.probabilities, abs=1e-3)
+        print(f"in-browser inference: {page['ms']:.1f} ms per face")
+
+
+@pytest.fixture(scope="module")
+def gradio_url(checkpoint):
+    pytest.importorskip("gradio")
+    from fer_utils.app import build_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = build_app(Predictor.from_checkpoint(checkpoint))
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, max_file_size="10mb")
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_gradio_app_answers_through_its_client(gradio_url, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from conftest import face_photo
+
+    photo = tmp_path / "two.png"
+    Image.fromarray(face_photo([(60, 100), (400, 200)])).save(photo)
+    client = Client(gradio_url, verbose=False)
+    annotated, label, faces, cams = client.predict(handle_file(str(photo)), True, api_name="/predict")
+    assert len(faces["faces"]) == 2 and faces["reason"] is None
+    assert label["label"] == faces["faces"][0]["label"]
+    assert len(cams) == 2 and Path(annotated).is_file()
+    assert np.isclose(sum(faces["faces"][0]["probabilities"].values()), 1.0, atol=1e-4)
