@@ -25,7 +25,11 @@ DEMO_OUT ?= runs/demo
 demo: setup
 	$(BIN)/fer train --data $(DATA) --out $(DEMO_OUT) --epochs 8 --image-size 48 --overwrite
 
-test: setup
+# ONNX Runtime Web for the static demo and its browser test (skipped without npm).
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	if command -v npm >/dev/null; then cd web && npm ci --silent --no-audit --no-fund; else echo "npm not found: the browser demo test will be skipped"; fi
+
+test: setup web/node_modules/.package-lock.json
 	$(BIN)/python -m pytest
 
 lint: setup
@@ -33,8 +37,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 # Static in-browser demo in web/ (ONNX Runtime Web from npm, the exported shipped model).
-web: setup
-	cd web && npm ci --silent
+web: setup web/node_modules/.package-lock.json
 	$(BIN)/fer export --format web --out web
 
 # Gradio app on http://127.0.0.1:7860
