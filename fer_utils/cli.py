@@ -19,6 +19,13 @@ EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the bad value and where to look (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"fer: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, so the CLI can set every hyperparameter."""
     from fer_utils.training import TrainConfig
@@ -346,7 +353,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fer`` (exposed for docs and tests)."""
-    parser = argparse.ArgumentParser(prog="fer", description="Facial expression recognition: train, evaluate, predict.")
+    parser = OneLineParser(prog="fer", description="Facial expression recognition: train, evaluate, predict.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model, evaluate it, save checkpoint, metrics and figures")

@@ -115,3 +115,11 @@ def test_console_script_prints_no_traceback(tmp_path):
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "nothing: no such file or folder" in proc.stderr
+
+
+def test_bad_flag_values_are_one_line_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--epochs", "many"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert err == "fer: error: argument --epochs: invalid int value: 'many' (see `fer train --help`)"

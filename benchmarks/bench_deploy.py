@@ -1,0 +1,101 @@
+"""Deployment benchmark: ONNX Runtime vs PyTorch latency per face (batch 1 and 64, one run),
+exported model sizes (fp32 / int8) and the int8 model's accuracy change. Prints figures only.
+
+    python benchmarks/bench_deploy.py [--checkpoint FILE] [--data FER2013_DIR]
+
+--data (default $FER_DATA_DIR) adds the int8 vs fp32 accuracy on its validation split (PublicTest).
+In-browser time per face is printed by tests/test_deployment.py (`pytest -s -k browser`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def per_face_ms(fn, batch: np.ndarray, repeats: int) -> float:
+    fn(batch)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn(batch)
+    return (time.perf_counter() - start) / repeats / len(batch) * 1000
+
+
+def main() -> None:
+    import onnxruntime as ort
+
+    from fer_utils.data import load_dataset
+    from fer_utils.export import export_onnx
+    from fer_utils.inference import Predictor
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default=None, help="default: the shipped model")
+    parser.add_argument("--data", default=os.environ.get("FER_DATA_DIR"))
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    predictor = Predictor.from_checkpoint(args.checkpoint)
+    checkpoint = predictor.checkpoint.path
+    print(
+        f"model {checkpoint} ({predictor.checkpoint.arch}, {predictor.checkpoint.image_size}px), "
+        f"{torch.get_num_threads()} threads"
+    )
+    with tempfile.TemporaryDirectory() as work:
+        fp32 = export_onnx(checkpoint, Path(work) / "fp32.onnx")
+        int8 = export_onnx(checkpoint, Path(work) / "int8.onnx", int8=True)
+        print(
+            f"ONNX size: fp32 {fp32.size_bytes / 1e6:.1f} MB, int8 {int8.size_bytes / 1e6:.1f} MB; "
+            f"checkpoint {checkpoint.stat().st_size / 1e6:.1f} MB; parity max |dp| {fp32.max_probability_difference:.1e}"
+        )
+        sessions = {
+            name: ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"])
+            for name, r in (("fp32", fp32), ("int8", int8))
+        }
+
+        def onnx_fn(name):
+            session = sessions[name]
+            return lambda x: session.run(None, {"input": x})[0]
+
+        faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
+        batch = predictor.input_tensor(faces).numpy()
+        model = predictor.model.eval()
+        with torch.inference_mode():
+            torch_fn = lambda x: model(torch.from_numpy(x))  # noqa: E731
+            for n in (1, 64):
+                repeats = args.repeats if n == 1 else max(3, args.repeats // 10)
+                t = per_face_ms(torch_fn, batch[:n], repeats)
+                o = per_face_ms(onnx_fn("fp32"), batch[:n], repeats)
+                q = per_face_ms(onnx_fn("int8"), batch[:n], repeats)
+                print(
+                    f"batch {n}: PyTorch {t:.2f} ms/face, ONNX Runtime fp32 {o:.2f} ms/face ({t / o:.1f}x), "
+                    f"int8 {q:.2f} ms/face ({t / q:.1f}x)"
+                )
+        if args.data:
+            val = load_dataset(args.data, progress=False).splits["val"]
+            inputs = np.concatenate(
+                [predictor.input_tensor(val.images[i : i + 256]).numpy() for i in range(0, len(val), 256)]
+            )
+            acc = {
+                name: float(
+                    (
+                        np.concatenate([onnx_fn(name)(inputs[i : i + 256]) for i in range(0, len(inputs), 256)]).argmax(
+                            1
+                        )
+                        == val.labels
+                    ).mean()
+                )
+                for name in sessions
+            }
+            print(
+                f"PublicTest accuracy ({len(val)} faces, no TTA): fp32 {acc['fp32']:.4f}, int8 {acc['int8']:.4f} "
+                f"(change {100 * (acc['int8'] - acc['fp32']):+.2f} points)"
+            )
+
+
+if __name__ == "__main__":
+    main()
