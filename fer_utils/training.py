@@ -275,7 +275,7 @@ def train(
         sampler=sampler,
         num_workers=config.num_workers,
         drop_last=len(dataset) > config.batch_size,
-        persistent_workers=config.num_workers > 0,
+        persistent_workers=False,  # new workers each epoch draw their seeds from the reseeded generator
     )
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * config.epochs
