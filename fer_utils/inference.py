@@ -81,12 +81,16 @@ class ImageResult:
         """One flat record per face (file, face index, box, label, probabilities) for CSV/JSON."""
         rows = []
         for i, face in enumerate(self.faces):
-            box = face.box.to_dict() if face.box else {"x": 0, "y": 0, "w": self.width, "h": self.height, "score": None}
+            box = face.box or FaceBox(0, 0, self.width, self.height, float("nan"))  # whole image = the face
             rows.append(
                 {
                     "file": self.source,
                     "face": i,
-                    **{f"box_{k}" if k != "score" else "detection_score": v for k, v in box.items()},
+                    "box_x": box.x,
+                    "box_y": box.y,
+                    "box_w": box.w,
+                    "box_h": box.h,
+                    "detection_score": None if face.box is None else box.score,
                     "label": face.label,
                     "score": round(face.score, 5),
                     **{f"p_{c}": round(p, 5) for c, p in face.probabilities.items()},
