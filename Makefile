@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fer-installed
 
-.PHONY: setup demo test lint benchmark web serve clean
+.PHONY: setup demo test lint benchmark model web serve clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,16 @@ DATA ?= synthetic
 DEMO_OUT ?= runs/demo
 demo: setup
 	$(BIN)/fer train --data $(DATA) --out $(DEMO_OUT) --epochs 8 --image-size 48 --overwrite
+
+# Retrain the shipped FER2013 model (README, Results) from the Kaggle FER2013 folder or CSV:
+#   make model FER_DATA_DIR=path/to/fer2013
+MODEL_OUT ?= runs/fer2013-lite0-64
+model: setup
+	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
+	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(MODEL_OUT) \
+		--arch efficientnet-lite0 --image-size 64 --epochs 15 --tta crops --overwrite
+	cp $(MODEL_OUT)/best.safetensors models/fer2013_efficientnet-lite0.safetensors
+	cp $(MODEL_OUT)/history.csv models/fer2013_efficientnet-lite0.history.csv
 
 # ONNX Runtime Web for the static demo and its browser test (skipped without npm).
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
