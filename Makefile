@@ -34,6 +34,9 @@ model: setup
 		--arch efficientnet-lite0 --image-size 64 --epochs 15 --tta crops --overwrite
 	cp $(MODEL_OUT)/best.safetensors models/fer2013_efficientnet-lite0.safetensors
 	cp $(MODEL_OUT)/history.csv models/fer2013_efficientnet-lite0.history.csv
+	cp $(MODEL_OUT)/figures/confusion_matrix.png figures/fer2013_confusion_matrix.png
+	cp $(MODEL_OUT)/figures/training_curves.png figures/fer2013_training_curves.png
+	cp $(MODEL_OUT)/figures/class_distribution.png figures/fer2013_class_distribution.png
 
 # ONNX Runtime Web for the static demo and its browser test (skipped without npm).
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
