@@ -19,6 +19,11 @@ from fer_utils.data.faceset import FaceSet
 from fer_utils.forward import faces_loader, predict_batches
 
 
+def macro_f1(labels: np.ndarray, predictions: np.ndarray) -> float:
+    """Macro-averaged F1 over the classes that occur in ``labels``."""
+    return float(f1_score(labels, predictions, average="macro", labels=np.unique(labels), zero_division=0))
+
+
 @dataclass
 class EvaluationReport:
     """Metrics of one model on one labelled FaceSet, with the raw predictions kept for analysis."""
@@ -40,7 +45,9 @@ class EvaluationReport:
 
     @property
     def macro_f1(self) -> float:
-        return float(f1_score(self.labels, self.predictions, average="macro", labels=self._indices, zero_division=0))
+        """Mean F1 over the classes present in the labels (a dataset without, say, disgust is not
+        penalised for it; predicting an absent class still costs precision elsewhere)."""
+        return macro_f1(self.labels, self.predictions)
 
     @property
     def _indices(self) -> np.ndarray:

@@ -174,7 +174,7 @@ def evaluate_loss_and_metrics(
         "val_loss": loss,
         "val_accuracy": float((predicted == faces.labels).mean()),
         "val_macro_f1": float(
-            f1_score(faces.labels, predicted, average="macro", labels=np.arange(len(faces.classes)), zero_division=0)
+            f1_score(faces.labels, predicted, average="macro", labels=np.unique(faces.labels), zero_division=0)
         ),
     }
 
