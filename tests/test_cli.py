@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import save_class_folders
 
+from conftest import save_class_folders
 from fer_utils.checkpoints import read_checkpoint_meta
 from fer_utils.cli import main
 
