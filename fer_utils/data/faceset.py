@@ -115,6 +115,10 @@ class LoadedDataset:
     skipped: list[Skipped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        order = ("train", "val", "test", "all")
+        self.splits = dict(sorted(self.splits.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 9))
+
     def split(self, name: str) -> FaceSet:
         """One split by name; also accepts FER2013 names (PublicTest, PrivateTest) and ``a,b`` unions."""
         parts = [p.strip() for p in name.split(",") if p.strip()]

@@ -192,5 +192,4 @@ def load_image_folders(
         raise FERDataError(
             f"{root}: none of its {n_files} image files could be read (first: {first.source}: {first.reason})"
         )
-    ordered = {name: splits[name] for name in ("train", "val", "test", "all") if name in splits}
-    return LoadedDataset(ordered, layout, str(root), classes, skipped, notes)
+    return LoadedDataset(splits, layout, str(root), classes, skipped, notes)
