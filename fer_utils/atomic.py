@@ -23,6 +23,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes files private; give the usual permissions
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -78,3 +78,13 @@ def test_half_precision_checkpoint_is_smaller_and_close(saved, tmp_path):
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         assert torch.allclose(model(x).softmax(1), loaded(x).softmax(1), atol=1e-2)
+
+
+def test_saved_files_get_ordinary_permissions(saved):
+    import os
+    import stat
+
+    _, path = saved
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
