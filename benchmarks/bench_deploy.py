@@ -47,7 +47,13 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as work:
         fp32 = export_onnx(checkpoint, Path(work) / "fp32.onnx")
-        int8 = export_onnx(checkpoint, Path(work) / "int8.onnx", int8=True)
+        calibration = None
+        if args.data:
+            from fer_utils.data import training_splits
+
+            train_set, _ = training_splits(load_dataset(args.data, progress=False))
+            calibration = train_set.images[np.random.default_rng(0).choice(len(train_set), 256, replace=False)]
+        int8 = export_onnx(checkpoint, Path(work) / "int8.onnx", int8=True, calibration_faces=calibration)
         print(
             f"ONNX size: fp32 {fp32.size_bytes / 1e6:.1f} MB, int8 {int8.size_bytes / 1e6:.1f} MB; "
             f"checkpoint {checkpoint.stat().st_size / 1e6:.1f} MB; parity max |dp| {fp32.max_probability_difference:.1e}"

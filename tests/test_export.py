@@ -38,3 +38,20 @@ def test_cli_export(untrained_checkpoint, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(untrained_checkpoint), "--out", str(tmp_path / "m.onnx")]) == 0
     assert "parity with PyTorch" in capsys.readouterr().out
     assert main(["export", "--checkpoint", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "x.onnx")]) == 1
+
+
+def test_int8_export_is_smaller_and_keeps_predictions(untrained_checkpoint, tmp_path, small_faces):
+    from fer_utils.checkpoints import ModelCard, save_checkpoint
+    from fer_utils.models import build_model
+
+    # a model with a decisive head, so that agreement means something
+    model = build_model("efficientnet-lite0", pretrained=True).eval()
+    torch.nn.init.normal_(model.classifier.weight, std=0.05)
+    card = ModelCard("efficientnet-lite0", small_faces.classes, 48, (0.5,) * 3, (0.5,) * 3)
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", model, card)
+    fp32 = export_onnx(ckpt, tmp_path / "fp32.onnx")
+    int8 = export_onnx(ckpt, tmp_path / "int8.onnx", int8=True, calibration_faces=small_faces.images)
+    assert int8.size_bytes < 0.4 * fp32.size_bytes
+    inputs = Predictor.from_checkpoint(ckpt).input_tensor(small_faces.images).numpy()
+    same = (onnx_probabilities(int8.path, inputs).argmax(1) == onnx_probabilities(fp32.path, inputs).argmax(1)).mean()
+    assert same >= 0.7
