@@ -101,8 +101,19 @@ def train_transform(
 def eval_transform(
     image_size: int, mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5), channels: int = 3
 ) -> v2.Compose:
-    """Deterministic transform for validation, test and inference: resize, scale, normalize."""
-    return v2.Compose([v2.Resize((image_size, image_size), antialias=True), *_tail(channels, mean, std)])
+    """Deterministic transform for validation, test and inference: scale to 0..1, resize, normalize.
+
+    The resize runs on floats (plain bilinear for upsampling), not on uint8 where torchvision
+    rounds with fixed-point arithmetic, so other runtimes (the browser demo) can match it exactly.
+    """
+    return v2.Compose(
+        [
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Resize((image_size, image_size), antialias=True),
+            v2.Grayscale(num_output_channels=channels),
+            v2.Normalize(mean=list(mean)[:channels], std=list(std)[:channels]),
+        ]
+    )
 
 
 def tta_views(batch: torch.Tensor, mode: str = "flip") -> torch.Tensor:

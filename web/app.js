@@ -38,7 +38,8 @@ function faceFrom(source, width, height) {
   return gray;
 }
 
-// Bilinear resize of a square gray image, as torch.nn.functional.interpolate(align_corners=False).
+// Bilinear resize of a square gray image, as torch.nn.functional.interpolate(align_corners=False)
+// (fer_utils resizes floats the same way at evaluation time).
 function resizeBilinear(src, inSize, outSize) {
   if (inSize === outSize) return src;
   const out = new Float32Array(outSize * outSize);
