@@ -61,6 +61,15 @@ def bench_loading(data: str | None, work: Path) -> None:
     print(f"FER2013 CSV via load_dataset: first {cold:.1f} s, cached {cached:.2f} s")
 
 
+def mean_ms(fn, repeats: int) -> float:
+    """Average wall time of ``fn()`` in milliseconds over ``repeats`` calls (after one warm-up call)."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats * 1000
+
+
 def endless(loader):
     """Batches from ``loader`` forever (a new shuffled pass when one ends)."""
     while True:

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from bench_core import bench_default_training, bench_tutorial_training
+from bench_core import bench_default_training, bench_tutorial_training, mean_ms
 
 from fer_utils.inference import Predictor
 
@@ -65,16 +64,8 @@ def inference_latency(predictor: Predictor, repeats: int = 30) -> None:
     faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        predictor.predict_arrays(faces[:1])
-        start = time.perf_counter()
-        for _ in range(repeats):
-            predictor.predict_arrays(faces[:1])
-        single_ms = (time.perf_counter() - start) / repeats * 1000
-        predictor.predict_arrays(faces)
-        start = time.perf_counter()
-        for _ in range(max(3, repeats // 10)):
-            predictor.predict_arrays(faces)
-        batch_rate = 64 * max(3, repeats // 10) / (time.perf_counter() - start)
+        single_ms = mean_ms(lambda: predictor.predict_arrays(faces[:1]), repeats)
+        batch_rate = 64 / (mean_ms(lambda: predictor.predict_arrays(faces), max(3, repeats // 10)) / 1000)
         print(
             f"inference, {threads} thread(s): {single_ms:.1f} ms per face at batch 1, "
             f"{batch_rate:.0f} faces/s at batch 64 (preprocessing included, no TTA)"

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import cv2
 import numpy as np
 import torch
+from bench_core import mean_ms
 
 from fer_utils.detection import FaceDetector, crop_face
 from fer_utils.inference import Predictor
@@ -70,16 +70,9 @@ def latency(predictor: Predictor, repeats: int = 20) -> None:
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
         boxes = predictor.detector.detect(photo)
-        crop = crop_face(photo, boxes[0])
-        predictor.predict_arrays([crop])
-        start = time.perf_counter()
-        for _ in range(repeats):
-            predictor.detector.detect(photo)
-        detect_ms = (time.perf_counter() - start) / repeats * 1000
-        start = time.perf_counter()
-        for _ in range(repeats):
-            predictor.predict_arrays([crop_face(photo, boxes[0])])
-        classify_ms = (time.perf_counter() - start) / repeats * 1000
+        detect_ms = mean_ms(lambda: predictor.detector.detect(photo), repeats)
+        box = boxes[0]
+        classify_ms = mean_ms(lambda box=box: predictor.predict_arrays([crop_face(photo, box)]), repeats)
         print(
             f"640x480 photo, 1 face, {threads} thread(s): detection {detect_ms:.1f} ms, "
             f"crop+classification {classify_ms:.1f} ms, total {detect_ms + classify_ms:.1f} ms"
