@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from bench_core import bench_default_training, bench_tutorial_training, mean_ms
 
+from bench_core import bench_default_training, bench_tutorial_training, mean_ms
 from fer_utils.inference import Predictor
 
 THRESHOLDS = (0.60, 0.65)

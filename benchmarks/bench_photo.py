@@ -20,8 +20,8 @@ import os
 import cv2
 import numpy as np
 import torch
-from bench_core import mean_ms
 
+from bench_core import mean_ms
 from fer_utils.detection import FaceDetector, crop_face
 from fer_utils.inference import Predictor
 

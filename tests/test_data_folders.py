@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-from conftest import save_class_folders
 from PIL import Image
 
+from conftest import save_class_folders
 from fer_utils.data import load_dataset, load_image_folders, read_face
 from fer_utils.errors import FERDataError
 from fer_utils.labels import EMOTIONS

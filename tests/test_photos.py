@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import face_photo
 from PIL import Image
 
+from conftest import face_photo
 from fer_utils.cli import main
 from fer_utils.detection import CROP_SCALE, FaceBox, FaceDetector, crop_face
 from fer_utils.errors import FERDataError
