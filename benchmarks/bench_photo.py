@@ -59,6 +59,9 @@ def detection_rates(detector: FaceDetector) -> None:
     lfw = np.load(os.path.join(os.path.dirname(data.__file__), "lfw_subset.npy"))[:100]  # first 100 are faces
     hits = sum(bool(detector.detect(pasted((face * 255).astype(np.uint8), size=120))) for face in lfw)
     print(f"LFW subset faces (25x25, enlarged to 120 px in a 640x480 canvas): {hits}/100 detected")
+    others = np.load(os.path.join(os.path.dirname(data.__file__), "lfw_subset.npy"))[100:]  # the 100 non-faces
+    false = sum(bool(detector.detect(pasted((patch * 255).astype(np.uint8), size=120))) for patch in others)
+    print(f"LFW subset non-face patches, same setup: {false}/100 with a face reported (false positives)")
 
 
 def latency(predictor: Predictor, repeats: int = 20) -> None:
