@@ -67,10 +67,9 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     return TrainConfig(**values)
 
 
-def _data_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
+def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
-        required=required,
         default=None,
         help="FER2013 CSV, Kaggle train/test folder, class-folder dataset, or 'synthetic' "
         "(default: $FER_DATA_DIR, else synthetic)",

@@ -68,3 +68,10 @@ def test_load_dataset_dispatches_csv_and_caches(fer2013_csv):
     assert first.format == "fer2013-csv"
     assert any("loaded from cache" in n for n in second.notes)
     assert (second.splits["val"].images == first.splits["val"].images).all()
+
+
+def test_csv_stored_at_another_size_is_resized_to_48(tmp_path):
+    big = " ".join(["200"] * 64 * 64)
+    dataset = load_dataset(write(tmp_path, f"emotion,pixels,Usage\n3,{big},Training\n"), cache=False)
+    faces = dataset.splits["train"]
+    assert faces.images.shape == (1, 48, 48) and (faces.images == 200).all()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from fer_utils.data.cache import cache_file, load_cached, save_cached
 from fer_utils.data.faceset import FaceSet, LoadedDataset, stratified_split
 from fer_utils.data.fer2013_csv import load_fer2013_csv
@@ -89,9 +91,11 @@ def resize_dataset(dataset: LoadedDataset, size: int) -> LoadedDataset:
 
     splits = {}
     for name, faces in dataset.splits.items():
-        images = [square_resize(image, size) for image in faces.images]
+        images = np.array([square_resize(image, size) for image in faces.images], dtype=np.uint8).reshape(
+            -1, size, size
+        )
         splits[name] = FaceSet(
-            images if images else faces.images[:, :size, :size],
+            images,
             faces.labels,
             faces.classes,
             faces.sources,
