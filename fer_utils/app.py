@@ -20,6 +20,12 @@ from fer_utils.inference import Predictor
 MAX_FILE_SIZE = "10mb"
 """Uploads above this are refused by Gradio before they reach the model."""
 
+CONCURRENCY = 4
+"""Requests analysed at once; PyTorch releases the GIL, so a huge photo does not block small ones."""
+
+QUEUE_SIZE = 64
+"""Requests waiting beyond this are refused at once ("queue full") rather than left hanging."""
+
 
 def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False):
     """The app's one endpoint: (annotated photo, first face's probabilities, all faces as JSON,
@@ -77,22 +83,27 @@ def build_app(predictor: Predictor):
     return demo
 
 
+def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
+    """Launch the app (blocking) with a bounded queue, so a burst of uploads waits its turn
+    instead of piling up, and several requests run at once, so one slow photo cannot starve the rest."""
+    build_app(predictor).queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE).launch(
+        server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Launch the app (blocking)."""
+    """``python -m fer_utils.app``: the same as ``fer serve``."""
+    from fer_utils.cli import add_serve_flags
+
     parser = argparse.ArgumentParser(prog="fer serve", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default=None, help="default: the shipped model in models/")
-    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve your network")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--share", action="store_true", help="public gradio.live link (e.g. from Colab)")
+    add_serve_flags(parser)
     args = parser.parse_args(argv)
     try:
-        predictor = Predictor.from_checkpoint(args.checkpoint)
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     except FERError as err:
         print(f"fer: error: {err}", file=sys.stderr)
         return 1
-    build_app(predictor).launch(
-        server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE
-    )
+    serve(predictor, args.host, args.port, args.share)
     return 0
 
 

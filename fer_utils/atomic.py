@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from fer_utils.errors import FEROutputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -36,3 +38,46 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def _probe(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".fer-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise FEROutputError(
+            f"{folder}: cannot write the {what} there ({err.strerror or err}); choose a writable location"
+        ) from None
+
+
+def ensure_writable_dir(path: str | os.PathLike, what: str = "output") -> Path:
+    """Create ``path`` if needed and prove a file can be written in it, before any long work starts."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FEROutputError(f"{path}: is a file, not a folder; choose a folder for the {what}")
+    _probe(path, what)
+    return path
+
+
+def ensure_writable_file(path: str | os.PathLike, what: str = "output") -> Path:
+    """Check that ``path`` can be written as a file (its folder is writable; it is not a folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise FEROutputError(f"{path}: is a folder; give a file name for the {what} (e.g. {path / 'out'})")
+    _probe(path.parent, what)
+    return path
+
+
+def unused_path(folder: str | os.PathLike, stem: str, suffix: str, taken: set[Path]) -> Path:
+    """``folder/stem suffix``, or ``stem_2``, ``stem_3``, ... : a path that neither exists yet nor
+    is in ``taken`` (which it joins), so a batch of outputs never overwrites a file, an input or
+    another output of the same run."""
+    folder = Path(folder)
+    candidate, n = folder / f"{stem}{suffix}", 1
+    while candidate.exists() or candidate.is_symlink() or candidate in taken:
+        n += 1
+        candidate = folder / f"{stem}_{n}{suffix}"
+    taken.add(candidate)
+    return candidate

@@ -9,8 +9,10 @@ resuming. Files are written atomically: a crash mid-save keeps the previous chec
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -202,7 +204,49 @@ def _parse_meta(path: Path, header: dict[str, str]) -> dict[str, Any]:
         raise FERCheckpointError(
             f"{path}: written by a newer fer_utils (format {meta['format_version']}); upgrade fer_utils"
         )
+    problem = _meta_problem(meta)
+    if problem:
+        raise FERCheckpointError(f"{path}: checkpoint metadata {problem}; the file was edited or is damaged")
     return meta
+
+
+ENSEMBLE_ARCH = "ensemble"
+"""The ``arch`` of a checkpoint that packs several models; its ``members`` say how to build each."""
+
+MAX_IMAGE_SIZE = 1024
+"""The largest model input side a checkpoint may declare (TrainConfig allows the same)."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the fields inference trusts (never trust a file's word blindly), or None."""
+    size, classes, channels = meta["image_size"], meta["classes"], meta.get("in_channels", 3)
+    if not (isinstance(size, int) and not isinstance(size, bool) and 16 <= size <= MAX_IMAGE_SIZE):
+        return f"says image_size {size!r}; it must be a whole number of pixels from 16 to {MAX_IMAGE_SIZE}"
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)):
+        return f"says classes {classes!r}; it must be a list of at least two class names"
+    if len(set(classes)) != len(classes):
+        return f"repeats a class name in {classes!r}"
+    if channels not in (1, 3):
+        return f"says in_channels {channels!r}; it must be 1 or 3"
+    for key in ("mean", "std"):
+        values = meta[key]
+        if not (isinstance(values, list) and len(values) in (1, 3) and all(_is_number(v) for v in values)):
+            return f"says {key} {values!r}; it must be 1 or 3 numbers"
+    if not all(v > 0 for v in meta["std"]):
+        return f"says std {meta['std']!r}; every value must be positive"
+    if not isinstance(meta["arch"], str):
+        return f"says arch {meta['arch']!r}; it must be an architecture name"
+    if meta["arch"] == ENSEMBLE_ARCH:
+        members = meta.get("members")
+        if not (isinstance(members, list) and members and all(isinstance(m, dict) for m in members)):
+            return "is an ensemble without a list of members"
+        if not all(isinstance(m.get("arch"), str) and m.get("arch") != ENSEMBLE_ARCH for m in members):
+            return "lists an ensemble member without a valid arch"
+    return None
 
 
 def _read_safetensors(path: str | os.PathLike) -> tuple[Path, dict[str, str], dict[str, torch.Tensor]]:
@@ -278,27 +322,127 @@ def load_model_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
             f"{len(wrong)} of another shape (e.g. {(missing + unexpected + wrong)[:2]}). "
             "Build the model from the checkpoint (model_from_checkpoint) instead"
         )
+    bad = [k for k, v in checkpoint.model_state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise FERCheckpointError(
+            f"{checkpoint.path}: {len(bad)} weight tensors hold NaN or infinite values (e.g. {bad[0]}); "
+            "the training run that wrote it diverged. Retrain with a lower learning rate"
+        )
     model.load_state_dict(checkpoint.model_state)
+
+
+def _member_description(meta: dict[str, Any], source: str) -> dict[str, Any]:
+    """What rebuilding one ensemble member needs, plus where it came from and how it scored."""
+    return {
+        "arch": meta["arch"],
+        "dropout": float(meta.get("config", {}).get("dropout", meta.get("dropout", 0.2))),
+        "in_channels": int(meta.get("in_channels", 3)),
+        "source": meta.get("source", source),
+        "evaluation": meta.get("evaluation", {}),
+        "config": meta.get("config", {}),
+    }
+
+
+def _build_described(meta: dict[str, Any]) -> nn.Module:
+    """An untrained model of the architecture ``meta`` describes (a single model or an ensemble)."""
+    from fer_utils.models import Ensemble, build_model
+
+    def single(m: dict[str, Any]) -> nn.Module:
+        return build_model(
+            m["arch"],
+            num_classes=len(meta["classes"]),
+            pretrained=False,
+            dropout=float(m.get("config", {}).get("dropout", m.get("dropout", 0.2))),
+            in_channels=int(m.get("in_channels", 3)),
+        )
+
+    if meta["arch"] == ENSEMBLE_ARCH:
+        return Ensemble([single(m) for m in meta["members"]])
+    return single(meta)
 
 
 def model_from_checkpoint(
     path: str | os.PathLike, expect_classes: tuple[str, ...] | None = None
 ) -> tuple[nn.Module, Checkpoint]:
     """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, checkpoint)."""
-    from fer_utils.models import build_model
-
     checkpoint = load_checkpoint(path)
     if expect_classes is not None and tuple(expect_classes) != checkpoint.classes:
         raise FERCheckpointError(
             f"{checkpoint.path}: trained for classes {', '.join(checkpoint.classes)}, but the data "
             f"has {', '.join(expect_classes)}; use a checkpoint trained on the same class list"
         )
-    model = build_model(
-        checkpoint.arch,
-        num_classes=len(checkpoint.classes),
-        pretrained=False,
-        dropout=float(checkpoint.meta.get("config", {}).get("dropout", 0.2)),
-        in_channels=int(checkpoint.meta.get("in_channels", 3)),
-    )
+    model = _build_described(checkpoint.meta)
     load_model_weights(model, checkpoint)
     return model.eval(), checkpoint
+
+
+CheckpointSource = str | os.PathLike | Sequence[str | os.PathLike]
+"""One checkpoint file, or several to average as an ensemble."""
+
+PREPROCESSING_KEYS = ("classes", "image_size", "mean", "std", "in_channels")
+"""What every member of an ensemble must share: they all see the same input tensor."""
+
+
+def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None = None) -> tuple[nn.Module, Checkpoint]:
+    """One checkpoint (a single model or a packed ensemble), or several averaged as an ensemble.
+
+    Members must share classes, input size and normalization; otherwise FERCheckpointError
+    names the first member that differs.
+    """
+    from fer_utils.models import Ensemble
+
+    paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    if not paths:
+        raise FERCheckpointError("no checkpoint given; pass one file, or several to average as an ensemble")
+    loaded = [model_from_checkpoint(p, expect_classes) for p in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+    first = loaded[0][1]
+    members: list[nn.Module] = []
+    described: list[dict[str, Any]] = []
+    for model, checkpoint in loaded:
+        for key in PREPROCESSING_KEYS:
+            if checkpoint.meta.get(key, 3) != first.meta.get(key, 3):
+                raise FERCheckpointError(
+                    f"{checkpoint.path}: its {key} ({checkpoint.meta.get(key)}) differs from {first.path}'s "
+                    f"({first.meta.get(key)}); ensemble members must share classes, image size and normalization"
+                )
+        if isinstance(model, Ensemble):  # flatten, so every model counts once
+            members += list(model.members)
+            described += checkpoint.meta["members"]
+        else:
+            members.append(model)
+            described.append(_member_description(checkpoint.meta, str(checkpoint.path)))
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **{key: first.meta.get(key, 3) for key in PREPROCESSING_KEYS},
+        "arch": ENSEMBLE_ARCH,
+        "members": described,
+    }
+    ensemble = Ensemble(members).eval()
+    return ensemble, Checkpoint(meta, ensemble.state_dict(), None, None)
+
+
+def checkpoint_name(checkpoint: Checkpoint) -> str:
+    """How reports name a model: its file, or ``a + b + c`` for an ensemble built in memory."""
+    if checkpoint.path is not None:
+        return str(checkpoint.path)
+    return " + ".join(str(m.get("source")) for m in checkpoint.meta.get("members", []))
+
+
+def save_ensemble(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Pack several checkpoints into one ensemble checkpoint file (weights of all members, one
+    description), so an ensemble ships and loads like a single model."""
+    model, checkpoint = load_model(list(sources))
+    meta = checkpoint.meta
+    card = ModelCard(
+        ENSEMBLE_ARCH,
+        tuple(meta["classes"]),
+        int(meta["image_size"]),
+        tuple(meta["mean"]),
+        tuple(meta["std"]),
+        int(meta["in_channels"]),
+        extra={"members": meta["members"]},
+    )
+    return save_checkpoint(out, model, card)

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fer_utils.errors import FERError
+from fer_utils.atomic import ensure_writable_dir, ensure_writable_file, unused_path
+from fer_utils.errors import FERError, FEROutputError
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -59,12 +60,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
 def _config_from_args(args: argparse.Namespace) -> Any:
     from fer_utils.training import TrainConfig
 
-    values = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(TrainConfig)
-        if getattr(args, f.name, None) is not None
-    }
-    return TrainConfig(**values)
+    return TrainConfig(**_explicit_config_values(args))
 
 
 def _data_args(parser: argparse.ArgumentParser) -> None:
@@ -103,10 +99,37 @@ def _report_skips(dataset) -> None:
         print(f"skipped: ... and {len(dataset.skipped) - 20} more", file=sys.stderr)
 
 
+def _explicit_config_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields the user actually typed on the command line."""
+    from fer_utils.training import TrainConfig
+
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
+
+
+def _resumed_config(args: argparse.Namespace) -> Any:
+    """The saved run's config; explicit flags may change only what is safe to change, and we say so."""
+    from fer_utils.training import read_checkpoint_meta, resume_config
+
+    saved = read_checkpoint_meta(args.resume).get("config", {})
+    changes = _explicit_config_values(args)
+    config = resume_config(args.resume, **changes)
+    for name, value in changes.items():
+        if saved.get(name) != value:
+            print(
+                f"note: resuming with {name} {value!r} (the run was started with {saved.get(name)!r})", file=sys.stderr
+            )
+    return config
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from fer_utils.atomic import write_text_atomic
     from fer_utils.checkpoints import git_commit, update_checkpoint_metadata
     from fer_utils.data import training_splits
+    from fer_utils.distributed import launched_world
     from fer_utils.evaluation import evaluate_checkpoint
     from fer_utils.training import train
     from fer_utils.viz import (
@@ -117,14 +140,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         training_curves_figure,
     )
 
-    config = _config_from_args(args)
     out = Path(args.out)
-    if (out / "best.safetensors").exists() and args.resume is None and not args.overwrite:
-        raise FERError(
-            f"{out} already holds a trained model; continue it with --resume {out / 'last.safetensors'}, "
-            "choose another --out, or pass --overwrite"
-        )
+    if args.resume is not None:
+        config = _resumed_config(args)
+    else:
+        config = _config_from_args(args)
+        if (out / "best.safetensors").exists() and not args.overwrite:
+            raise FERError(
+                f"{out} already holds a trained model; continue it with --resume {out / 'last.safetensors'}, "
+                "choose another --out, or pass --overwrite"
+            )
+    _device(config.device)
     dataset = _load(args, config.seed)
+    ensure_writable_dir(out, "training run")  # after loading: --out may sit inside the data folder
     _report_skips(dataset)
     train_set, val_set = training_splits(dataset, config.val_fraction, config.seed)
     print(
@@ -139,6 +167,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "git_commit": git_commit(Path(__file__).parent),
     }
     result = train(config, train_set, val_set, out, resume=args.resume, progress=not args.quiet, data_info=data_info)
+    if not launched_world().is_main:
+        return 0  # under torchrun, rank 0 alone evaluates and writes the report
     if result.interrupted:
         print(
             f"interrupted: resume with  fer train --data {args.data or dataset.source} --out {out} "
@@ -186,15 +216,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fer_utils.inference import default_checkpoint
     from fer_utils.viz import confusion_matrix_figure, save_figure
 
-    checkpoint = args.checkpoint or default_checkpoint()
-    meta = read_checkpoint_meta(checkpoint)  # fail fast, before loading data
-    print(f"checkpoint: {checkpoint} ({meta['arch']}, {meta['image_size']}px)")
+    _check_outputs({"metrics JSON": args.json, "confusion matrix figure": args.figure}, {})
+    _device(args.device)
+    checkpoint = args.checkpoint or [default_checkpoint()]
+    for path in checkpoint:
+        meta = read_checkpoint_meta(path)  # fail fast, before loading data
+        members = f", {len(meta['members'])} members" if "members" in meta else ""
+        print(f"checkpoint: {path} ({meta['arch']}{members}, {meta['image_size']}px)")
     args.include_contempt = args.include_contempt or "contempt" in meta["classes"]
     dataset = _load(args)
     _report_skips(dataset)
     split = args.split or dataset.default_eval_split()
     faces = dataset.split(split)
-    report = evaluate_checkpoint(checkpoint, faces, tta=args.tta, split=split)
+    report = evaluate_checkpoint(checkpoint, faces, tta=args.tta, split=split, device=args.device)
     report.info["data"] = dataset.source
     print(report.summary())
     if "train" in dataset.splits and split not in ("train", "training"):
@@ -220,19 +254,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_outputs(files: dict[str, str | None], folders: dict[str, str | None]) -> None:
+    """Fail before any work when an output file or folder cannot be written."""
+    for what, path in files.items():
+        if path:
+            ensure_writable_file(path, what)
+    for what, path in folders.items():
+        if path:
+            ensure_writable_dir(path, what)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from fer_utils.atomic import write_text_atomic
+    from fer_utils.checkpoints import checkpoint_name
     from fer_utils.inference import Predictor, expand_image_paths
     from fer_utils.viz import annotate_image, save_pil
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, tta=args.tta)
+    _check_outputs({"JSON results": args.json, "CSV results": args.csv}, {"annotated photos": args.annotate})
+    predictor = Predictor.from_checkpoint(args.checkpoint, tta=args.tta, device=_device(args.device))
     files, skipped = expand_image_paths(args.paths)
     results, bad = predictor.predict_images(
         files, detect=False if args.no_detect else None, progress=len(files) > 20 and not args.quiet
     )
     skipped += bad
+    failed_writes: list[str] = []
+    annotated: dict[str, str] = {}
+    taken = {Path(f).resolve() for f in files}  # never write over an input photo
     for result in results:
         if not result.faces:
             print(f"{result.source}: {result.reason}")
@@ -244,19 +293,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 + "  ".join(f"{c} {v:.2f}" for c, v in top3)
             )
         if args.annotate:
-            save_pil(annotate_image(result.source, result), Path(args.annotate) / (Path(result.source).stem + ".jpg"))
+            target = unused_path(Path(args.annotate).resolve(), Path(result.source).stem, ".jpg", taken)
+            try:
+                save_pil(annotate_image(result.source, result), target)
+                annotated[result.source] = str(target)
+            except (OSError, FERError) as err:
+                failed_writes.append(f"{target}: {err}")
     for s in skipped:
         print(f"skipped: {s.source}: {s.reason}", file=sys.stderr)
     n_faces = sum(len(r.faces) for r in results)
     print(
         f"{len(results)} images, {n_faces} faces, {sum(not r.faces for r in results)} without a face, "
-        f"{len(skipped)} skipped",
+        f"{len(skipped)} skipped" + (f"; annotated copies in {args.annotate}" if annotated else ""),
         file=sys.stderr,
     )
+    outputs = {}
     if args.json:
         payload = {
             "classes": list(predictor.classes),
-            "checkpoint": str(predictor.checkpoint.path),
+            "checkpoint": checkpoint_name(predictor.checkpoint),
             "images": [
                 {
                     "file": r.source,
@@ -265,17 +320,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     "detected": r.detected,
                     "reason": r.reason,
                     "faces": [f.to_dict() for f in r.faces],
+                    **({"annotated": annotated[r.source]} if r.source in annotated else {}),
                 }
                 for r in results
             ],
             "skipped": [dataclasses.asdict(s) for s in skipped],
         }
-        write_text_atomic(args.json, json.dumps(payload, indent=2) + "\n")
+        outputs[args.json] = json.dumps(payload, indent=2) + "\n"
     if args.csv:
         rows = [row for r in results for row in r.rows()]
         rows += [{"file": r.source, "reason": r.reason} for r in results if not r.faces]
         rows += [{"file": s.source, "reason": f"skipped: {s.reason}"} for s in skipped]
-        write_text_atomic(args.csv, pd.DataFrame(rows).to_csv(index=False))
+        outputs[args.csv] = pd.DataFrame(rows).to_csv(index=False)
+    for path, text in outputs.items():
+        try:
+            write_text_atomic(path, text)
+        except OSError as err:
+            failed_writes.append(f"{path}: {err.strerror or err}")
+    if failed_writes:
+        raise FEROutputError("the results are printed above, but writing failed for " + "; ".join(failed_writes[:3]))
     if not results:
         raise FERError("no image could be read: " + "; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
     return 0
@@ -285,7 +348,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from fer_utils.export import export_onnx
     from fer_utils.inference import default_checkpoint
 
-    checkpoint = args.checkpoint or default_checkpoint()
+    if args.format == "web":
+        ensure_writable_dir(args.out, "web demo")
+    else:
+        ensure_writable_file(args.out, "ONNX model")
+    checkpoint = args.checkpoint or [default_checkpoint()]
     if args.format == "web":
         from fer_utils.export import build_web_demo
 
@@ -322,17 +389,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from fer_utils.app import main as serve
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from fer_utils.checkpoints import read_checkpoint_meta, save_ensemble
 
-    return serve(args.app_args)
+    ensure_writable_file(args.out, "ensemble checkpoint")
+    out = save_ensemble(args.members, args.out)
+    meta = read_checkpoint_meta(out)
+    print(f"wrote {out} ({len(meta['members'])} members, {out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fer_utils.app import serve
+    from fer_utils.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=_device(args.device))
+    serve(predictor, host=args.host, port=args.port, share=args.share)
+    return 0
 
 
 def cmd_webcam(args: argparse.Namespace) -> int:
     from fer_utils.inference import Predictor
     from fer_utils.webcam import run_webcam
 
-    results = run_webcam(Predictor.from_checkpoint(args.checkpoint), camera=args.camera)
+    results = run_webcam(Predictor.from_checkpoint(args.checkpoint, device=_device(args.device)), camera=args.camera)
     print(f"{len(results)} frames, {sum(len(r.faces) for r in results)} faces")
     return 0
 
@@ -368,6 +448,45 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(name: str) -> str:
+    """Check a --device value before any work; the library's message, in flag words."""
+    from fer_utils.devices import resolve_device
+    from fer_utils.errors import FERConfigError
+
+    try:
+        resolve_device(name)
+    except FERConfigError as err:
+        raise FERConfigError(
+            str(err).replace("device '", "--device '").replace("device 'cpu'", "--device cpu")
+        ) from None
+    return name
+
+
+def _device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU; default), cpu, cuda, cuda:N, mps"
+    )
+
+
+def _checkpoint_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="default: the shipped model in models/; several files are averaged as an ensemble",
+    )
+
+
+def add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    """The app's flags, shared by ``fer serve`` and ``python -m fer_utils.app``."""
+    _checkpoint_flag(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve your network")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="public gradio.live link (e.g. from Colab)")
+    _device_flag(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fer`` (exposed for docs and tests)."""
     parser = OneLineParser(prog="fer", description="Facial expression recognition: train, evaluate, predict.")
@@ -385,20 +504,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a labelled dataset")
     _data_args(p)
-    p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
+    _checkpoint_flag(p)
     p.add_argument(
         "--split",
         default=None,
         help="train, val (PublicTest), test (PrivateTest), all, or a,b (default: test, else val, else all)",
     )
     p.add_argument("--tta", default="none", choices=["none", "flip", "crops"])
+    _device_flag(p)
     p.add_argument("--json", default=None, metavar="OUT", help="write metrics as JSON")
     p.add_argument("--figure", default=None, metavar="PNG", help="save the confusion matrix")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="find faces in photos (or take face crops) and predict their expressions")
     p.add_argument("paths", nargs="+", metavar="PHOTO_OR_DIR", help="image files or folders (searched recursively)")
-    p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
+    _checkpoint_flag(p)
     p.add_argument(
         "--tta",
         nargs="?",
@@ -408,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time augmentation (--tta alone = flip)",
     )
     p.add_argument("--no-detect", action="store_true", help="inputs are face crops: skip face detection")
+    _device_flag(p)
     p.add_argument("--annotate", default=None, metavar="OUT_DIR", help="save each photo with boxes and labels")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", default=None, metavar="OUT", help="write every face's result as JSON")
@@ -416,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX and check it against PyTorch")
-    p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
+    _checkpoint_flag(p)
     p.add_argument(
         "--format",
         default="onnx",
@@ -435,14 +556,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
-        "serve", help="web app (Gradio): upload or webcam -> faces, probabilities, Grad-CAM", add_help=False
+        "ensemble", help="pack several checkpoints into one ensemble checkpoint (probabilities averaged)"
     )
-    p.add_argument("app_args", nargs=argparse.REMAINDER, help="--checkpoint FILE --host H --port N --share")
+    p.add_argument("members", nargs="+", metavar="CHECKPOINT", help="checkpoints with the same classes and input size")
+    p.add_argument("--out", required=True, metavar="FILE", help="the ensemble .safetensors to write")
+    p.set_defaults(func=cmd_ensemble)
+
+    p = sub.add_parser("serve", help="web app (Gradio): upload or webcam -> faces, probabilities, Grad-CAM")
+    add_serve_flags(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("webcam", help="live camera: boxes, labels and FPS (needs desktop opencv-python)")
     p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
-    p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
+    _device_flag(p)
+    _checkpoint_flag(p)
     p.set_defaults(func=cmd_webcam)
 
     p = sub.add_parser("data", help="inspect datasets")

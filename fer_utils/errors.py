@@ -21,3 +21,7 @@ class FERConfigError(FERError):
 
 class FERTrainingError(FERError):
     """Training cannot continue (e.g. the loss became NaN)."""
+
+
+class FEROutputError(FERError):
+    """An output file or folder cannot be written (read-only, a folder where a file is wanted, ...)."""

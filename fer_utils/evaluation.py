@@ -14,8 +14,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from torch import nn
 
 from fer_utils.atomic import write_text_atomic
-from fer_utils.checkpoints import Checkpoint, model_from_checkpoint
+from fer_utils.checkpoints import Checkpoint, CheckpointSource, checkpoint_name, load_model
 from fer_utils.data.faceset import FaceSet
+from fer_utils.devices import resolve_device
 from fer_utils.forward import faces_loader, predict_batches
 
 
@@ -116,18 +117,22 @@ def evaluate_model(
 
 
 def evaluate_checkpoint(
-    checkpoint: str | os.PathLike | tuple[nn.Module, Checkpoint],
+    checkpoint: CheckpointSource | tuple[nn.Module, Checkpoint],
     faces: FaceSet,
     tta: str = "none",
     batch_size: int = 256,
     split: str = "",
+    device: str = "auto",
 ) -> EvaluationReport:
-    """Evaluate a saved model on ``faces``; refuses a checkpoint trained on another class list."""
-    model, ckpt = (
-        checkpoint if isinstance(checkpoint, tuple) else model_from_checkpoint(checkpoint, expect_classes=faces.classes)
-    )
+    """Evaluate a saved model (or several, averaged as an ensemble) on ``faces`` on ``device``;
+    refuses a checkpoint trained on another class list. A model passed in stays where it is."""
+    if isinstance(checkpoint, tuple) and isinstance(checkpoint[0], nn.Module):
+        model, ckpt = checkpoint
+    else:
+        model, ckpt = load_model(checkpoint, expect_classes=faces.classes)
+        model = model.to(resolve_device(device))
     report = evaluate_model(
         model, faces, ckpt.image_size, tuple(ckpt.meta["mean"]), tuple(ckpt.meta["std"]), tta, batch_size, split
     )
-    report.info["checkpoint"] = str(ckpt.path)
+    report.info["checkpoint"] = checkpoint_name(ckpt)
     return report

@@ -26,6 +26,16 @@ def gradcam_target_layer(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
+def gradcam_target_layers(model: nn.Module) -> list[nn.Module]:
+    """Grad-CAM's layers: the model's last convolution, or each member's for an ensemble
+    (pytorch-grad-cam then averages the members' maps)."""
+    from fer_utils.models import Ensemble
+
+    if isinstance(model, Ensemble):
+        return [gradcam_target_layer(m) for m in model.members]
+    return [gradcam_target_layer(model)]
+
+
 def gradcam_maps(model: nn.Module, inputs: torch.Tensor, target_classes: Sequence[int] | None = None) -> np.ndarray:
     """Grad-CAM maps (N, H, W) in 0..1 for ``inputs`` (N, C, H, W), for the given classes
     (default: each face's predicted class)."""
@@ -39,7 +49,7 @@ def gradcam_maps(model: nn.Module, inputs: torch.Tensor, target_classes: Sequenc
             with torch.no_grad():
                 target_classes = model(inputs).argmax(dim=1).tolist()
         targets = [ClassifierOutputTarget(int(k)) for k in target_classes]
-        with torch.enable_grad(), GradCAM(model=model, target_layers=[gradcam_target_layer(model)]) as cam:
+        with torch.enable_grad(), GradCAM(model=model, target_layers=gradcam_target_layers(model)) as cam:
             maps = cam(input_tensor=inputs, targets=targets)
     finally:
         model.train(was_training)

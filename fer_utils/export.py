@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fer_utils.atomic import atomic_path
-from fer_utils.checkpoints import Checkpoint, model_from_checkpoint
+from fer_utils.checkpoints import Checkpoint, CheckpointSource, load_model
 from fer_utils.errors import FERError
 
 PARITY_TOLERANCE = 1e-4
@@ -35,8 +35,9 @@ class ExportResult:
 
 
 def _export_model(checkpoint: Checkpoint, model: torch.nn.Module, out: Path, opset: int) -> None:
-    if hasattr(model, "set_swish"):  # efficientnet-pytorch: its memory-efficient swish cannot be traced
-        model.set_swish(memory_efficient=False)
+    for module in model.modules():  # efficientnet-pytorch: its memory-efficient swish cannot be traced
+        if hasattr(module, "set_swish"):
+            module.set_swish(memory_efficient=False)
     size = checkpoint.image_size
     example = torch.zeros(2, 3, size, size)
     with warnings.catch_warnings():
@@ -61,6 +62,7 @@ def _export_model(checkpoint: Checkpoint, model: torch.nn.Module, out: Path, ops
         "mean": json.dumps(checkpoint.meta["mean"]),
         "std": json.dumps(checkpoint.meta["std"]),
         "arch": checkpoint.arch,
+        "members": str(len(checkpoint.meta.get("members", [])) or 1),
         "input": "N x 3 x S x S float32: gray face scaled 0..1, repeated to 3 channels, normalized (x - mean) / std",
         "output": "logits; softmax for probabilities",
     }
@@ -83,6 +85,7 @@ def onnx_metadata(path: str | os.PathLike) -> dict:
         "mean": json.loads(raw["mean"]),
         "std": json.loads(raw["std"]),
         "arch": raw.get("arch"),
+        "members": int(raw.get("members", 1)),
     }
 
 
@@ -143,7 +146,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> N
 
 
 def export_onnx(
-    checkpoint: str | os.PathLike,
+    checkpoint: CheckpointSource,
     out: str | os.PathLike,
     opset: int = 18,
     check: bool = True,
@@ -158,7 +161,7 @@ def export_onnx(
     poorer ranges: pass real faces. int8 files are not parity-checked (they differ by design);
     measure their accuracy instead (benchmarks/bench_deploy.py).
     """
-    model, ckpt = model_from_checkpoint(checkpoint)
+    model, ckpt = load_model(checkpoint)
     out = Path(out)
     with atomic_path(out) as tmp:
         _export_model(ckpt, model, tmp, opset)
@@ -197,7 +200,7 @@ WEB_RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.wasm", "ort-wasm
 
 
 def build_web_demo(
-    web_dir: str | os.PathLike, checkpoint: str | os.PathLike, runtime_dir: str | os.PathLike | None = None
+    web_dir: str | os.PathLike, checkpoint: CheckpointSource, runtime_dir: str | os.PathLike | None = None
 ) -> ExportResult:
     """Make ``web_dir`` (holding index.html/app.js) a complete static site: model.onnx (parity-checked),
     model.json (classes, size, normalization) and vendor/ (ONNX Runtime Web from ``runtime_dir``,

@@ -17,10 +17,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fer_utils.checkpoints import Checkpoint, model_from_checkpoint
+from fer_utils.checkpoints import Checkpoint, CheckpointSource, load_model
 from fer_utils.data.faceset import Skipped
-from fer_utils.data.images import DEFAULT_FACE_SIZE, is_image_file, open_image, square_resize, to_grayscale_array
+from fer_utils.data.images import (
+    DEFAULT_FACE_SIZE,
+    files_under,
+    is_image_file,
+    open_image,
+    square_resize,
+    to_grayscale_array,
+)
 from fer_utils.detection import FaceBox, FaceDetector, crop_face
+from fer_utils.devices import model_device, resolve_device
 from fer_utils.errors import FERCheckpointError, FERDataError
 from fer_utils.transforms import TTA_MODES, eval_transform, tta_views
 
@@ -106,7 +114,9 @@ def expand_image_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], 
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            found, broken = files_under(path)
+            files += [p for p in found if is_image_file(p)]
+            skipped += [s for s in broken if is_image_file(s.source)]
         elif path.exists():
             files.append(path)
         else:
@@ -139,11 +149,17 @@ class Predictor:
     """A trained model ready for inference: ``Predictor.from_checkpoint().predict_image("photo.jpg")``."""
 
     def __init__(
-        self, model: torch.nn.Module, checkpoint: Checkpoint, tta: str = "none", detector: FaceDetector | None = None
+        self,
+        model: torch.nn.Module,
+        checkpoint: Checkpoint,
+        tta: str = "none",
+        detector: FaceDetector | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         if tta not in TTA_MODES:
             raise FERDataError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {tta!r}")
-        self.model = model.eval()
+        self.device = model_device(model) if device is None else resolve_device(device)
+        self.model = model.to(self.device).eval()
         self.checkpoint = checkpoint
         self.tta = tta
         self.classes = checkpoint.classes
@@ -151,10 +167,13 @@ class Predictor:
         self._detector = detector
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike | None = None, tta: str = "none") -> Predictor:
-        """Load a checkpoint (default: the shipped FER2013 model, see :func:`default_checkpoint`)."""
-        model, checkpoint = model_from_checkpoint(path if path is not None else default_checkpoint())
-        return cls(model, checkpoint, tta)
+    def from_checkpoint(
+        cls, path: CheckpointSource | None = None, tta: str = "none", device: str | torch.device = "auto"
+    ) -> Predictor:
+        """Load a checkpoint (default: the shipped FER2013 model, see :func:`default_checkpoint`)
+        onto ``device`` (auto: CUDA, then MPS, then CPU); a list of checkpoints is averaged as an ensemble."""
+        model, checkpoint = load_model(path if path is not None else default_checkpoint())
+        return cls(model, checkpoint, tta, device=device)
 
     @property
     def detector(self) -> FaceDetector:
@@ -172,16 +191,19 @@ class Predictor:
         if not len(faces):
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         batch = self.input_tensor([square_resize(f, DEFAULT_FACE_SIZE) for f in faces])
+        batch = batch.to(self.device)
         views = tta_views(batch, self.tta) if self.tta != "none" else batch.unsqueeze(0)
         v, b = views.shape[:2]
-        return self.model(views.flatten(0, 1)).softmax(dim=1).view(v, b, -1).mean(dim=0).numpy()
+        return self.model(views.flatten(0, 1)).float().softmax(dim=1).view(v, b, -1).mean(dim=0).cpu().numpy()
 
     def gradcam(self, faces: Sequence[np.ndarray], target_classes: Sequence[int] | None = None) -> np.ndarray:
         """Grad-CAM maps (N, S, S) for face crops, for ``target_classes`` (default: the predicted ones)."""
         from fer_utils.explain import gradcam_maps
 
         return gradcam_maps(
-            self.model, self.input_tensor([square_resize(f, DEFAULT_FACE_SIZE) for f in faces]), target_classes
+            self.model,
+            self.input_tensor([square_resize(f, DEFAULT_FACE_SIZE) for f in faces]).to(self.device),
+            target_classes,
         )
 
     def find_faces(self, gray: np.ndarray, detect: bool | None = None) -> tuple[list[FaceBox | None], str | None]:
@@ -239,4 +261,6 @@ class Predictor:
                 results.append(self.predict_image(source, detect))
             except FERDataError as err:
                 skipped.append(Skipped(_source_name(source), str(err).split(": ", 1)[-1]))
+            except Exception as err:  # noqa: BLE001 - one odd photo never sinks the batch
+                skipped.append(Skipped(_source_name(source), f"cannot process ({type(err).__name__}: {err})"))
         return results, skipped

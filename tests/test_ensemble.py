@@ -1,0 +1,100 @@
+"""Ensembles: several checkpoints averaged, packed into one file, evaluated, exported, explained."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fer_utils.checkpoints import ModelCard, load_model, read_checkpoint_meta, save_checkpoint, save_ensemble
+from fer_utils.cli import main
+from fer_utils.errors import FERCheckpointError
+from fer_utils.inference import Predictor
+from fer_utils.labels import EMOTIONS
+from fer_utils.models import Ensemble, build_model
+
+
+def member(path, seed: int, image_size: int = 48):
+    torch.manual_seed(seed)
+    model = build_model("efficientnet-lite0").eval()
+    torch.nn.init.normal_(model.get_classifier().weight, std=0.5)  # members that disagree visibly
+    card = ModelCard("efficientnet-lite0", EMOTIONS, image_size, (0.5,) * 3, (0.5,) * 3)
+    return save_checkpoint(path, model, card, config={"dropout": 0.2}, metrics={"seed": seed})
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("members")
+    return [member(folder / f"m{i}.safetensors", seed=i) for i in range(3)]
+
+
+def test_ensemble_probabilities_are_the_mean_of_its_members(members, small_faces):
+    faces = list(small_faces.images[:5])
+    each = [Predictor.from_checkpoint(m).predict_arrays(faces) for m in members]
+    together = Predictor.from_checkpoint(members).predict_arrays(faces)
+    np.testing.assert_allclose(together, np.mean(each, axis=0), atol=1e-6)
+    assert not np.allclose(each[0], each[1], atol=1e-3)  # the members really differ
+    np.testing.assert_allclose(together.sum(axis=1), 1, atol=1e-5)
+
+
+def test_packed_ensemble_loads_like_one_model_and_predicts_the_same(members, small_faces, tmp_path, capsys):
+    out = tmp_path / "ens.safetensors"
+    assert main(["ensemble", *map(str, members), "--out", str(out)]) == 0
+    assert "3 members" in capsys.readouterr().out
+    meta = read_checkpoint_meta(out)
+    assert meta["arch"] == "ensemble" and [m["source"] for m in meta["members"]] == list(map(str, members))
+    model, _ = load_model(out)
+    assert isinstance(model, Ensemble) and len(model.members) == 3
+    faces = list(small_faces.images[:4])
+    np.testing.assert_allclose(
+        Predictor.from_checkpoint(out).predict_arrays(faces),
+        Predictor.from_checkpoint(members).predict_arrays(faces),
+        atol=1e-6,
+    )
+    nested, _ = load_model([out, members[0]])  # an ensemble inside a list is flattened: 4 equal votes
+    assert len(nested.members) == 4
+
+
+def test_members_must_share_input_size_and_classes(members, tmp_path):
+    other = member(tmp_path / "big.safetensors", seed=9, image_size=64)
+    with pytest.raises(FERCheckpointError, match="big.safetensors: its image_size"):
+        load_model([members[0], other])
+    with pytest.raises(FERCheckpointError, match="no checkpoint"):
+        load_model([])
+
+
+def test_cli_evaluates_and_predicts_with_several_checkpoints(members, tmp_path, capsys, small_faces):
+    from PIL import Image
+
+    report = tmp_path / "r.json"
+    argv = ["evaluate", "--data", "synthetic:0.03", "--split", "val", "--checkpoint", *map(str, members)]
+    assert main([*argv, "--json", str(report)]) == 0
+    assert " + " in json.loads(report.read_text())["checkpoint"]
+    photo = tmp_path / "face.png"
+    Image.fromarray(small_faces.images[0]).save(photo)
+    assert main(["predict", str(photo), "--checkpoint", *map(str, members), "--json", str(tmp_path / "p.json")]) == 0
+    probabilities = json.loads((tmp_path / "p.json").read_text())["images"][0]["faces"][0]["probabilities"]
+    expected = Predictor.from_checkpoint(members).predict_image(photo).faces[0].probabilities
+    assert probabilities == pytest.approx(expected, abs=1e-6)
+
+
+def test_ensemble_gradcam_averages_the_members_maps(members, small_faces):
+    maps = Predictor.from_checkpoint(members[:2]).gradcam(list(small_faces.images[:2]))
+    assert maps.shape == (2, 48, 48) and np.isfinite(maps).all()
+
+
+def test_ensemble_exports_as_one_onnx_graph(members, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from fer_utils.export import export_onnx, onnx_metadata, onnx_probabilities
+
+    packed = save_ensemble(members[:2], tmp_path / "two.safetensors")
+    result = export_onnx(packed, tmp_path / "two.onnx")
+    assert result.max_probability_difference < 1e-4
+    assert onnx_metadata(result.path)["arch"] == "ensemble"
+    predictor = Predictor.from_checkpoint(packed)
+    inputs = predictor.input_tensor(list(np.asarray(torch.randint(0, 255, (3, 48, 48), dtype=torch.uint8))))
+    with torch.inference_mode():
+        expected = predictor.model(inputs).softmax(dim=1).numpy()
+    np.testing.assert_allclose(onnx_probabilities(result.path, inputs.numpy()), expected, atol=1e-4)
