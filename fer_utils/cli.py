@@ -457,7 +457,7 @@ def _device(name: str) -> str:
         resolve_device(name)
     except FERConfigError as err:
         raise FERConfigError(
-            str(err).replace("device '", "--device '").replace("device 'cpu'", "--device cpu")
+            str(err).replace("use device 'cpu'", "use --device cpu").replace("device '", "--device '")
         ) from None
     return name
 

@@ -111,3 +111,35 @@ def test_lr_schedule_warms_up_then_decays():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[99] < 0.01 and all(a >= b for a, b in itertools.pairwise(factors[10:]))
     assert torch.tensor(factors).min() >= 0
+
+
+def test_a_missing_gpu_is_one_line_not_a_traceback(tmp_path, capsys):
+    from fer_utils.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", "--data", "synthetic:0.03", "--out", str(tmp_path), "--device", "cuda"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "fer: error: --device 'cuda': CUDA is not available on this machine; use --device cpu"
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(FERConfigError, match="device must be one of"):
+        TrainConfig(device="gpu")
+
+
+def test_precision_choices_and_the_cpu_default():
+    from fer_utils.devices import resolve_device, resolve_precision
+
+    cpu = resolve_device("cpu")
+    assert resolve_precision("auto", cpu) is None  # mixed precision measured slower on CPU: off
+    assert resolve_precision("bf16", cpu) == torch.bfloat16
+    with pytest.raises(FERConfigError, match="precision must be one of"):
+        resolve_precision("fp8", cpu)
+
+
+def test_bf16_training_runs_and_saves_a_float32_checkpoint(tmp_path, tiny_sets):
+    train_set, val_set = tiny_sets
+    config = TrainConfig(**{**TINY, "epochs": 1, "precision": "bf16", "device": "cpu"})
+    result = train(config, train_set, val_set, tmp_path, progress=False)
+    assert np.isfinite(result.history["train_loss"]).all()
+    state = load_checkpoint(tmp_path / "best.safetensors").model_state
+    assert all(t.dtype == torch.float32 and t.device.type == "cpu" for t in state.values() if t.is_floating_point())
