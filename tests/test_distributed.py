@@ -92,4 +92,6 @@ def test_killed_two_process_run_resumes_to_the_same_weights(uninterrupted, tmp_p
     for name, tensor in reference.items():
         assert torch.equal(resumed[name], tensor), name  # bit for bit
     cols = ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
-    pd.testing.assert_frame_equal(pd.read_csv(out / "history.csv")[cols], pd.read_csv(uninterrupted / "history.csv")[cols])
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "history.csv")[cols], pd.read_csv(uninterrupted / "history.csv")[cols]
+    )
