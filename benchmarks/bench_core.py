@@ -86,15 +86,20 @@ def images_per_second(step, batches: int, batch_size: int, warmup: int = 2) -> f
 
 
 def bench_default_training(batches: int) -> float:
-    """img/s of one training step of the default TrainConfig, data from memory with our transforms."""
+    """img/s of the default TrainConfig through the library's ``train_one_epoch``, beside the same
+    steps as a bare PyTorch loop (what ``train()`` did before the loop was split), in one run."""
+    import itertools
+
     from torch.utils.data import DataLoader
 
     from fer_utils.data import TorchFaceDataset, synthetic_faces
+    from fer_utils.devices import resolve_device, resolve_precision
     from fer_utils.models import arch_spec, build_model
-    from fer_utils.training import TrainConfig, make_optimizer
+    from fer_utils.training import TrainConfig, make_optimizer, train_one_epoch
     from fer_utils.transforms import train_transform
 
     config = TrainConfig()
+    device = resolve_device(config.device)
     spec = arch_spec(config.arch)
     faces = synthetic_faces(60, seed=0)
     loader = DataLoader(
@@ -103,22 +108,45 @@ def bench_default_training(batches: int) -> float:
         shuffle=True,
         drop_last=True,
     )
-    model = build_model(config.arch, pretrained=False).to(memory_format=torch.channels_last).train()
+    model = build_model(config.arch, pretrained=False).to(device, memory_format=torch.channels_last).train()
     optimizer = make_optimizer(model, config)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     def step():
         x, y = next(batches_iter)
-        loss = criterion(model(x.contiguous(memory_format=torch.channels_last)), y)
+        loss = criterion(model(x.to(device).contiguous(memory_format=torch.channels_last)), y.to(device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
+    def library_epoch(n: int) -> None:
+        train_one_epoch(
+            model,
+            list(itertools.islice(batches_iter, n)),
+            optimizer,
+            criterion,
+            lambda _: config.lr,
+            0,
+            device,
+            resolve_precision(config.precision, device),
+        )
+
+    def timed_library() -> float:
+        started = time.perf_counter()
+        library_epoch(batches // 2)
+        return (batches // 2) * config.batch_size / (time.perf_counter() - started)
+
     batches_iter = endless(loader)
-    rate = images_per_second(step, batches, config.batch_size)
+    library_epoch(2)  # warm-up
+    bare_rates, rates = [], []
+    for _ in range(2):  # interleaved, so drift of a busy machine hits both alike; best of two each
+        bare_rates.append(images_per_second(step, batches // 2, config.batch_size, warmup=1))
+        rates.append(timed_library())
+    rate, bare = max(rates), max(bare_rates)
     print(
         f"default recipe ({config.arch}, {config.image_size}px, batch {config.batch_size}, channels_last, "
-        f"in-memory data): {rate:.0f} img/s training"
+        f"in-memory data, {device}): {rate:.0f} img/s through train_one_epoch, {bare:.0f} img/s as a bare "
+        f"PyTorch loop (ratio {rate / bare:.2f})"
     )
     return rate
 
