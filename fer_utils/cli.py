@@ -60,7 +60,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
 def _config_from_args(args: argparse.Namespace) -> Any:
     from fer_utils.training import TrainConfig
 
-    return TrainConfig(**_explicit_config_values(args))
+    return TrainConfig.from_recipe(args.recipe, **_explicit_config_values(args))
 
 
 def _data_args(parser: argparse.ArgumentParser) -> None:
@@ -389,6 +389,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from fer_utils.data import training_splits
+    from fer_utils.distill import save_teacher
+    from fer_utils.evaluation import evaluate_checkpoint
+    from fer_utils.inference import default_checkpoint
+
+    ensure_writable_file(args.out, "teacher probabilities")
+    dataset = _load(args)
+    _report_skips(dataset)
+    train_set, _ = training_splits(dataset)
+    report = evaluate_checkpoint(
+        args.checkpoint or [default_checkpoint()], train_set, tta=args.tta, split="train", device=_device(args.device)
+    )
+    info = {"checkpoint": report.info["checkpoint"], "tta": args.tta, "data": dataset.source}
+    out = save_teacher(args.out, train_set, report.probabilities, info)
+    print(
+        f"wrote {out} ({out.stat().st_size / 1e3:.0f} KB): teacher probabilities for {len(train_set)} training faces; "
+        f"teacher accuracy on them {report.accuracy:.4f}. Train a student with: fer train --teacher {out}"
+    )
+    return 0
+
+
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from fer_utils.checkpoints import read_checkpoint_meta, save_ensemble
 
@@ -499,8 +521,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     p.add_argument("--tta", default="flip", choices=["none", "flip", "crops"], help="TTA for the final report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--recipe",
+        default="cpu",
+        choices=["cpu", "gpu"],
+        help="starting values: cpu (default; Lite0 64 px) or gpu (B0 224 px, 30 epochs, cuda); flags override",
+    )
     _config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("teacher", help="store a model's (or ensemble's) probabilities on the training faces")
+    _data_args(p)
+    _checkpoint_flag(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="the .npz to write (a few hundred KB)")
+    p.add_argument(
+        "--tta", default="flip", choices=["none", "flip", "crops"], help="TTA for the teacher (default flip)"
+    )
+    _device_flag(p)
+    p.set_defaults(func=cmd_teacher)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a labelled dataset")
     _data_args(p)

@@ -1,0 +1,83 @@
+"""Knowledge distillation: one model learns from an ensemble's soft predictions.
+
+The teacher (usually an ensemble, ``fer ensemble``) predicts every training face once; the
+probabilities are stored in a small ``.npz`` (float16, keyed by each face's file name so they
+can never be matched to the wrong face). A student then trains on targets that mix those
+probabilities with the true labels:
+
+    target = distill_weight * teacher probabilities + (1 - distill_weight) * one-hot label
+
+The teacher's "dark knowledge" (a fearful face that looks 30 % surprised) is what a single
+model gains from an ensemble without paying for several models at inference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fer_utils.atomic import atomic_path
+from fer_utils.data.faceset import FaceSet
+from fer_utils.errors import FERDataError
+
+
+def face_keys(faces: FaceSet) -> np.ndarray:
+    """A key per face that survives moving the dataset: its file name (or CSV row) without folders."""
+    return np.array([os.path.basename(str(s)) for s in faces.sources])
+
+
+def save_teacher(path: str | os.PathLike, faces: FaceSet, probabilities: np.ndarray, info: dict) -> Path:
+    """Store a teacher's probabilities for ``faces`` (float16, compressed) with a description."""
+    keys = face_keys(faces)
+    if len(set(keys)) != len(keys):
+        raise FERDataError("face file names repeat across class folders; they cannot key teacher predictions")
+    if probabilities.shape != (len(faces), len(faces.classes)):
+        raise FERDataError(f"teacher probabilities have shape {probabilities.shape}, expected {(len(faces), 7)}")
+    meta = {**info, "classes": list(faces.classes), "n": len(faces)}
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(
+            f, keys=keys, probabilities=probabilities.astype(np.float16), meta=np.array(json.dumps(meta))
+        )
+    return path
+
+
+def load_teacher(path: str | os.PathLike, faces: FaceSet) -> np.ndarray:
+    """The stored teacher probabilities (N, C) in the order of ``faces``; FERDataError when the file
+    is not a teacher file, was made for other classes, or lacks some of these faces."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys, probabilities, meta = (
+                data["keys"],
+                data["probabilities"].astype(np.float32),
+                json.loads(str(data["meta"])),
+            )
+    except FileNotFoundError:
+        raise FERDataError(f"{path}: teacher file not found; make one with `fer teacher`") from None
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+        raise FERDataError(f"{path}: not a teacher file written by `fer teacher` ({err})") from None
+    if tuple(meta.get("classes", ())) != tuple(faces.classes):
+        raise FERDataError(f"{path}: made for classes {meta.get('classes')}, but the data has {list(faces.classes)}")
+    row = {k: i for i, k in enumerate(keys)}
+    wanted = face_keys(faces)
+    missing = [k for k in wanted if k not in row]
+    if missing:
+        raise FERDataError(
+            f"{path}: has no teacher prediction for {len(missing)} of {len(wanted)} training faces "
+            f"(e.g. {missing[0]}); make it from the same training data"
+        )
+    if not np.isfinite(probabilities).all():
+        raise FERDataError(f"{path}: holds NaN or infinite probabilities")
+    return probabilities[[row[k] for k in wanted]]
+
+
+def distillation_targets(faces: FaceSet, teacher: np.ndarray, weight: float) -> FaceSet:
+    """``faces`` with soft labels: ``weight`` x teacher probabilities + (1 - weight) x one-hot labels."""
+    one_hot = np.eye(len(faces.classes), dtype=np.float32)[faces.labels]
+    teacher = teacher / teacher.sum(axis=1, keepdims=True)  # float16 storage rounds the sums slightly
+    soft = (weight * teacher + (1 - weight) * one_hot).astype(np.float32)
+    return FaceSet(faces.images, faces.labels, faces.classes, faces.sources, soft)
