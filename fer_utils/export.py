@@ -215,7 +215,9 @@ def build_web_demo(
     if missing:
         raise FERError(f"{runtime}: ONNX Runtime Web files missing ({', '.join(missing)}); run `npm ci` in {web_dir}")
     if not (web_dir / "index.html").is_file():
-        raise FERError(f"{web_dir}: no index.html; point --out at the repository's web/ folder (or a copy of it)")
+        raise FERError(
+            f"{web_dir}: no index.html; point web_dir (CLI: --out) at the repository's web/ folder (or a copy of it)"
+        )
     vendor = web_dir / "vendor"
     vendor.mkdir(exist_ok=True)
     for name in WEB_RUNTIME_FILES:

@@ -48,7 +48,7 @@ def default_checkpoint() -> Path:
     shipped = REPO_MODELS_DIR / SHIPPED_MODEL
     if not shipped.is_file():
         raise FERCheckpointError(
-            f"no checkpoint given and {shipped} is missing; pass --checkpoint FILE "
+            f"no checkpoint given and {shipped} is missing; pass a checkpoint (CLI: --checkpoint FILE) "
             "(e.g. runs/demo/best.safetensors from `fer train`) or set FER_CHECKPOINT"
         )
     return shipped

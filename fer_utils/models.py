@@ -107,7 +107,7 @@ def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], sour
         missing = sorted(set(body) - set(theirs))[:3]
         raise FERConfigError(
             f"{source}: weights do not fit this architecture (e.g. missing {missing}); "
-            "use the weights file made for this --arch"
+            "use the weights file made for this architecture (arch / --arch)"
         )
     model.load_state_dict(mapped, strict=False)
 
@@ -182,8 +182,8 @@ def download_imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
     except Exception as err:  # noqa: BLE001 - network errors come in many types
         raise FERConfigError(
             f"could not download ImageNet weights for {arch} ({type(err).__name__}: {err}); "
-            "connect to the internet, pass a local weights file (--pretrained FILE), "
-            "or train from scratch (--no-pretrained)"
+            "connect to the internet, pass a local weights file (pretrained=FILE, CLI: --pretrained FILE), "
+            "or train from scratch (pretrained=False, CLI: --no-pretrained)"
         ) from None
 
 
