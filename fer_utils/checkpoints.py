@@ -431,9 +431,10 @@ def checkpoint_name(checkpoint: Checkpoint) -> str:
     return " + ".join(str(m.get("source")) for m in checkpoint.meta.get("members", []))
 
 
-def save_ensemble(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+def save_ensemble(sources: Sequence[str | os.PathLike], out: str | os.PathLike, half: bool = False) -> Path:
     """Pack several checkpoints into one ensemble checkpoint file (weights of all members, one
-    description), so an ensemble ships and loads like a single model."""
+    description), so an ensemble ships and loads like a single model. ``half`` stores float16
+    weights (half the size; loaded back as float32)."""
     model, checkpoint = load_model(list(sources))
     meta = checkpoint.meta
     card = ModelCard(
@@ -445,4 +446,4 @@ def save_ensemble(sources: Sequence[str | os.PathLike], out: str | os.PathLike) 
         int(meta["in_channels"]),
         extra={"members": meta["members"]},
     )
-    return save_checkpoint(out, model, card)
+    return save_checkpoint(out, model, card, half=half)

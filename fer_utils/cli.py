@@ -415,7 +415,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from fer_utils.checkpoints import read_checkpoint_meta, save_ensemble
 
     ensure_writable_file(args.out, "ensemble checkpoint")
-    out = save_ensemble(args.members, args.out)
+    out = save_ensemble(args.members, args.out, half=args.half)
     meta = read_checkpoint_meta(out)
     print(f"wrote {out} ({len(meta['members'])} members, {out.stat().st_size / 1e6:.1f} MB)")
     return 0
@@ -598,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("members", nargs="+", metavar="CHECKPOINT", help="checkpoints with the same classes and input size")
     p.add_argument("--out", required=True, metavar="FILE", help="the ensemble .safetensors to write")
+    p.add_argument("--half", action="store_true", help="store float16 weights: half the size, loaded as float32")
     p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("serve", help="web app (Gradio): upload or webcam -> faces, probabilities, Grad-CAM")

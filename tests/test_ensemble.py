@@ -98,3 +98,15 @@ def test_ensemble_exports_as_one_onnx_graph(members, tmp_path):
     with torch.inference_mode():
         expected = predictor.model(inputs).softmax(dim=1).numpy()
     np.testing.assert_allclose(onnx_probabilities(result.path, inputs.numpy()), expected, atol=1e-4)
+
+
+def test_half_precision_ensemble_is_half_the_size_and_agrees(members, small_faces, tmp_path):
+    full = save_ensemble(members, tmp_path / "full.safetensors")
+    half = save_ensemble(members, tmp_path / "half.safetensors", half=True)
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    faces = list(small_faces.images[:6])
+    np.testing.assert_allclose(
+        Predictor.from_checkpoint(half).predict_arrays(faces),
+        Predictor.from_checkpoint(full).predict_arrays(faces),
+        atol=2e-3,
+    )
