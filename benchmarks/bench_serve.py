@@ -6,7 +6,7 @@ Prints figures; asserts nothing. Traffic goes to 127.0.0.1 only, bounded in coun
 
 - The cost of one hostile upload: a 16-bit 9400x9400 PNG (about 170 KB on disk) decoded by
   ``open_image`` + ``to_grayscale_array``: wall time and peak memory (tracemalloc sees numpy).
-- p50/p95 of N concurrent ordinary requests (a 48 px face), then the latency of one ordinary
+- p50/p95 of N concurrent ordinary requests (different 48 px faces), then the latency of one ordinary
   request sent right after three heavy uploads, for the app's queue settings and for a
   one-at-a-time queue (Gradio's default), in one run.
 """
@@ -36,8 +36,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def heavy_png(path: Path, side: int = 9400) -> Path:
-    ramp = np.linspace(0, 65535, side, dtype=np.float32).astype(np.uint16)
+def heavy_png(path: Path, side: int = 9400, offset: int = 0) -> Path:
+    ramp = (np.linspace(0, 60000, side, dtype=np.float32) + offset).astype(np.uint16)
     Image.fromarray(np.broadcast_to(ramp, (side, side)).copy()).save(path, optimize=True)
     return path
 
@@ -64,20 +64,21 @@ def timed_call(url: str, photo: str) -> float:
     return time.perf_counter() - started
 
 
-def run(predictor: Predictor, concurrency: int, face: str, heavy: str, n: int) -> None:
+def run(predictor: Predictor, concurrency: int, faces: list[str], heavy: list[str]) -> None:
     port = free_port()
     demo = app.build_app(predictor).queue(default_concurrency_limit=concurrency, max_size=app.QUEUE_SIZE)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     url = f"http://127.0.0.1:{port}/"
     try:
-        timed_call(url, face)  # warm-up
-        with ThreadPoolExecutor(n) as pool:
-            seconds = sorted(pool.map(lambda _: timed_call(url, face), range(n)))
+        n = len(faces) - 1
+        timed_call(url, faces[-1])  # warm-up
+        with ThreadPoolExecutor(n) as pool:  # different photos, as from different users
+            seconds = sorted(pool.map(lambda photo: timed_call(url, photo), faces[:n]))
         p50, p95 = np.percentile(seconds, [50, 95])
         with ThreadPoolExecutor(4) as pool:
-            heavies = [pool.submit(timed_call, url, heavy) for _ in range(3)]
+            heavies = [pool.submit(timed_call, url, photo) for photo in heavy]  # three different users' photos
             time.sleep(0.3)  # the heavy uploads are in the queue first
-            ordinary = pool.submit(timed_call, url, face).result()
+            ordinary = pool.submit(timed_call, url, faces[-1]).result()
             heavy_s = [f.result() for f in heavies]
         print(
             f"concurrency {concurrency}: {n} concurrent ordinary requests p50 {p50:.2f} s, p95 {p95:.2f} s, "
@@ -95,12 +96,14 @@ def main() -> None:
     args = parser.parse_args()
     predictor = Predictor.from_checkpoint(args.checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
-        face = Path(tmp) / "face.png"
-        Image.fromarray(synthetic_faces(1, seed=0).images[3]).save(face)
-        heavy = heavy_png(Path(tmp) / "heavy.png")
-        decode_cost(heavy)
+        faces = []
+        for i, image in enumerate(synthetic_faces(3, seed=0).images[: args.requests + 1]):
+            faces.append(str(Path(tmp) / f"face{i}.png"))
+            Image.fromarray(image).save(faces[-1])
+        heavy = [heavy_png(Path(tmp) / f"heavy{i}.png", offset=i * 1000) for i in range(3)]
+        decode_cost(heavy[0])
         for concurrency in (1, app.CONCURRENCY):
-            run(predictor, concurrency, str(face), str(heavy), args.requests)
+            run(predictor, concurrency, faces, [str(p) for p in heavy])
 
 
 if __name__ == "__main__":

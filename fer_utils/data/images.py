@@ -59,11 +59,13 @@ def to_grayscale_array(image: Image.Image, max_side: int | None = MAX_WORKING_SI
     factor = _reduce_factor(image.size, max_side)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         values = np.asarray(image)
-        if factor > 1:  # block mean; Pillow's reduce() does not take 16-bit modes
-            h, w = (values.shape[0] // factor) * factor, (values.shape[1] // factor) * factor
-            values = (
-                values[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3), dtype=np.float32)
-            )
+        if factor > 1:  # area average without a full-size float copy; Pillow's reduce() rejects 16-bit modes
+            import cv2
+
+            if values.dtype not in (np.uint16, np.float32):  # "I" (int32): OpenCV does not resize it
+                values = values.astype(np.float32)
+            size = (values.shape[1] // factor, values.shape[0] // factor)
+            values = cv2.resize(values, size, interpolation=cv2.INTER_AREA)
         values = values.astype(np.float32, copy=False)
         peak = float(values.max()) if values.size else 0.0
         top = 65535.0 if image.mode.startswith("I;16") or peak > 255 else 255.0
