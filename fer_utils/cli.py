@@ -391,7 +391,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_teacher(args: argparse.Namespace) -> int:
     from fer_utils.data import training_splits
-    from fer_utils.distill import save_teacher
+    from fer_utils.distill import face_keys, save_teacher
     from fer_utils.evaluation import evaluate_checkpoint
     from fer_utils.inference import default_checkpoint
 
@@ -399,6 +399,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     dataset = _load(args)
     _report_skips(dataset)
     train_set, _ = training_splits(dataset)
+    face_keys(train_set)  # fail before the long pass if faces cannot be told apart
     report = evaluate_checkpoint(
         args.checkpoint or [default_checkpoint()], train_set, tta=args.tta, split="train", device=_device(args.device)
     )

@@ -25,15 +25,18 @@ from fer_utils.errors import FERDataError
 
 
 def face_keys(faces: FaceSet) -> np.ndarray:
-    """A key per face that survives moving the dataset: its file name (or CSV row) without folders."""
-    return np.array([os.path.basename(str(s)) for s in faces.sources])
+    """A key per face that survives moving the dataset: its class folder and file name (or its CSV
+    row); the Kaggle FER2013 folders reuse some file names across classes. FERDataError if two
+    faces still share a key."""
+    keys = np.array([f"{Path(str(s)).parent.name}/{Path(str(s)).name}" for s in faces.sources])
+    if len(set(keys)) != len(keys):
+        raise FERDataError("some faces share a folder and file name; they cannot key teacher predictions")
+    return keys
 
 
 def save_teacher(path: str | os.PathLike, faces: FaceSet, probabilities: np.ndarray, info: dict) -> Path:
     """Store a teacher's probabilities for ``faces`` (float16, compressed) with a description."""
     keys = face_keys(faces)
-    if len(set(keys)) != len(keys):
-        raise FERDataError("face file names repeat across class folders; they cannot key teacher predictions")
     if probabilities.shape != (len(faces), len(faces.classes)):
         raise FERDataError(f"teacher probabilities have shape {probabilities.shape}, expected {(len(faces), 7)}")
     meta = {**info, "classes": list(faces.classes), "n": len(faces)}

@@ -68,3 +68,16 @@ def test_gpu_recipe_runs_at_toy_size_on_the_cpu(tmp_path):
     assert TrainConfig.from_recipe("gpu").image_size == 224
     with pytest.raises(FERConfigError, match="recipe must be one of"):
         TrainConfig.from_recipe("tpu")
+
+
+def test_teacher_keys_tell_apart_faces_that_share_a_file_name_across_classes():
+    # The Kaggle FER2013 folders reuse file names across class folders (e.g. angry/ and sad/).
+    from fer_utils.data import FaceSet
+    from fer_utils.distill import face_keys
+
+    faces = synthetic_faces(1, seed=2)
+    sources = np.array([f"/data/train/{faces.classes[label]}/Training_1.jpg" for label in faces.labels])
+    keys = face_keys(FaceSet(faces.images, faces.labels, faces.classes, sources))
+    assert len(set(keys)) == len(faces) and keys[0].endswith("/Training_1.jpg")
+    with pytest.raises(FERDataError, match="share a folder and file name"):
+        face_keys(FaceSet(faces.images, faces.labels, faces.classes, np.array(["same.jpg"] * len(faces))))
