@@ -35,7 +35,9 @@ from fer_utils.transforms import TTA_MODES, eval_transform, tta_views
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-SHIPPED_MODEL = "fer2013_efficientnet-lite0.safetensors"
+SHIPPED_MODEL = "fer2013_ensemble.safetensors"
+"""The default model: an ensemble of three EfficientNet-Lite0 (models/README.md); its member 0 ships
+alone as fer2013_efficientnet-lite0.safetensors."""
 
 CROP_MAX_SIDE = 96
 """Images this small (FER2013 is 48 px) are taken as face crops: detection is skipped in auto mode."""
