@@ -112,7 +112,8 @@ def _explicit_config_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def _resumed_config(args: argparse.Namespace) -> Any:
     """The saved run's config; explicit flags may change only what is safe to change, and we say so."""
-    from fer_utils.training import read_checkpoint_meta, resume_config
+    from fer_utils.checkpoints import read_checkpoint_meta
+    from fer_utils.training import resume_config
 
     saved = read_checkpoint_meta(args.resume).get("config", {})
     changes = _explicit_config_values(args)

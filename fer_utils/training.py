@@ -183,6 +183,11 @@ def config_changes(saved: TrainConfig, wanted: TrainConfig) -> dict[str, tuple[A
     return {k: (old[k], new[k]) for k in old if old[k] != new[k]}
 
 
+def unsafe_changes(saved: TrainConfig, wanted: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """The changes a resumed run must refuse: every difference outside ``RESUMABLE_CHANGES``."""
+    return {k: v for k, v in config_changes(saved, wanted).items() if k not in RESUMABLE_CHANGES}
+
+
 def resume_config(checkpoint: str | os.PathLike, **changes: Any) -> TrainConfig:
     """The configuration saved in a ``last.safetensors``, with ``changes`` applied.
 
@@ -198,14 +203,15 @@ def resume_config(checkpoint: str | os.PathLike, **changes: Any) -> TrainConfig:
     unknown = set(changes) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise FERConfigError(f"unknown TrainConfig field(s): {', '.join(sorted(unknown))}")
-    refused = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES and v != getattr(saved, k)}
+    wanted = dataclasses.replace(saved, **changes)
+    refused = unsafe_changes(saved, wanted)
     if refused:
         raise FERConfigError(
             f"{checkpoint}: a resumed run keeps its saved settings; cannot change "
-            + ", ".join(f"{k} (saved {getattr(saved, k)!r}, asked {v!r})" for k, v in refused.items())
+            + ", ".join(f"{k} (saved {a!r}, asked {b!r})" for k, (a, b) in refused.items())
             + f". Only {', '.join(sorted(RESUMABLE_CHANGES))} may change; start a new run for the rest"
         )
-    return dataclasses.replace(saved, **changes)
+    return wanted
 
 
 @dataclass
@@ -298,8 +304,7 @@ def restore_run(
             f"{resume}: was trained as {checkpoint.arch} on {', '.join(checkpoint.classes)}; "
             f"this run is {config.arch} on {', '.join(classes)}"
         )
-    changed = config_changes(TrainConfig.from_dict(checkpoint.meta.get("config", {})), config)
-    refused = {k: v for k, v in changed.items() if k not in RESUMABLE_CHANGES}
+    refused = unsafe_changes(TrainConfig.from_dict(checkpoint.meta.get("config", {})), config)
     if refused:
         raise FERConfigError(
             f"{resume}: config differs from the saved run in "
