@@ -1,98 +1,218 @@
-"""Photo benchmark: face-crop calibration, detection rate, per-photo latency (detection vs classification).
+"""Photo benchmark: YuNet vs Haar detection, alignment, and per-photo time before and after.
 
 Prints figures; asserts nothing.
 
-    python benchmarks/bench_photo.py [--checkpoint FILE] [--data FER2013_DIR]
+    python benchmarks/bench_photo.py [--checkpoint FILE] [--data FER2013_DIR] [--faces 200] [--only timing]
 
-- Crop calibration (needs --data / $FER_DATA_DIR): FER2013 PublicTest faces are pasted, enlarged,
-  into a 640x480 canvas; the Haar box is compared with the known crop (gives detection.CROP_SCALE).
-- Detection rate on real photos that ship inside scikit-image (NASA's public-domain astronaut
-  portrait; the LFW face subset, enlarged) and on pasted FER2013 faces.
-- Latency for a 640x480 photo with one face, detection and classification timed apart, on 1 and
-  2 threads.
+With ``--data`` (or $FER_DATA_DIR), FER2013 PublicTest faces (labels known) are pasted, enlarged,
+into 640x480 canvases at several sizes and in-plane rotations (0, +-15, +-30 degrees):
+- crop calibration: each detector's box against the known FER2013 crop (gives the crop scales
+  in fer_utils.detection);
+- detection recall, YuNet vs Haar, per size and rotation;
+- accuracy of the model on the detected faces, with and without alignment, beside its accuracy
+  on the original 48x48 crops.
+Always: false positives on images without faces, and the time per 640x480 photo with one face
+(detection + classification, 1 thread): before (Haar + PyTorch) and after (YuNet + ONNX Runtime).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 
 import cv2
 import numpy as np
 import torch
 
 from bench_core import mean_ms
-from fer_utils.detection import FaceDetector, crop_face
+from fer_utils.detection import HaarDetector, YuNetDetector, crop_face
+from fer_utils.errors import FERConfigError
 from fer_utils.inference import Predictor
 
+ROTATIONS = (-30, -15, 0, 15, 30)
+SIZES = (80, 160, 320)
 
-def pasted(face: np.ndarray, size: int = 192, at: tuple[int, int] = (200, 140)) -> np.ndarray:
-    canvas = np.full((480, 640), 128, np.uint8)
-    x, y = at
+
+def pasted(face: np.ndarray, size: int = 192, angle: float = 0.0, background: int = 128) -> np.ndarray:
+    """A 640x480 canvas with ``face`` enlarged to ``size`` px at its centre, rotated by ``angle``."""
+    canvas = np.full((480, 640), background, np.uint8)
+    x, y = 320 - size // 2, 240 - size // 2
     canvas[y : y + size, x : x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
+    if angle:
+        matrix = cv2.getRotationMatrix2D((320, 240), angle, 1.0)
+        canvas = cv2.warpAffine(canvas, matrix, (640, 480), flags=cv2.INTER_LINEAR, borderValue=background)
     return canvas
 
 
-def calibrate(detector: FaceDetector, data: str, n: int = 400) -> None:
-    from fer_utils.data import load_dataset
-
-    faces = load_dataset(data, progress=False).splits["val"]
-    rng = np.random.default_rng(0)
-    ratios, found = [], 0
-    for i in rng.choice(len(faces), n, replace=False):
-        boxes = detector.detect(pasted(faces.images[i]))
-        if boxes:
-            found += 1
-            ratios.append(boxes[0].w / 192)
-    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
-    print(
-        f"pasted FER2013 PublicTest faces: detected {found}/{n} ({found / n:.0%}); Haar box / FER crop "
-        f"median {med:.2f} (IQR {q1:.2f}-{q3:.2f}) -> crop scale {1 / med:.2f}"
-    )
+def haar_or_none() -> HaarDetector | None:
+    try:
+        return HaarDetector()
+    except FERConfigError as err:
+        print(f"Haar: not available here ({err})")
+        return None
 
 
-def detection_rates(detector: FaceDetector) -> None:
+def calibrate(detectors: list, faces, n: int) -> None:
+    for detector in detectors:
+        ratios, shifts = [], []
+        for face in faces.images[:n]:
+            boxes = detector.detect(pasted(face))
+            if boxes:
+                box = boxes[0]
+                ratios.append(max(box.w, box.h) / 192)
+                shifts.append((240 - (box.y + box.h / 2)) / box.h)
+        q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+        print(
+            f"calibration, {detector.name}: box side / FER2013 crop median {med:.3f} (IQR {q1:.2f}-{q3:.2f}) "
+            f"-> crop scale {1 / med:.2f}; crop centre below box centre: {np.median(shifts):+.3f} x box height "
+            f"({len(ratios)}/{n} found)"
+        )
+
+
+def detect_and_classify(predictor: Predictor, detectors: list, faces, n: int) -> None:
+    images, labels = faces.images[:n], faces.labels[:n]
+    base = predictor.predict_arrays(list(images)).argmax(1)
+    print(f"accuracy on the original 48x48 crops of these {n} faces (the ceiling): {np.mean(base == labels):.3f}")
+    header = "size  angle | " + " | ".join(f"{d.name} recall" for d in detectors) + " | acc aligned | acc not aligned"
+    print(header)
+    for size in SIZES:
+        for angle in ROTATIONS:
+            recalls, aligned, plain, found_labels = [], [], [], []
+            for detector in detectors:
+                hits = 0
+                for face, label in zip(images, labels, strict=True):
+                    canvas = pasted(face, size, angle)
+                    boxes = detector.detect(canvas)
+                    hit = [
+                        b for b in boxes if abs(b.x + b.w / 2 - 320) < size / 2 and abs(b.y + b.h / 2 - 240) < size / 2
+                    ]
+                    hits += bool(hit)
+                    if hit and detector is detectors[0]:
+                        aligned.append(crop_face(canvas, hit[0], align=True))
+                        plain.append(crop_face(canvas, hit[0], align=False))
+                        found_labels.append(label)
+                recalls.append(hits / n)
+            y = np.array(found_labels)
+            acc_a = np.mean(predictor.predict_arrays(aligned).argmax(1) == y) if aligned else float("nan")
+            acc_p = np.mean(predictor.predict_arrays(plain).argmax(1) == y) if plain else float("nan")
+            cells = " | ".join(f"{r:11.3f}" for r in recalls)
+            print(f"{size:4d} {angle:+6d} | {cells} | {acc_a:11.3f} | {acc_p:15.3f}")
+
+
+def non_faces() -> list[np.ndarray]:
+    """Images without a (human) face: scikit-image's non-portrait samples, noise, gradients, text."""
     from skimage import data
 
-    astronaut = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
-    print(f"astronaut portrait (512x512, 1 face): {len(detector.detect(astronaut))} face(s) found")
-    lfw = np.load(os.path.join(os.path.dirname(data.__file__), "lfw_subset.npy"))[:100]  # first 100 are faces
-    hits = sum(bool(detector.detect(pasted((face * 255).astype(np.uint8), size=120))) for face in lfw)
-    print(f"LFW subset faces (25x25, enlarged to 120 px in a 640x480 canvas): {hits}/100 detected")
-    others = np.load(os.path.join(os.path.dirname(data.__file__), "lfw_subset.npy"))[100:]  # the 100 non-faces
-    false = sum(bool(detector.detect(pasted((patch * 255).astype(np.uint8), size=120))) for patch in others)
-    print(f"LFW subset non-face patches, same setup: {false}/100 with a face reported (false positives)")
+    rng = np.random.default_rng(0)
+    images = []
+    for name in (
+        "coffee",
+        "chelsea",
+        "rocket",
+        "brick",
+        "grass",
+        "gravel",
+        "moon",
+        "text",
+        "page",
+        "horse",
+        "coins",
+        "clock",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "logo",
+        "motorcycle_left",
+        "retina",
+        "shepp_logan_phantom",
+    ):
+        try:
+            image = getattr(data, name)()
+        except Exception:  # noqa: BLE001 - a sample missing from this scikit-image version (or needing a download)
+            continue
+        image = image[..., :3] if image.ndim == 3 else image
+        gray = cv2.cvtColor(image.astype(np.uint8), cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image.astype(np.uint8)
+        images.append(cv2.resize(gray, (640, 480)))
+    images += [rng.integers(0, 256, (480, 640), dtype=np.uint8) for _ in range(10)]
+    images += [np.tile(np.linspace(0, 255, 640, dtype=np.uint8), (480, 1)) for _ in range(2)]
+    return images
 
 
-def latency(predictor: Predictor, repeats: int = 20) -> None:
+def false_positives(detectors: list) -> None:
+    from skimage import data
+
+    images = non_faces()
+    lfw = np.load(os.path.join(os.path.dirname(data.__file__), "lfw_subset.npy"))
+    patches = [cv2.resize((p * 255).astype(np.uint8), (200, 200)) for p in lfw[100:]]  # its 100 non-face patches
+    canvases = [np.pad(p, ((140, 140), (220, 220)), constant_values=128) for p in patches]
+    for detector in detectors:
+        fp_images = sum(bool(detector.detect(im)) for im in images)
+        fp_patches = sum(bool(detector.detect(c)) for c in canvases)
+        print(
+            f"false positives, {detector.name}: {fp_images}/{len(images)} non-face images, "
+            f"{fp_patches}/{len(canvases)} LFW non-face patches with a face reported"
+        )
+
+
+def timing(checkpoint: str | None, repeats: int = 30) -> None:
     from skimage import data
 
     photo = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY), (480, 480))
     photo = np.pad(photo, ((0, 0), (80, 80)), mode="edge")  # 640x480 with one face
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(threads)
-        boxes = predictor.detector.detect(photo)
-        detect_ms = mean_ms(lambda: predictor.detector.detect(photo), repeats)
-        box = boxes[0]
-        classify_ms = mean_ms(lambda box=box: predictor.predict_arrays([crop_face(photo, box)]), repeats)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    rows = {}
+    for label, detector, runtime in (
+        ("before: Haar + PyTorch", "haar", "torch"),
+        ("after: YuNet + ONNX Runtime", "yunet", "onnx"),
+    ):
+        try:
+            started = time.perf_counter()
+            predictor = Predictor.from_checkpoint(checkpoint, detector=detector, runtime=runtime, threads=1)
+            predictor.predict_image(photo)  # first call: loads the detector, builds or reads the ONNX cache
+            ready_s = time.perf_counter() - started
+        except FERConfigError as err:
+            print(f"{label}: not available here ({err})")
+            continue
+        face = predictor.predict_image(photo).faces[0].face
+        photo_ms = mean_ms(lambda p=predictor: p.predict_image(photo), repeats)
+        face_ms = mean_ms(lambda p=predictor, f=face: p.predict_arrays([f]), repeats * 3)
+        rows[runtime] = (photo_ms, face_ms)
         print(
-            f"640x480 photo, 1 face, {threads} thread(s): detection {detect_ms:.1f} ms, "
-            f"crop+classification {classify_ms:.1f} ms, total {detect_ms + classify_ms:.1f} ms"
+            f"{label}: {photo_ms:.1f} ms per 640x480 photo with one face, {face_ms:.2f} ms per face "
+            f"classified (batch 1), 1 thread; ready after {ready_s:.1f} s"
         )
+    if len(rows) == 2:
+        (p0, f0), (p1, f1) = rows["torch"], rows["onnx"]
+        print(f"speed-up: {p0 / p1:.1f}x per photo, {f0 / f1:.1f}x per face")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default=None, help="default: the shipped model")
     parser.add_argument("--data", default=os.environ.get("FER_DATA_DIR"))
+    parser.add_argument("--faces", type=int, default=200, help="PublicTest faces per condition")
+    parser.add_argument("--only", choices=("calibrate", "timing", "all"), default="all")
     args = parser.parse_args()
-    predictor = Predictor.from_checkpoint(args.checkpoint)
-    print(f"model: {predictor.checkpoint.path} ({predictor.checkpoint.arch}, {predictor.checkpoint.image_size}px)")
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    if args.only == "timing":
+        timing(args.checkpoint)
+        return
+    detectors = [YuNetDetector()] + [d for d in [haar_or_none()] if d is not None]
     if args.data:
-        calibrate(predictor.detector, args.data)
-    detection_rates(predictor.detector)
-    latency(predictor)
+        from fer_utils.data import load_dataset
+
+        faces = load_dataset(args.data, progress=False).splits["val"]
+        order = np.random.default_rng(0).permutation(len(faces))[: args.faces]
+        faces = faces.subset(order)
+        calibrate(detectors, faces, args.faces)
+        if args.only == "calibrate":
+            return
+        predictor = Predictor.from_checkpoint(args.checkpoint, threads=1)
+        detect_and_classify(predictor, detectors, faces, args.faces)
+    false_positives(detectors)
+    timing(args.checkpoint)
 
 
 if __name__ == "__main__":

@@ -93,13 +93,13 @@ def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 7860, share
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m fer_utils.app``: the same as ``fer serve``."""
-    from fer_utils.cli import add_serve_flags
+    from fer_utils.cli import add_serve_flags, photo_predictor
 
     parser = argparse.ArgumentParser(prog="fer serve", description=__doc__.split("\n")[0])
     add_serve_flags(parser)
     args = parser.parse_args(argv)
     try:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+        predictor = photo_predictor(args)
     except FERError as err:
         print(f"fer: error: {err}", file=sys.stderr)
         return 1

@@ -270,11 +270,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from fer_utils.atomic import write_text_atomic
     from fer_utils.checkpoints import checkpoint_name
-    from fer_utils.inference import Predictor, expand_image_paths
+    from fer_utils.inference import expand_image_paths
     from fer_utils.viz import annotate_image, save_pil
 
     _check_outputs({"JSON results": args.json, "CSV results": args.csv}, {"annotated photos": args.annotate})
-    predictor = Predictor.from_checkpoint(args.checkpoint, tta=args.tta, device=_device(args.device))
+    predictor = photo_predictor(args, tta=args.tta)
     files, skipped = expand_image_paths(args.paths)
     results, bad = predictor.predict_images(
         files, detect=False if args.no_detect else None, progress=len(files) > 20 and not args.quiet
@@ -425,18 +425,16 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from fer_utils.app import serve
-    from fer_utils.inference import Predictor
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=_device(args.device))
+    predictor = photo_predictor(args)
     serve(predictor, host=args.host, port=args.port, share=args.share)
     return 0
 
 
 def cmd_webcam(args: argparse.Namespace) -> int:
-    from fer_utils.inference import Predictor
     from fer_utils.webcam import run_webcam
 
-    results = run_webcam(Predictor.from_checkpoint(args.checkpoint, device=_device(args.device)), camera=args.camera)
+    results = run_webcam(photo_predictor(args), camera=args.camera)
     print(f"{len(results)} frames, {sum(len(r.faces) for r in results)} faces")
     return 0
 
@@ -492,6 +490,38 @@ def _device_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _photo_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of every command that finds faces in photos: device, detector, alignment, runtime."""
+    _device_flag(parser)
+    parser.add_argument(
+        "--detector",
+        default="yunet",
+        choices=["yunet", "haar"],
+        help="face detector (default yunet; haar needs OpenCV 4.x)",
+    )
+    parser.add_argument("--no-align", action="store_true", help="do not rotate faces to level the eyes before cropping")
+    parser.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "onnx", "torch"],
+        help="classifier runtime: auto (ONNX Runtime on the CPU, exported once and cached; PyTorch on a GPU), onnx, torch",
+    )
+
+
+def photo_predictor(args: argparse.Namespace, tta: str = "none") -> Any:
+    """The Predictor that ``--checkpoint/--device/--detector/--no-align/--runtime`` describe."""
+    from fer_utils.inference import Predictor
+
+    return Predictor.from_checkpoint(
+        args.checkpoint,
+        tta=tta,
+        device=_device(args.device),
+        detector=args.detector,
+        runtime=args.runtime,
+        align=not args.no_align,
+    )
+
+
 def _checkpoint_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
@@ -508,7 +538,7 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve your network")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="public gradio.live link (e.g. from Colab)")
-    _device_flag(parser)
+    _photo_flags(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -568,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time augmentation (--tta alone = flip)",
     )
     p.add_argument("--no-detect", action="store_true", help="inputs are face crops: skip face detection")
-    _device_flag(p)
+    _photo_flags(p)
     p.add_argument("--annotate", default=None, metavar="OUT_DIR", help="save each photo with boxes and labels")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", default=None, metavar="OUT", help="write every face's result as JSON")
@@ -609,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("webcam", help="live camera: boxes, labels and FPS (needs desktop opencv-python)")
     p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
-    _device_flag(p)
+    _photo_flags(p)
     _checkpoint_flag(p)
     p.set_defaults(func=cmd_webcam)
 

@@ -34,7 +34,10 @@ class ExportResult:
     max_probability_difference: float | None
 
 
-def _export_model(checkpoint: Checkpoint, model: torch.nn.Module, out: Path, opset: int) -> None:
+def _export_model(checkpoint: Checkpoint, model: torch.nn.Module, out: Path, opset: int, dynamo: bool = True) -> None:
+    """Write ``model`` as ONNX with a dynamic batch and the checkpoint's metadata. ``dynamo=False``
+    uses torch's TorchScript exporter: measured 12x faster on an ensemble (4 s against 48 s), which
+    is what the Predictor's on-the-fly cache wants; ``fer export`` keeps the default exporter."""
     for module in model.modules():  # efficientnet-pytorch: its memory-efficient swish cannot be traced
         if hasattr(module, "set_swish"):
             module.set_swish(memory_efficient=False)
@@ -42,17 +45,29 @@ def _export_model(checkpoint: Checkpoint, model: torch.nn.Module, out: Path, ops
     example = torch.zeros(2, 3, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model,
-            (example,),
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            opset_version=opset,
-            dynamo=True,
-            verbose=False,
-        )
-    program.save(str(out))
+        if dynamo:
+            program = torch.onnx.export(
+                model,
+                (example,),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
+            program.save(str(out))
+        else:
+            torch.onnx.export(
+                model.eval(),
+                (example,),
+                str(out),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
     import onnx
 
     proto = onnx.load(str(out))
@@ -203,8 +218,9 @@ def build_web_demo(
     web_dir: str | os.PathLike, checkpoint: CheckpointSource, runtime_dir: str | os.PathLike | None = None
 ) -> ExportResult:
     """Make ``web_dir`` (holding index.html/app.js) a complete static site: model.onnx (parity-checked),
-    model.json (classes, size, normalization) and vendor/ (ONNX Runtime Web from ``runtime_dir``,
-    default ``web_dir/node_modules/onnxruntime-web/dist``, installed by ``npm ci``)."""
+    yunet.onnx (the face detector, with its licence), model.json (classes, size, normalization,
+    detector and crop settings) and vendor/ (ONNX Runtime Web from ``runtime_dir``, default
+    ``web_dir/node_modules/onnxruntime-web/dist``, installed by ``npm ci``)."""
     import shutil
 
     from fer_utils.atomic import write_text_atomic
@@ -222,7 +238,14 @@ def build_web_demo(
     vendor.mkdir(exist_ok=True)
     for name in WEB_RUNTIME_FILES:
         shutil.copyfile(runtime / name, vendor / name)
+    from fer_utils.detection import PACKAGED_YUNET, browser_settings, yunet_model_path
+    from fer_utils.inference import CROP_MAX_SIDE
+
+    detector = browser_settings()
+    yunet = yunet_model_path()
+    shutil.copyfile(yunet, web_dir / detector["file"])
+    shutil.copyfile(PACKAGED_YUNET.with_name("LICENSE"), web_dir / "yunet-LICENSE.txt")  # MIT: travels with it
     result = export_onnx(checkpoint, web_dir / "model.onnx")
-    meta = onnx_metadata(result.path)
+    meta = {**onnx_metadata(result.path), "detector": {**detector, "crop_max_side": CROP_MAX_SIDE}}
     write_text_atomic(web_dir / "model.json", json.dumps(meta, indent=2) + "\n")
     return result

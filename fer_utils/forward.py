@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,18 @@ def faces_loader(
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin)
 
 
+def tta_probabilities(logits: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, tta: str) -> torch.Tensor:
+    """Softmax probabilities (B, C) of a transformed ``batch`` (B, C, H, W), averaged over its TTA
+    views; ``logits`` runs the model (PyTorch or ONNX Runtime) on all views at once."""
+    views = tta_views(batch, tta) if tta != "none" else batch.unsqueeze(0)
+    v, b = views.shape[:2]
+    return logits(views.flatten(0, 1)).float().softmax(dim=1).view(v, b, -1).mean(dim=0)
+
+
+def _channels_last(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: model(x.contiguous(memory_format=torch.channels_last))
+
+
 @torch.inference_mode()
 def predict_batches(model: nn.Module, loader: DataLoader, tta: str = "none", channels_last: bool = True) -> np.ndarray:
     """Softmax probabilities (N, C) for every batch of ``loader``, averaged over TTA views."""
@@ -39,13 +51,7 @@ def predict_batches(model: nn.Module, loader: DataLoader, tta: str = "none", cha
     try:
         for images, _ in loader:
             images = images.to(device, non_blocking=True)
-            views = tta_views(images, tta) if tta != "none" else images.unsqueeze(0)
-            v, b = views.shape[:2]
-            flat = views.flatten(0, 1)
-            if channels_last:
-                flat = flat.contiguous(memory_format=torch.channels_last)
-            probs = model(flat).float().softmax(dim=1).view(v, b, -1).mean(dim=0)
-            outputs.append(probs.cpu())
+            outputs.append(tta_probabilities(_channels_last(model) if channels_last else model, images, tta).cpu())
     finally:
         model.train(was_training)
     if not outputs:

@@ -9,30 +9,32 @@ cropped, and classifies it. A photo without a face gives an empty result with a 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fer_utils.checkpoints import Checkpoint, CheckpointSource, load_model
 from fer_utils.data.faceset import Skipped
 from fer_utils.data.images import (
     DEFAULT_FACE_SIZE,
+    ImageSource,
     files_under,
     is_image_file,
-    open_image,
     square_resize,
-    to_grayscale_array,
+    to_gray,
 )
-from fer_utils.detection import FaceBox, FaceDetector, crop_face
+from fer_utils.detection import DETECTORS, Detector, FaceBox, create_detector, crop_face
 from fer_utils.devices import model_device, resolve_device
-from fer_utils.errors import FERCheckpointError, FERDataError
-from fer_utils.transforms import TTA_MODES, eval_transform, tta_views
+from fer_utils.errors import FERCheckpointError, FERConfigError, FERDataError
+from fer_utils.forward import tta_probabilities
+from fer_utils.transforms import TTA_MODES, eval_transform
 
-ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
+RUNTIMES = ("auto", "onnx", "torch")
+"""How the Predictor runs the classifier: ``onnx`` (ONNX Runtime, CPU; exported once and cached),
+``torch``, or ``auto`` (ONNX Runtime on the CPU, PyTorch on a GPU). Grad-CAM always uses PyTorch."""
 
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 SHIPPED_MODEL = "fer2013_ensemble.safetensors"
@@ -126,62 +128,99 @@ def expand_image_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], 
     return files, skipped
 
 
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 def _source_name(source: ImageSource) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
 
 
-def to_gray(source: ImageSource) -> np.ndarray:
-    """Any input as a uint8 grayscale array: files and bytes are decoded with EXIF rotation;
-    numpy arrays may be gray (H, W), RGB or RGBA (H, W, 3|4), uint8 or float in 0..1."""
-    if isinstance(source, np.ndarray):
-        array = source
-        if array.dtype != np.uint8:
-            array = np.clip(array * (255 if array.max() <= 1 else 1), 0, 255).astype(np.uint8)
-        if array.ndim == 3 and array.shape[2] == 1:
-            array = array[:, :, 0]
-        if array.ndim == 2:
-            return np.ascontiguousarray(array)
-        if array.ndim == 3 and array.shape[2] in (3, 4):
-            return to_grayscale_array(Image.fromarray(array))
-        raise FERDataError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
-    return to_grayscale_array(open_image(source))
+@dataclass
+class FaceRegions:
+    """Where to classify in one image: the detected ``boxes``, or the whole image when it already is
+    a face crop (``whole_image``); ``reason`` says why there is nothing to classify."""
+
+    boxes: list[FaceBox]
+    whole_image: bool = False
+    reason: str | None = None
 
 
 class Predictor:
-    """A trained model ready for inference: ``Predictor.from_checkpoint().predict_image("photo.jpg")``."""
+    """A trained model ready for inference: ``Predictor.from_checkpoint().predict_image("photo.jpg")``.
+
+    ``detector``: ``yunet`` (default), ``haar`` or any object with ``detect(gray)``. ``align``:
+    rotate each face so its eyes are level before cropping (needs landmarks, i.e. YuNet).
+    ``runtime``: see ``RUNTIMES``; a Predictor built from a live model defaults to ``torch``, since
+    the model may still change, and one built by ``from_checkpoint`` to ``auto``.
+    """
 
     def __init__(
         self,
         model: torch.nn.Module,
         checkpoint: Checkpoint,
         tta: str = "none",
-        detector: FaceDetector | None = None,
+        detector: Detector | str | None = None,
         device: str | torch.device | None = None,
+        runtime: str = "torch",
+        align: bool = True,
+        threads: int = 0,
     ) -> None:
         if tta not in TTA_MODES:
             raise FERDataError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+        if runtime not in RUNTIMES:
+            raise FERConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if isinstance(detector, str) and detector not in DETECTORS:
+            raise FERConfigError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
         self.device = model_device(model) if device is None else resolve_device(device)
         self.model = model.to(self.device).eval()
         self.checkpoint = checkpoint
         self.tta = tta
+        self.align = align
         self.classes = checkpoint.classes
         self.transform = eval_transform(checkpoint.image_size, checkpoint.meta["mean"], checkpoint.meta["std"])
         self._detector = detector
+        if runtime == "auto":
+            runtime = "onnx" if self.device.type == "cpu" and _has_onnxruntime() else "torch"
+        if runtime == "onnx" and self.device.type != "cpu":
+            raise FERConfigError(f"runtime 'onnx' runs on the CPU; use runtime 'torch' on {self.device}")
+        self.runtime = runtime
+        self.threads = threads
+        self._onnx = None
 
     @classmethod
     def from_checkpoint(
-        cls, path: CheckpointSource | None = None, tta: str = "none", device: str | torch.device = "auto"
+        cls,
+        path: CheckpointSource | None = None,
+        tta: str = "none",
+        device: str | torch.device = "auto",
+        detector: Detector | str | None = None,
+        runtime: str = "auto",
+        align: bool = True,
+        threads: int = 0,
     ) -> Predictor:
         """Load a checkpoint (default: the shipped FER2013 model, see :func:`default_checkpoint`)
         onto ``device`` (auto: CUDA, then MPS, then CPU); a list of checkpoints is averaged as an ensemble."""
         model, checkpoint = load_model(path if path is not None else default_checkpoint())
-        return cls(model, checkpoint, tta, device=device)
+        return cls(model, checkpoint, tta, detector, device, runtime, align, threads)
 
     @property
-    def detector(self) -> FaceDetector:
-        if self._detector is None:
-            self._detector = FaceDetector()
+    def detector(self) -> Detector:
+        """The face detector, created on first use (loading it costs time a face-crop user never needs)."""
+        if self._detector is None or isinstance(self._detector, str):
+            self._detector = create_detector(self._detector or DETECTORS[0])
         return self._detector
+
+    def _logits(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self.runtime == "torch":
+            return self.model
+        if self._onnx is None:
+            from fer_utils.runtime import OnnxClassifier, cached_onnx
+
+            self._onnx = OnnxClassifier(cached_onnx(self.model, self.checkpoint), self.threads)
+        return self._onnx
 
     def input_tensor(self, faces: Sequence[np.ndarray]) -> torch.Tensor:
         """The normalized model input (N, 3, S, S) for 48x48-style uint8 face crops."""
@@ -192,11 +231,8 @@ class Predictor:
         """Probabilities (N, C) for uint8 face crops (any size; resized like the training data)."""
         if not len(faces):
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        batch = self.input_tensor([square_resize(f, DEFAULT_FACE_SIZE) for f in faces])
-        batch = batch.to(self.device)
-        views = tta_views(batch, self.tta) if self.tta != "none" else batch.unsqueeze(0)
-        v, b = views.shape[:2]
-        return self.model(views.flatten(0, 1)).float().softmax(dim=1).view(v, b, -1).mean(dim=0).cpu().numpy()
+        batch = self.input_tensor([square_resize(f, DEFAULT_FACE_SIZE) for f in faces]).to(self.device)
+        return tta_probabilities(self._logits(), batch, self.tta).cpu().numpy()
 
     def gradcam(self, faces: Sequence[np.ndarray], target_classes: Sequence[int] | None = None) -> np.ndarray:
         """Grad-CAM maps (N, S, S) for face crops, for ``target_classes`` (default: the predicted ones)."""
@@ -208,17 +244,19 @@ class Predictor:
             target_classes,
         )
 
-    def find_faces(self, gray: np.ndarray, detect: bool | None = None) -> tuple[list[FaceBox | None], str | None]:
-        """Boxes to classify: detected faces, or ``[None]`` (whole image) for crops; plus a reason if empty."""
+    def find_faces(self, gray: np.ndarray, detect: bool | None = None) -> FaceRegions:
+        """What to classify: the detected faces, or the whole image for face crops (``detect``:
+        None = auto, skipping detection for images of at most 96 px; True; False)."""
         if detect is False or (detect is None and max(gray.shape) <= CROP_MAX_SIDE):
-            return [None], None
+            return FaceRegions([], whole_image=True)
         if min(gray.shape) < 24:
-            return (
+            return FaceRegions(
                 [],
-                f"image too small to search for faces ({gray.shape[1]}x{gray.shape[0]}); use detect=False / --no-detect for face crops",
+                reason=f"image too small to search for faces ({gray.shape[1]}x{gray.shape[0]}); "
+                "use detect=False / --no-detect for face crops",
             )
         boxes = self.detector.detect(gray)
-        return boxes, None if boxes else "no face found"
+        return FaceRegions(boxes, reason=None if boxes else "no face found")
 
     def predict_image(self, source: ImageSource, detect: bool | None = None, keep_image: bool = False) -> ImageResult:
         """Every face in one image. ``detect``: None = auto (skip for images <= 96 px), True, False.
@@ -226,8 +264,13 @@ class Predictor:
         Raises FERDataError for unreadable input; a photo without faces returns no faces and a reason.
         """
         gray = to_gray(source)
-        boxes, reason = self.find_faces(gray, detect)
-        crops = [square_resize(gray, DEFAULT_FACE_SIZE) if box is None else crop_face(gray, box) for box in boxes]
+        regions = self.find_faces(gray, detect)
+        boxes: list[FaceBox | None]
+        if regions.whole_image:
+            boxes, crops = [None], [square_resize(gray, DEFAULT_FACE_SIZE)]
+        else:
+            boxes = list(regions.boxes)
+            crops = [crop_face(gray, box, align=self.align) for box in regions.boxes]
         faces = []
         for box, crop, probs in zip(boxes, crops, self.predict_arrays(crops), strict=True):
             top = int(probs.argmax())
@@ -245,8 +288,8 @@ class Predictor:
             gray.shape[1],
             gray.shape[0],
             faces,
-            boxes != [None],
-            reason,
+            not regions.whole_image,
+            regions.reason,
             gray if keep_image else None,
         )
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import face_photo
 from fer_utils.export import build_web_demo
 from fer_utils.inference import REPO_MODELS_DIR, SHIPPED_MODEL, Predictor
 
@@ -63,24 +64,41 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def browser_result(url: str, image: Path) -> dict:
+def in_browser(url: str, action, extra_args: tuple[str, ...] = ()):
+    """Open ``url`` in headless Chromium, wait for the models, run ``action(page)`` and return its value."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *extra_args])
         try:
             page = browser.new_page()
             page.goto(url)
             page.wait_for_selector("body[data-status=ready]", timeout=60_000)
-            page.set_input_files("#file", str(image))
-            page.wait_for_selector("body[data-status=done]", timeout=60_000)
-            return page.evaluate("window.ferResult")
+            return action(page)
         finally:
             browser.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (CI installs it)")
-def test_browser_demo_matches_the_python_predictor(site, checkpoint, tmp_path, small_faces):
+def browser_result(url: str, image: Path) -> dict:
+    def upload(page):
+        page.set_input_files("#file", str(image))
+        page.wait_for_selector("body[data-status=done]", timeout=60_000)
+        return page.evaluate("window.ferResult")
+
+    return in_browser(url, upload)
+
+
+def iou(a: dict, b) -> float:
+    ix = max(0.0, min(a["x"] + a["w"], b.x + b.w) - max(a["x"], b.x))
+    iy = max(0.0, min(a["y"] + a["h"], b.y + b.h) - max(a["y"], b.y))
+    return ix * iy / (a["w"] * a["h"] + b.w * b.h - ix * iy)
+
+
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (CI installs it)")
+
+
+@needs_chromium
+def test_browser_demo_matches_the_python_predictor_on_face_crops(site, checkpoint, tmp_path, small_faces):
     pytest.importorskip("playwright")
     predictor = Predictor.from_checkpoint(checkpoint)
     for i in (0, 5):
@@ -88,9 +106,62 @@ def test_browser_demo_matches_the_python_predictor(site, checkpoint, tmp_path, s
         Image.fromarray(small_faces.images[i]).save(path)
         page = browser_result(site, path)
         expected = predictor.predict_image(path).faces[0]
+        assert not page["detected"] and len(page["faces"]) == 1
         assert page["label"] == expected.label
         assert page["probabilities"] == pytest.approx(expected.probabilities, abs=1e-3)
-        print(f"in-browser inference: {page['ms']:.1f} ms per face")
+        print(f"in-browser inference: {page['classify_ms']:.1f} ms per face")
+
+
+@needs_chromium
+def test_browser_finds_the_same_faces_with_the_same_labels_as_python(site, checkpoint, tmp_path):
+    pytest.importorskip("playwright")
+    path = tmp_path / "group.png"
+    Image.fromarray(face_photo([(60, 100), (400, 200)])).save(path)
+    expected = Predictor.from_checkpoint(checkpoint).predict_image(path).faces
+    page = browser_result(site, path)
+    assert page["detected"] and len(page["faces"]) == len(expected) == 2
+    for want in expected:
+        face = max(page["faces"], key=lambda f, w=want: iou(f, w.box))
+        assert iou(face, want.box) >= 0.8
+        assert face["label"] == want.label
+        assert len(face["landmarks"]) == 5
+    print(f"in-browser photo: {page['detect_ms']:.0f} ms detection, {page['classify_ms']:.0f} ms classification")
+
+
+def y4m_video(path: Path, frame: np.ndarray, frames: int = 10) -> Path:
+    """A gray clip in the YUV4MPEG2 format Chromium's fake camera plays (4:2:0, neutral chroma)."""
+    height, width = frame.shape
+    chroma = np.full((height // 2) * (width // 2), 128, np.uint8).tobytes()
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            f.write(b"FRAME\n" + frame.tobytes() + chroma + chroma)
+    return path
+
+
+@needs_chromium
+def test_browser_camera_labels_faces_live(site, tmp_path):
+    pytest.importorskip("playwright")
+    video = y4m_video(tmp_path / "camera.y4m", face_photo([(60, 100), (400, 200)]))
+
+    def film(page):
+        page.click("#camera")
+        page.wait_for_function("window.ferLive && window.ferLive.frames >= 3", timeout=60_000)
+        return {**page.evaluate("window.ferLive"), "chips": page.inner_text("#faces")}
+
+    fake_camera = (
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    )
+    live = in_browser(site, film, fake_camera)
+    assert live["fps"] > 0 and live["faces"]  # the camera's colour conversion may cost a cartoon face
+    for face in live["faces"]:
+        assert face["label"] in ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+        assert face["label"] in live["chips"]
+        cx, cy = face["x"] + face["w"] / 2, face["y"] + face["h"] / 2
+        assert any(x < cx < x + 160 and y < cy < y + 160 for x, y in ((60, 100), (400, 200)))  # on a pasted face
+    print(f"in-browser camera: {live['fps']:.1f} frames per second")
 
 
 @pytest.fixture(scope="module")

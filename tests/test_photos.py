@@ -9,8 +9,8 @@ from PIL import Image
 
 from conftest import face_photo
 from fer_utils.cli import main
-from fer_utils.detection import CROP_SCALE, FaceBox, FaceDetector, crop_face
-from fer_utils.errors import FERDataError
+from fer_utils.detection import FaceBox, HaarDetector, YuNetDetector, create_detector, crop_face
+from fer_utils.errors import FERConfigError, FERDataError
 from fer_utils.inference import Predictor
 
 
@@ -19,23 +19,96 @@ def predictor(untrained_checkpoint):
     return Predictor.from_checkpoint(untrained_checkpoint)
 
 
-def test_detector_finds_faces_where_they_are():
-    boxes = FaceDetector().detect(face_photo([(60, 100), (400, 200)]))
+def test_yunet_finds_faces_where_they_are_with_landmarks():
+    boxes = YuNetDetector().detect(face_photo([(60, 100), (400, 200)]))
     assert len(boxes) == 2
     centres = sorted((b.x + b.w / 2, b.y + b.h / 2) for b in boxes)
     assert abs(centres[0][0] - 140) < 25 and abs(centres[1][0] - 480) < 25
-    assert all(b.score > 0 for b in boxes)
+    for box in boxes:
+        assert 0 < box.score <= 1 and len(box.landmarks) == 5
+        (rx, ry), (lx, _) = box.landmarks[:2]
+        assert box.x < rx < lx < box.x + box.w  # the person's right eye is on the image's left
+        assert box.y < ry < box.y + box.h / 2 and abs(box.eye_angle()) < 10  # upright face: about level eyes
 
 
-def test_crop_is_the_box_plus_a_fer2013_style_margin_and_pads_at_borders():
+def rotated(image: np.ndarray, angle: float, centre: tuple[float, float]) -> np.ndarray:
+    import cv2
+
+    matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    return cv2.warpAffine(image, matrix, image.shape[::-1], borderValue=110)
+
+
+@pytest.mark.parametrize("angle", [-15, 15])
+def test_yunet_landmarks_follow_a_tilted_face(angle):
+    photo = face_photo([(240, 150)])
+    upright = YuNetDetector().detect(photo)[0].eye_angle()
+    tilted = YuNetDetector().detect(rotated(photo, angle, (320, 230)))[0].eye_angle()
+    assert tilted - upright == pytest.approx(-angle, abs=10)  # cv2 turns counter-clockwise; cartoon landmarks are rough
+
+
+@pytest.mark.parametrize("tilt", [-30, 20])
+def test_alignment_levels_the_eyes_in_the_crop(tilt):
+    gray = np.full((300, 300), 100, np.uint8)
+    centre, half = np.array([150.0, 150.0]), 40
+    direction = np.array([np.cos(np.radians(tilt)), np.sin(np.radians(tilt))])
+    eyes = [centre - half * direction, centre + half * direction]
+    for x, y in eyes:
+        gray[round(y) - 4 : round(y) + 5, round(x) - 4 : round(x) + 5] = 255  # two bright "eyes"
+    box = FaceBox(90, 90, 120, 120, 1.0, landmarks=tuple(map(tuple, eyes)), crop_scale=1.0)
+    assert box.eye_angle() == pytest.approx(tilt)
+    for align, level in ((True, True), (False, False)):
+        crop = crop_face(gray, box, size=120, align=align)
+        ys, xs = np.nonzero(crop > 200)
+        left, right = ys[xs < 60].mean(), ys[xs >= 60].mean()
+        assert (abs(left - right) < 2) == level  # aligned: both eyes on one row; not aligned: still tilted
+        assert abs(xs.mean() - 59.5) < 2 and abs(ys.mean() - 59.5) < 2  # rotated about the face centre
+
+
+def test_crop_is_the_box_times_its_scale_and_pads_at_borders():
     gray = np.zeros((200, 200), np.uint8)
     gray[50:150, 60:160] = 255  # the "face" box
-    crop = crop_face(gray, FaceBox(60, 50, 100, 100, 1.0))
-    assert crop.shape == (48, 48)
-    assert crop.mean() / 255 == pytest.approx(1 / CROP_SCALE**2, abs=0.03)  # thin dark margin all round
-    assert crop[24, 0] < 128 and crop[24, 23] == 255
+    for scale in (1.03, 1.2):
+        crop = crop_face(gray, FaceBox(60, 50, 100, 100, 1.0, crop_scale=scale))
+        assert crop.shape == (48, 48)
+        assert crop.mean() / 255 == pytest.approx(1 / scale**2, abs=0.03)  # dark margin all round
+        assert crop[24, 0] < 128 and crop[24, 23] == 255
     corner = crop_face(gray, FaceBox(-10, -10, 40, 40, 1.0))  # past the border: edge-padded, not an error
     assert corner.shape == (48, 48)
+
+
+def test_haar_is_still_there_where_opencv_ships_it(monkeypatch):
+    try:
+        boxes = HaarDetector().detect(face_photo([(60, 100), (400, 200)]))
+    except FERConfigError:
+        boxes = None  # OpenCV 5 (no cascades): checked below
+    if boxes is not None:
+        assert len(boxes) == 2 and boxes[0].landmarks == ()
+    import cv2
+
+    monkeypatch.delattr(cv2, "CascadeClassifier", raising=False)
+    with pytest.raises(FERConfigError, match="--detector yunet"):
+        create_detector("haar")
+    with pytest.raises(FERConfigError, match="yunet, haar"):
+        create_detector("mtcnn")
+
+
+def test_onnx_runtime_gives_pytorch_probabilities_and_is_cached(
+    untrained_checkpoint, small_faces, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path))
+    fast = Predictor.from_checkpoint(untrained_checkpoint, runtime="onnx")
+    torch_side = Predictor.from_checkpoint(untrained_checkpoint, runtime="torch")
+    faces = list(small_faces.images)
+    assert np.abs(fast.predict_arrays(faces) - torch_side.predict_arrays(faces)).max() < 1e-4
+    cached = list((tmp_path / "onnx").glob("*.onnx"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    again = Predictor.from_checkpoint(untrained_checkpoint)  # auto on a CPU: ONNX Runtime, same cache entry
+    assert again.runtime == "onnx"
+    again.predict_arrays(faces[:1])
+    assert list((tmp_path / "onnx").glob("*.onnx")) == cached and cached[0].stat().st_mtime_ns == stamp
+    fast.tta = torch_side.tta = "crops"  # TTA views go through the same averaging in both runtimes
+    assert np.abs(fast.predict_arrays(faces) - torch_side.predict_arrays(faces)).max() < 1e-4
 
 
 def test_predict_photo_returns_every_face_with_all_probabilities(predictor, tmp_path):

@@ -1,10 +1,13 @@
-// In-browser FER: ONNX Runtime Web runs the exported model on a centre crop of the camera or a photo.
-// Preprocessing mirrors fer_utils exactly: gray (PIL's integer luma), 48x48 face, bilinear resize to
-// the model size (torch semantics, align_corners=false), scale to 0..1, normalize with the stored mean/std.
+// In-browser FER: ONNX Runtime Web finds every face with YuNet (the same ONNX file fer_utils uses),
+// levels its eyes, crops it the way FER2013 was cropped and classifies it; nothing is uploaded.
+// Preprocessing mirrors fer_utils: gray (PIL's integer luma), 48x48 face, bilinear resize to the model
+// size (torch semantics, align_corners=false), scale to 0..1, normalize with the stored mean/std.
+// Detector and crop settings come from model.json, written by `fer export --format web`.
 "use strict";
 
 const FACE = 48;
-const state = { session: null, meta: null, running: false };
+const STRIDES = [8, 16, 32];
+const state = { classifier: null, detector: null, meta: null, running: false, result: null };
 const $ = (id) => document.getElementById(id);
 
 function setStatus(text, status) {
@@ -12,34 +15,126 @@ function setStatus(text, status) {
   if (status) document.body.dataset.status = status;
 }
 
-async function loadModel() {
+async function loadModels() {
   ort.env.wasm.wasmPaths = new URL("vendor/", document.baseURI).href; // absolute: module loaders need it
   ort.env.wasm.numThreads = 1; // threads need cross-origin isolation; one thread works on any static host
   state.meta = await (await fetch("model.json")).json();
-  state.session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
+  const options = { executionProviders: ["wasm"] };
+  state.classifier = await ort.InferenceSession.create("model.onnx", options);
+  state.detector = await ort.InferenceSession.create(state.meta.detector.file, options);
   $("camera").disabled = false;
   $("file").disabled = false;
-  setStatus(`model ready (${state.meta.arch}, ${state.meta.image_size}px)`, "ready");
+  setStatus(`models ready (${state.meta.arch}, ${state.meta.image_size}px; YuNet detector)`, "ready");
 }
 
-// Centre square of `source` (video, image or canvas) drawn into the 48x48 face canvas; returns gray pixels.
-function faceFrom(source, width, height) {
-  const canvas = $("face");
-  const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  const side = Math.min(width, height);
-  ctx.imageSmoothingEnabled = true;
-  ctx.imageSmoothingQuality = "high";
-  ctx.drawImage(source, (width - side) / 2, (height - side) / 2, side, side, 0, 0, FACE, FACE);
-  const rgba = ctx.getImageData(0, 0, FACE, FACE).data;
-  const gray = new Float32Array(FACE * FACE);
+// PIL's "L" conversion: (R*19595 + G*38470 + B*7471 + 0x8000) >> 16.
+function grayOf(rgba) {
+  const gray = new Float32Array(rgba.length / 4);
   for (let i = 0; i < gray.length; i++) {
     gray[i] = (rgba[4 * i] * 19595 + rgba[4 * i + 1] * 38470 + rgba[4 * i + 2] * 7471 + 0x8000) >> 16;
   }
   return gray;
 }
 
-// Bilinear resize of a square gray image, as torch.nn.functional.interpolate(align_corners=False)
-// (fer_utils resizes floats the same way at evaluation time).
+function context(canvas) {
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.imageSmoothingEnabled = true;
+  ctx.imageSmoothingQuality = "high";
+  return ctx;
+}
+
+// ---- detection (YuNet) ----
+
+// Runs YuNet on `source` scaled so its longer side is at most `maxSide` (zero padding to the
+// network's square input, as OpenCV pads); returns faces in source pixels.
+async function runDetector(source, width, height, maxSide) {
+  const { input_size: size, score_threshold: threshold } = state.meta.detector;
+  const scale = Math.min(1, maxSide / Math.max(width, height), size / Math.max(width, height));
+  const canvas = document.createElement("canvas");
+  canvas.width = canvas.height = size;
+  const ctx = context(canvas);
+  ctx.fillStyle = "black";
+  ctx.fillRect(0, 0, size, size);
+  ctx.drawImage(source, 0, 0, width * scale, height * scale);
+  const gray = grayOf(ctx.getImageData(0, 0, size, size).data);
+  const input = new Float32Array(3 * size * size); // BGR planes; a gray photo has three equal ones
+  for (let c = 0; c < 3; c++) input.set(gray, c * size * size);
+  const feeds = { [state.detector.inputNames[0]]: new ort.Tensor("float32", input, [1, 3, size, size]) };
+  const out = await state.detector.run(feeds);
+  const faces = [];
+  for (const stride of STRIDES) {
+    const cols = size / stride;
+    const cls = out[`cls_${stride}`].data, obj = out[`obj_${stride}`].data;
+    const bbox = out[`bbox_${stride}`].data, kps = out[`kps_${stride}`].data;
+    for (let i = 0; i < cls.length; i++) {
+      const score = Math.sqrt(Math.min(Math.max(cls[i], 0), 1) * Math.min(Math.max(obj[i], 0), 1));
+      if (score < threshold) continue;
+      const row = Math.floor(i / cols), col = i % cols;
+      const w = Math.exp(bbox[4 * i + 2]) * stride, h = Math.exp(bbox[4 * i + 3]) * stride;
+      const cx = (col + bbox[4 * i]) * stride, cy = (row + bbox[4 * i + 1]) * stride;
+      const landmarks = [];
+      for (let k = 0; k < 5; k++) {
+        landmarks.push([((kps[10 * i + 2 * k] + col) * stride) / scale, ((kps[10 * i + 2 * k + 1] + row) * stride) / scale]);
+      }
+      faces.push({ x: (cx - w / 2) / scale, y: (cy - h / 2) / scale, w: w / scale, h: h / scale, score, landmarks });
+    }
+  }
+  return nms(faces, state.meta.detector.nms_threshold).filter((f) => Math.min(f.w, f.h) >= state.meta.detector.min_face);
+}
+
+function iou(a, b) {
+  const ix = Math.max(0, Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x));
+  const iy = Math.max(0, Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y));
+  const inter = ix * iy;
+  return inter / (a.w * a.h + b.w * b.h - inter);
+}
+
+function nms(faces, threshold) {
+  const kept = [];
+  for (const face of faces.sort((a, b) => b.score - a.score)) {
+    if (kept.every((k) => iou(k, face) <= threshold)) kept.push(face);
+  }
+  return kept;
+}
+
+async function detectFaces(source, width, height) {
+  const { max_side: maxSide, retry_side: retrySide } = state.meta.detector;
+  let faces = await runDetector(source, width, height, maxSide);
+  if (!faces.length && Math.max(width, height) > retrySide) faces = await runDetector(source, width, height, retrySide);
+  return faces.sort((a, b) => b.w * b.h - a.w * a.h); // largest first, as fer_utils
+}
+
+// ---- cropping ----
+
+// The face's 48x48 gray crop: rotated about the box centre so the eyes are level, side = longer box
+// side x crop_scale (fer_utils.detection.crop_face).
+function alignedCrop(source, face) {
+  const canvas = document.createElement("canvas");
+  canvas.width = canvas.height = FACE;
+  const ctx = context(canvas);
+  const side = Math.max(face.w, face.h) * state.meta.detector.crop_scale;
+  const [[x1, y1], [x2, y2]] = face.landmarks;
+  let angle = Math.atan2(y2 - y1, x2 - x1);
+  if (Math.abs(angle) < (state.meta.detector.min_align_degrees * Math.PI) / 180) angle = 0;
+  ctx.translate(FACE / 2, FACE / 2);
+  ctx.scale(FACE / side, FACE / side);
+  ctx.rotate(-angle);
+  ctx.translate(-(face.x + face.w / 2), -(face.y + face.h / 2));
+  ctx.drawImage(source, 0, 0);
+  return grayOf(ctx.getImageData(0, 0, FACE, FACE).data);
+}
+
+// Centre square of a small image taken as the face itself (images up to crop_max_side pixels).
+function centreCrop(source, width, height) {
+  const ctx = context(Object.assign(document.createElement("canvas"), { width: FACE, height: FACE }));
+  const side = Math.min(width, height);
+  ctx.drawImage(source, (width - side) / 2, (height - side) / 2, side, side, 0, 0, FACE, FACE);
+  return grayOf(ctx.getImageData(0, 0, FACE, FACE).data);
+}
+
+// ---- classification ----
+
+// Bilinear resize of a square gray image, as torch.nn.functional.interpolate(align_corners=False).
 function resizeBilinear(src, inSize, outSize) {
   if (inSize === outSize) return src;
   const out = new Float32Array(outSize * outSize);
@@ -61,65 +156,166 @@ function resizeBilinear(src, inSize, outSize) {
   return out;
 }
 
-async function classify(gray) {
+// Probabilities for a batch of 48x48 gray faces, in one run of the classifier.
+async function classify(crops) {
   const { image_size: size, mean, std, classes } = state.meta;
-  const resized = resizeBilinear(gray, FACE, size);
-  const input = new Float32Array(3 * size * size);
-  for (let c = 0; c < 3; c++) {
-    for (let i = 0; i < size * size; i++) input[c * size * size + i] = (resized[i] / 255 - mean[c]) / std[c];
-  }
+  const plane = size * size;
+  const input = new Float32Array(crops.length * 3 * plane);
+  crops.forEach((gray, n) => {
+    const resized = resizeBilinear(gray, FACE, size);
+    for (let c = 0; c < 3; c++) {
+      const offset = (n * 3 + c) * plane;
+      for (let i = 0; i < plane; i++) input[offset + i] = (resized[i] / 255 - mean[c]) / std[c];
+    }
+  });
+  const feeds = { [state.classifier.inputNames[0]]: new ort.Tensor("float32", input, [crops.length, 3, size, size]) };
+  const logits = (await state.classifier.run(feeds))[state.classifier.outputNames[0]].data;
+  return crops.map((_, n) => {
+    const row = Array.from(logits.slice(n * classes.length, (n + 1) * classes.length));
+    const top = Math.max(...row);
+    const exps = row.map((v) => Math.exp(v - top));
+    const total = exps.reduce((a, b) => a + b, 0);
+    const probabilities = Object.fromEntries(classes.map((name, i) => [name, exps[i] / total]));
+    return { label: classes[exps.indexOf(Math.max(...exps))], probabilities };
+  });
+}
+
+// Every face in an image, video frame or canvas: boxes, landmarks, crops, labels, probabilities.
+async function analyse(source, width, height) {
   const started = performance.now();
-  const feeds = { [state.session.inputNames[0]]: new ort.Tensor("float32", input, [1, 3, size, size]) };
-  const output = await state.session.run(feeds);
-  const ms = performance.now() - started;
-  const logits = output[state.session.outputNames[0]].data;
-  const top = Math.max(...logits);
-  const exps = Array.from(logits, (v) => Math.exp(v - top));
-  const total = exps.reduce((a, b) => a + b, 0);
-  const probabilities = Object.fromEntries(classes.map((name, i) => [name, exps[i] / total]));
-  const label = classes[exps.indexOf(Math.max(...exps))];
-  return { label, probabilities, ms };
+  let faces, crops;
+  if (Math.max(width, height) <= state.meta.detector.crop_max_side) {
+    faces = [{ x: 0, y: 0, w: width, h: height, score: null, landmarks: [] }];
+    crops = [centreCrop(source, width, height)];
+  } else {
+    faces = await detectFaces(source, width, height);
+    crops = faces.map((face) => alignedCrop(source, face));
+  }
+  const detected = performance.now();
+  const labels = crops.length ? await classify(crops) : [];
+  const done = performance.now();
+  faces = faces.map((face, i) => ({ ...face, ...labels[i], crop: crops[i] }));
+  return {
+    faces,
+    detected: faces.length === 0 || faces[0].score !== null,
+    label: faces[0]?.label ?? null, // the largest face, for a quick look
+    probabilities: faces[0]?.probabilities ?? null,
+    ms: done - started,
+    detect_ms: detected - started,
+    classify_ms: done - detected,
+  };
+}
+
+// ---- display ----
+
+function drawFaces(ctx, faces) {
+  const width = Math.max(2, ctx.canvas.width / 300);
+  ctx.lineWidth = width;
+  ctx.font = `${Math.max(12, ctx.canvas.width / 40)}px system-ui, sans-serif`;
+  faces.forEach((face, i) => {
+    if (face.score === null) return;
+    ctx.strokeStyle = i === 0 ? "#f08c00" : "#4a78d0";
+    ctx.strokeRect(face.x, face.y, face.w, face.h);
+    const text = `${i + 1} ${face.label} ${(face.probabilities[face.label] * 100).toFixed(0)}%`;
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.fillRect(face.x - width / 2, face.y - parseInt(ctx.font) * 1.3, ctx.measureText(text).width + 8, parseInt(ctx.font) * 1.3);
+    ctx.fillStyle = "white";
+    ctx.fillText(text, face.x + 3, face.y - parseInt(ctx.font) * 0.3);
+  });
+}
+
+function showFace(face) {
+  const ctx = $("face").getContext("2d");
+  const pixels = ctx.createImageData(FACE, FACE);
+  face.crop.forEach((v, i) => pixels.data.set([v, v, v, 255], 4 * i));
+  ctx.putImageData(pixels, 0, 0);
+  $("label").textContent = `${face.label} ${(face.probabilities[face.label] * 100).toFixed(0)}%`;
+  $("bars").innerHTML = Object.entries(face.probabilities).map(([name, p]) =>
+    `<div class="bar${name === face.label ? " top" : ""}"><span>${name}</span>` +
+    `<div class="fill" style="width:${(p * 100).toFixed(1)}%"></div><span>${(p * 100).toFixed(1)}%</span></div>`).join("");
 }
 
 function show(result) {
-  $("label").textContent = `${result.label} ${(result.probabilities[result.label] * 100).toFixed(0)}%`;
-  $("bars").innerHTML = Object.entries(result.probabilities).map(([name, p]) =>
-    `<div class="bar${name === result.label ? " top" : ""}"><span>${name}</span>` +
-    `<div class="fill" style="width:${(p * 100).toFixed(1)}%"></div><span>${(p * 100).toFixed(1)}%</span></div>`).join("");
-  $("timing").textContent = `inference ${result.ms.toFixed(1)} ms`;
-  window.ferResult = result; // read by tests and by anyone embedding the page
+  state.result = result;
+  $("faces").innerHTML = result.faces.map((f, i) =>
+    `<button class="chip" data-face="${i}">${i + 1}: ${f.label}</button>`).join("");
+  if (result.faces.length) {
+    showFace(result.faces[0]);
+  } else {
+    $("label").textContent = "no face found";
+    $("bars").innerHTML = "";
+  }
+  $("timing").textContent = `${result.faces.length} face(s); detection ${result.detect_ms.toFixed(0)} ms, ` +
+    `classification ${result.classify_ms.toFixed(0)} ms`;
+  // read by tests and by anyone embedding the page (crops left out: they are pixels)
+  window.ferResult = { ...result, faces: result.faces.map(({ crop, ...rest }) => rest) };
   document.body.dataset.status = "done";
 }
 
 async function onPhoto(file) {
+  stopCamera();
   const image = new Image();
   image.src = URL.createObjectURL(file);
   await image.decode();
-  state.running = false;
-  $("video").style.display = "none";
   const canvas = $("photo");
   canvas.width = image.naturalWidth;
   canvas.height = image.naturalHeight;
-  canvas.getContext("2d").drawImage(image, 0, 0);
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(image, 0, 0);
   URL.revokeObjectURL(image.src);
-  show(await classify(faceFrom(image, image.naturalWidth, image.naturalHeight)));
+  const result = await analyse(image, image.naturalWidth, image.naturalHeight);
+  drawFaces(ctx, result.faces);
+  show(result);
+}
+
+// ---- camera: a live loop with boxes, labels and frames per second ----
+
+function stopCamera() {
+  state.running = false;
+  const video = $("video");
+  if (video.srcObject) video.srcObject.getTracks().forEach((t) => t.stop());
+  video.srcObject = null;
 }
 
 async function startCamera() {
   const video = $("video");
   video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
   await video.play();
-  video.style.display = "block";
-  $("photo").getContext("2d").clearRect(0, 0, $("photo").width, $("photo").height);
   state.running = true;
+  const canvas = $("photo");
+  const times = [];
+  let frames = 0;
   const loop = async () => {
     if (!state.running) return;
-    show(await classify(faceFrom(video, video.videoWidth, video.videoHeight)));
-    setTimeout(loop, 100);
+    const width = video.videoWidth, height = video.videoHeight;
+    if (width && height) {
+      canvas.width = width;
+      canvas.height = height;
+      const ctx = canvas.getContext("2d");
+      ctx.drawImage(video, 0, 0);
+      const result = await analyse(canvas, width, height);
+      drawFaces(ctx, result.faces);
+      frames += 1;
+      times.push(performance.now());
+      while (times.length > 1 && times[times.length - 1] - times[0] > 2000) times.shift();
+      const fps = times.length > 1 ? ((times.length - 1) * 1000) / (times[times.length - 1] - times[0]) : 0;
+      ctx.fillStyle = "rgba(0,0,0,.6)";
+      ctx.fillRect(0, height - 28, 110, 28);
+      ctx.fillStyle = "white";
+      ctx.font = "16px system-ui, sans-serif";
+      ctx.fillText(`${fps.toFixed(1)} fps`, 8, height - 9);
+      show(result);
+      window.ferLive = { frames, fps, faces: window.ferResult.faces };
+    }
+    requestAnimationFrame(loop);
   };
   loop();
 }
 
+$("faces").addEventListener("click", (event) => {
+  const index = event.target.dataset.face;
+  if (index !== undefined && state.result) showFace(state.result.faces[Number(index)]);
+});
 $("file").addEventListener("change", (event) => event.target.files[0] && onPhoto(event.target.files[0]));
 $("camera").addEventListener("click", () => startCamera().catch((err) => setStatus(`camera: ${err.message}`)));
-loadModel().catch((err) => setStatus(`cannot load the model: ${err.message}`, "error"));
+loadModels().catch((err) => setStatus(`cannot load the models: ${err.message}`, "error"));

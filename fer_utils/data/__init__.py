@@ -12,7 +12,7 @@ from fer_utils.data.faceset import (
 from fer_utils.data.fer2013_csv import load_fer2013_csv, write_fer2013_csv
 from fer_utils.data.ferplus import load_ferplus
 from fer_utils.data.folders import load_image_folders
-from fer_utils.data.images import open_image, read_face, to_grayscale_array
+from fer_utils.data.images import open_image, read_face, to_gray, to_grayscale_array
 from fer_utils.data.loading import default_data_path, load_dataset, training_splits
 from fer_utils.data.synthetic import load_synthetic, synthetic_faces
 
@@ -32,6 +32,7 @@ __all__ = [
     "read_face",
     "stratified_split",
     "synthetic_faces",
+    "to_gray",
     "to_grayscale_array",
     "training_splits",
     "weighted_sampler",

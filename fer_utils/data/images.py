@@ -19,6 +19,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 DEFAULT_FACE_SIZE = 48
 """FER2013's face size; the stored size of every dataset unless asked otherwise."""
 
+ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
+"""What inference accepts as an image: a path, encoded bytes, a PIL image or a numpy array."""
+
 
 def is_image_file(path: str | os.PathLike) -> bool:
     """True for names with an image extension that are not hidden files (``.DS_Store``, ``._x.jpg``)."""
@@ -137,6 +140,23 @@ def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
     except Exception as err:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error, ... on bad bytes
         raise FERDataError(f"{name}: corrupt or truncated image ({type(err).__name__}: {err})") from None
     return _exif_upright(image)
+
+
+def to_gray(source: ImageSource) -> np.ndarray:
+    """Any input as a uint8 grayscale array: files and bytes are decoded with EXIF rotation;
+    numpy arrays may be gray (H, W), RGB or RGBA (H, W, 3|4), uint8 or float in 0..1."""
+    if isinstance(source, np.ndarray):
+        array = source
+        if array.dtype != np.uint8:
+            array = np.clip(array * (255 if array.max() <= 1 else 1), 0, 255).astype(np.uint8)
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
+        if array.ndim == 2:
+            return np.ascontiguousarray(array)
+        if array.ndim == 3 and array.shape[2] in (3, 4):
+            return to_grayscale_array(Image.fromarray(array))
+        raise FERDataError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+    return to_grayscale_array(open_image(source))
 
 
 def read_face(source: str | os.PathLike | bytes | Image.Image, size: int = DEFAULT_FACE_SIZE) -> np.ndarray:
