@@ -7,12 +7,23 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T", int, float, str, bool)
 
-FAST = os.environ.get("FER_FAST", "0").strip().lower() in ("1", "true", "yes")
-"""True when ``FER_FAST=1``: synthetic faces and seconds-long runs (CI runs every notebook so)."""
+
+def fast_mode() -> bool:
+    """True when ``FER_FAST=1``: synthetic faces and seconds-long runs (CI runs every notebook so).
+    Read on every call, so setting the variable later in a session takes effect."""
+    return os.environ.get("FER_FAST", "0").strip().lower() in ("1", "true", "yes")
+
+
+def __getattr__(name: str) -> Any:
+    """``course.FAST``: the value of :func:`fast_mode` at the moment it is read (not at import time)."""
+    if name == "FAST":
+        return fast_mode()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 KAGGLE_FER2013 = "msambare/fer2013"
 
@@ -27,7 +38,7 @@ def param(name: str, default: T, fast: T | None = None) -> T:
     FAST mode, else ``default``."""
     raw = os.environ.get(name)
     if raw is None:
-        return fast if (FAST and fast is not None) else default
+        return fast if (fast_mode() and fast is not None) else default
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes")  # type: ignore[return-value]
     return type(default)(raw)
@@ -36,7 +47,7 @@ def param(name: str, default: T, fast: T | None = None) -> T:
 def dataset_path(fast_size: float = 0.3) -> str:
     """Which data a notebook uses: synthetic faces in FAST mode, else ``$FER_DATA_DIR``, else a
     kagglehub download of FER2013 in Colab, else the synthetic faces (with a visible note)."""
-    if FAST:
+    if fast_mode():
         return f"synthetic:{fast_size}"
     if os.environ.get("FER_DATA_DIR"):
         return os.environ["FER_DATA_DIR"]
@@ -83,3 +94,9 @@ def checkpoint_for(data: str) -> Path:
     from fer_utils.inference import default_checkpoint
 
     return default_checkpoint()
+
+
+def sample_photo() -> Path:
+    """A sample portrait for the lessons: NASA's public-domain photo of astronaut Eileen Collins
+    (the one scikit-image ships as ``data.astronaut()``), stored in the package as a JPEG."""
+    return Path(__file__).resolve().parent / "assets" / "astronaut.jpg"

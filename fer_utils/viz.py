@@ -189,7 +189,7 @@ def face_prediction_figure(
 
 
 def photo_prediction_figure(result, image: np.ndarray | None = None) -> Figure:
-    """The photo with boxes and labels, and one probability chart per face found."""
+    """The photo with boxes, landmarks and labels, and one probability chart per face found."""
     image = result.image if image is None else image
     n = len(result.faces)
     fig, axes = plt.subplots(
@@ -212,6 +212,9 @@ def photo_prediction_figure(result, image: np.ndarray | None = None) -> Figure:
                 backgroundcolor="orange",
                 fontsize=9,
             )
+            if face.box.landmarks:  # YuNet: eyes, nose tip, mouth corners
+                xs, ys = zip(*face.box.landmarks, strict=True)
+                ax.plot(xs, ys, "o", color="cyan", markersize=3)
         probability_bars(axes[0][1 + i], face.probabilities)
         axes[0][1 + i].set_title(f"face {i}")
     fig.tight_layout()

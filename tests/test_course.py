@@ -1,24 +1,20 @@
-import importlib
-
 import pytest
+
+import fer_utils.course as course_module
 
 
 @pytest.fixture
 def course(monkeypatch):
+    """The course module with FER_FAST set (or unset) now: it is read when used, no reload needed."""
+
     def load(fast: str | None):
         if fast is None:
             monkeypatch.delenv("FER_FAST", raising=False)
         else:
             monkeypatch.setenv("FER_FAST", fast)
-        import fer_utils.course as module
+        return course_module
 
-        return importlib.reload(module)
-
-    yield load
-    monkeypatch.delenv("FER_FAST", raising=False)
-    import fer_utils.course as module
-
-    importlib.reload(module)
+    return load
 
 
 def test_params_come_from_env_then_fast_then_default(course, monkeypatch):
@@ -30,6 +26,17 @@ def test_params_come_from_env_then_fast_then_default(course, monkeypatch):
     assert fast.param("FER_TTA_ON", False) is True
     slow = course(None)
     assert not slow.FAST and slow.param("FER_LR", 1e-3, fast=5e-3) == 1e-3
+
+
+def test_fast_mode_follows_the_environment_after_import(monkeypatch):
+    from fer_utils.course import fast_mode
+
+    monkeypatch.setenv("FER_FAST", "1")
+    assert fast_mode() and course_module.FAST
+    monkeypatch.setenv("FER_FAST", "0")
+    assert not fast_mode() and not course_module.FAST
+    with pytest.raises(AttributeError):
+        course_module.SLOW  # noqa: B018 - other names still fail as usual
 
 
 def test_dataset_choice(course, monkeypatch, capsys):
