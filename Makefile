@@ -1,22 +1,43 @@
-# Two commands do everything:  make demo  (setup + train/evaluate on synthetic faces)
-#                              make test  (setup + the whole test suite)
-# Both create .venv on first use and reuse it afterwards.
+# Three commands do everything:  make lab   (setup + JupyterLab on the notebooks)
+#                                make demo  (setup + train/evaluate on synthetic faces)
+#                                make test  (setup + the whole test suite)
+# All create .venv on first use and reuse it afterwards.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fer-installed
 
-.PHONY: setup demo test lint benchmark model model-member0 gpu-model web serve clean
+.PHONY: setup lab learner demo test lint benchmark model model-member0 gpu-model web serve clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-lab.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-lab.txt -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# JupyterLab on the course (ipywidgets 8 and its extension come with requirements-lab.txt).
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+# A learner's environment: requirements.txt + requirements-lab.txt + the package, none of the test
+# tools. `make test` executes every notebook in it (kernel fer-learner) and drives its JupyterLab
+# in Chromium, so a notebook that needs anything more fails the tests.
+LEARNER_VENV ?= .venv-learner
+LEARNER_STAMP := $(LEARNER_VENV)/.fer-installed
+learner: $(LEARNER_STAMP)
+
+$(LEARNER_STAMP): requirements.txt requirements-lab.txt pyproject.toml $(STAMP)
+	test -x $(LEARNER_VENV)/bin/python || $(PYTHON) -m venv $(LEARNER_VENV)
+	$(LEARNER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LEARNER_VENV)/bin/python -m pip install --quiet -r requirements.txt -r requirements-lab.txt
+	$(LEARNER_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(LEARNER_VENV)/bin/python -m ipykernel install --prefix $(VENV) --name fer-learner \
+		--display-name "FER course (learner requirements)" >/dev/null 2>&1
+	touch $(LEARNER_STAMP)
 
 # Train EfficientNet-Lite0 on the built-in synthetic faces, evaluate it, save checkpoint, metrics, figures.
 # Point DATA at FER2013 or your own folders to train on real data (see README).
@@ -61,8 +82,8 @@ gpu-model: setup
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 	if command -v npm >/dev/null; then cd web && npm ci --silent --no-audit --no-fund; else echo "npm not found: the browser demo test will be skipped"; fi
 
-test: setup web/node_modules/.package-lock.json
-	$(BIN)/python -m pytest
+test: setup learner web/node_modules/.package-lock.json
+	FER_LEARNER_VENV=$(LEARNER_VENV) $(BIN)/python -m pytest --nbval-kernel-name fer-learner
 
 lint: setup
 	$(BIN)/ruff check .
@@ -80,4 +101,4 @@ benchmark: setup
 	$(BIN)/python benchmarks/bench_core.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(LEARNER_VENV) runs .pytest_cache test-artifacts

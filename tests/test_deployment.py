@@ -13,21 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import face_photo
+from conftest import CHROMIUM, CHROMIUM_FLAGS, face_photo
 from fer_utils.export import build_web_demo
 from fer_utils.inference import REPO_MODELS_DIR, SHIPPED_MODEL, Predictor
 
 WEB = Path(__file__).parent.parent / "web"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
