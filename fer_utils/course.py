@@ -5,6 +5,7 @@ and the FAST switch that makes every notebook run in seconds on synthetic faces 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,3 +101,58 @@ def sample_photo() -> Path:
     """A sample portrait for the lessons: NASA's public-domain photo of astronaut Eileen Collins
     (the one scikit-image ships as ``data.astronaut()``), stored in the package as a JPEG."""
     return Path(__file__).resolve().parent / "assets" / "astronaut.jpg"
+
+
+REPOSITORY = "https://github.com/fer-course/fer-course"
+"""The course's GitHub repository: Colab installs it from here and the notebooks' "Open in Colab"
+badges point here. Defined once; a fork runs ``python -m fer_utils.course --repository URL``,
+which rewrites this line and every notebook's setup cell and badge."""
+
+_REPOSITORY_LINE = re.compile(r'^(REPOSITORY = )"[^"]*"', re.MULTILINE)
+_BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^/\s)]+/[^/\s)]+/blob/")
+
+
+def _github_path(url: str) -> str:
+    match = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", url)
+    if not match:
+        raise ValueError(f"repository must look like https://github.com/OWNER/NAME, got {url!r}")
+    return f"{match[1]}/{match[2]}"
+
+
+def set_repository(url: str, root: str | os.PathLike | None = None) -> list[Path]:
+    """Point the course at ``url``: the ``REPOSITORY`` line here and in every notebook's setup cell,
+    and every Colab badge. Returns the files changed (written atomically)."""
+    from fer_utils.atomic import write_text_atomic
+
+    owner_name = _github_path(url)
+    root = Path(root) if root is not None else repo_root()
+    changed = []
+    for path in [root / "fer_utils" / "course.py", *sorted((root / "notebooks").glob("*.ipynb"))]:
+        text = path.read_text(encoding="utf-8")
+        new = _REPOSITORY_LINE.sub(lambda m: f'{m[1]}"{url}"', text) if path.suffix == ".py" else text
+        if path.suffix == ".ipynb":
+            new = re.sub(r'(REPOSITORY = \\")[^"\\]*(\\")', lambda m: f"{m[1]}{url}{m[2]}", new)
+            new = _BADGE.sub(f"https://colab.research.google.com/github/{owner_name}/blob/", new)
+        if new != text:
+            write_text_atomic(path, new)
+            changed.append(path)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fer_utils.course --repository URL``: make a fork's notebooks install the fork."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m fer_utils.course", description=main.__doc__)
+    parser.add_argument("--repository", required=True, help="https://github.com/OWNER/NAME of your fork")
+    args = parser.parse_args(argv)
+    try:
+        changed = set_repository(args.repository)
+    except ValueError as err:
+        parser.error(str(err))
+    print(f"{len(changed)} files now point at {args.repository}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

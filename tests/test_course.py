@@ -46,3 +46,48 @@ def test_dataset_choice(course, monkeypatch, capsys):
     monkeypatch.delenv("FER_DATA_DIR")
     assert course(None).dataset_path() == "synthetic"
     assert "uses the built-in synthetic faces" in capsys.readouterr().out
+
+
+def _notebook_texts(folder):
+    import json
+
+    for path in sorted(folder.glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        yield path, ["".join(c["source"]) for c in cells]
+
+
+def test_every_notebook_installs_the_course_from_the_one_repository():
+    from fer_utils.course import REPOSITORY, repo_root
+
+    owner_name = REPOSITORY.removeprefix("https://github.com/")
+    found = list(_notebook_texts(repo_root() / "notebooks"))
+    assert len(found) >= 10
+    for path, sources in found:
+        setup = [s for s in sources if s.startswith("# Setup.")]
+        assert len(setup) == 1 and f'REPOSITORY = "{REPOSITORY}"' in setup[0], path.name
+        assert "{REPOSITORY}" in setup[0] and "google.colab" in setup[0] and "T4 GPU" in setup[0], path.name
+        badges = [s for s in sources if "colab.research.google.com" in s]
+        assert badges and all(
+            f"colab.research.google.com/github/{owner_name}/blob/main/notebooks/{path.name}" in b for b in badges
+        )
+
+
+def test_a_fork_points_everything_at_itself_in_one_command(tmp_path, capsys):
+    import shutil
+
+    from fer_utils.course import main, repo_root, set_repository
+
+    (tmp_path / "fer_utils").mkdir()
+    shutil.copy(repo_root() / "fer_utils" / "course.py", tmp_path / "fer_utils" / "course.py")
+    shutil.copytree(repo_root() / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns("*.py"))
+    fork = "https://github.com/someone/fer-fork"
+    changed = set_repository(fork, tmp_path)
+    assert len(changed) == 1 + len(list((tmp_path / "notebooks").glob("*.ipynb")))
+    assert f'REPOSITORY = "{fork}"' in (tmp_path / "fer_utils" / "course.py").read_text()
+    for path, sources in _notebook_texts(tmp_path / "notebooks"):  # still valid notebooks
+        text = "\n".join(sources)
+        assert f'REPOSITORY = "{fork}"' in text and "github/someone/fer-fork/blob/main/notebooks/" + path.name in text
+        assert "fer-course/fer-course" not in text
+    with pytest.raises(SystemExit):
+        main(["--repository", "not a url"])
+    assert "https://github.com/OWNER/NAME" in capsys.readouterr().err
