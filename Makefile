@@ -20,8 +20,10 @@ $(STAMP): requirements.txt requirements-lab.txt requirements-dev.txt pyproject.t
 	touch $(STAMP)
 
 # JupyterLab on the course (ipywidgets 8 and its extension come with requirements-lab.txt).
+# As root (containers, some cloud VMs) JupyterLab needs --allow-root; LAB_FLAGS adds your own flags.
+LAB_FLAGS ?=
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS)
 
 # A learner's environment: requirements.txt + requirements-lab.txt + the package, none of the test
 # tools. `make test` executes every notebook in it (kernel fer-learner) and drives its JupyterLab

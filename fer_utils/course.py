@@ -121,17 +121,19 @@ def _github_path(url: str) -> str:
 
 def set_repository(url: str, root: str | os.PathLike | None = None) -> list[Path]:
     """Point the course at ``url``: the ``REPOSITORY`` line here and in every notebook's setup cell,
-    and every Colab badge. Returns the files changed (written atomically)."""
+    and every Colab badge (notebooks and README). Returns the files changed (written atomically)."""
     from fer_utils.atomic import write_text_atomic
 
     owner_name = _github_path(url)
     root = Path(root) if root is not None else repo_root()
     changed = []
-    for path in [root / "fer_utils" / "course.py", *sorted((root / "notebooks").glob("*.ipynb"))]:
+    readme = [root / "README.md"] if (root / "README.md").is_file() else []
+    for path in [root / "fer_utils" / "course.py", *readme, *sorted((root / "notebooks").glob("*.ipynb"))]:
         text = path.read_text(encoding="utf-8")
         new = _REPOSITORY_LINE.sub(lambda m: f'{m[1]}"{url}"', text) if path.suffix == ".py" else text
         if path.suffix == ".ipynb":
             new = re.sub(r'(REPOSITORY = \\")[^"\\]*(\\")', lambda m: f"{m[1]}{url}{m[2]}", new)
+        if path.suffix != ".py":
             new = _BADGE.sub(f"https://colab.research.google.com/github/{owner_name}/blob/", new)
         if new != text:
             write_text_atomic(path, new)

@@ -80,9 +80,12 @@ def test_a_fork_points_everything_at_itself_in_one_command(tmp_path, capsys):
     (tmp_path / "fer_utils").mkdir()
     shutil.copy(repo_root() / "fer_utils" / "course.py", tmp_path / "fer_utils" / "course.py")
     shutil.copytree(repo_root() / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns("*.py"))
+    shutil.copy(repo_root() / "README.md", tmp_path / "README.md")
     fork = "https://github.com/someone/fer-fork"
     changed = set_repository(fork, tmp_path)
-    assert len(changed) == 1 + len(list((tmp_path / "notebooks").glob("*.ipynb")))
+    assert len(changed) == 2 + len(list((tmp_path / "notebooks").glob("*.ipynb")))
+    readme = (tmp_path / "README.md").read_text()
+    assert "github/someone/fer-fork/blob/main/notebooks/" in readme and "github/fer-course/fer-course" not in readme
     assert f'REPOSITORY = "{fork}"' in (tmp_path / "fer_utils" / "course.py").read_text()
     for path, sources in _notebook_texts(tmp_path / "notebooks"):  # still valid notebooks
         text = "\n".join(sources)
