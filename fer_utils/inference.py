@@ -41,6 +41,9 @@ SHIPPED_MODEL = "fer2013_ensemble.safetensors"
 """The default model: an ensemble of three EfficientNet-Lite0 (models/README.md); its member 0 ships
 alone as fer2013_efficientnet-lite0.safetensors."""
 
+SHIPPED_SINGLE_MODEL = "fer2013_efficientnet-lite0.safetensors"
+"""The ensemble's member 0 on its own: a third of the cost; what the in-browser demo runs (`make web`)."""
+
 CROP_MAX_SIDE = 96
 """Images this small (FER2013 is 48 px) are taken as face crops: detection is skipped in auto mode."""
 

@@ -15,14 +15,15 @@ from PIL import Image
 
 from conftest import CHROMIUM, CHROMIUM_FLAGS, face_photo
 from fer_utils.export import build_web_demo
-from fer_utils.inference import REPO_MODELS_DIR, SHIPPED_MODEL, Predictor
+from fer_utils.inference import REPO_MODELS_DIR, SHIPPED_SINGLE_MODEL, Predictor
 
 WEB = Path(__file__).parent.parent / "web"
 
 
 @pytest.fixture(scope="module")
 def checkpoint(untrained_checkpoint):
-    shipped = REPO_MODELS_DIR / SHIPPED_MODEL
+    """The model `make web` puts in the browser demo: the shipped single model."""
+    shipped = REPO_MODELS_DIR / SHIPPED_SINGLE_MODEL
     return shipped if shipped.is_file() else untrained_checkpoint
 
 

@@ -104,32 +104,76 @@ async function detectFaces(source, width, height) {
   return faces.sort((a, b) => b.w * b.h - a.w * a.h); // largest first, as fer_utils
 }
 
-// ---- cropping ----
+// ---- cropping (as fer_utils.detection.crop_face and fer_utils.data.images.square_resize) ----
 
-// The face's 48x48 gray crop: rotated about the box centre so the eyes are level, side = longer box
-// side x crop_scale (fer_utils.detection.crop_face).
+// PIL's resampling of a square gray image (Image.resize): Lanczos (a = 3) when shrinking, bilinear
+// when enlarging, separable, with 8-bit rounding between the two passes as PIL does.
+function resamplePIL(src, inSize, outSize) {
+  if (inSize === outSize) return Float32Array.from(src, (v) => Math.round(v));
+  const shrink = inSize > outSize;
+  const [radius, kernel] = shrink
+    ? [3, (x) => (x === 0 ? 1 : Math.abs(x) >= 3 ? 0 : (3 * Math.sin(Math.PI * x) * Math.sin((Math.PI * x) / 3)) / (Math.PI * Math.PI * x * x))]
+    : [1, (x) => Math.max(0, 1 - Math.abs(x))];
+  const scale = inSize / outSize;
+  const filterScale = Math.max(scale, 1);
+  const support = radius * filterScale;
+  const taps = [];
+  for (let i = 0; i < outSize; i++) {
+    const centre = (i + 0.5) * scale;
+    const lo = Math.max(Math.trunc(centre - support + 0.5), 0);
+    const hi = Math.min(Math.trunc(centre + support + 0.5), inSize);
+    const weights = [];
+    for (let j = lo; j < hi; j++) weights.push(kernel((j - centre + 0.5) / filterScale));
+    const total = weights.reduce((a, b) => a + b, 0);
+    taps.push([lo, weights.map((w) => w / total)]);
+  }
+  const clip = (v) => Math.min(255, Math.max(0, Math.round(v)));
+  const rows = new Float32Array(inSize * outSize); // horizontal pass: inSize rows of outSize
+  for (let y = 0; y < inSize; y++) {
+    taps.forEach(([lo, w], x) => {
+      let acc = 0;
+      for (let k = 0; k < w.length; k++) acc += src[y * inSize + lo + k] * w[k];
+      rows[y * outSize + x] = clip(acc);
+    });
+  }
+  const out = new Float32Array(outSize * outSize);
+  taps.forEach(([lo, w], y) => {
+    for (let x = 0; x < outSize; x++) {
+      let acc = 0;
+      for (let k = 0; k < w.length; k++) acc += rows[(lo + k) * outSize + x] * w[k];
+      out[y * outSize + x] = clip(acc);
+    }
+  });
+  return out;
+}
+
+// The face's 48x48 gray crop: an n x n patch (n = longer box side x crop_scale) around the box
+// centre at the photo's own scale, rotated so the eyes are level, then resized like PIL.
 function alignedCrop(source, face) {
-  const canvas = document.createElement("canvas");
-  canvas.width = canvas.height = FACE;
-  const ctx = context(canvas);
-  const side = Math.max(face.w, face.h) * state.meta.detector.crop_scale;
+  const { crop_scale: cropScale, min_align_degrees: minDegrees } = state.meta.detector;
+  const side = Math.max(face.w, face.h) * cropScale;
+  const n = Math.max(1, Math.round(side));
+  const cx = face.x + face.w / 2, cy = face.y + face.h / 2;
   const [[x1, y1], [x2, y2]] = face.landmarks;
-  let angle = Math.atan2(y2 - y1, x2 - x1);
-  if (Math.abs(angle) < (state.meta.detector.min_align_degrees * Math.PI) / 180) angle = 0;
-  ctx.translate(FACE / 2, FACE / 2);
-  ctx.scale(FACE / side, FACE / side);
-  ctx.rotate(-angle);
-  ctx.translate(-(face.x + face.w / 2), -(face.y + face.h / 2));
-  ctx.drawImage(source, 0, 0);
-  return grayOf(ctx.getImageData(0, 0, FACE, FACE).data);
+  const angle = Math.atan2(y2 - y1, x2 - x1);
+  const ctx = context(Object.assign(document.createElement("canvas"), { width: n, height: n }));
+  if (Math.abs(angle) >= (minDegrees * Math.PI) / 180) {
+    ctx.translate(n / 2, n / 2);
+    ctx.rotate(-angle);
+    ctx.translate(-cx, -cy);
+    ctx.drawImage(source, 0, 0);
+  } else {
+    ctx.drawImage(source, -Math.round(cx - side / 2), -Math.round(cy - side / 2)); // whole pixels: no resampling
+  }
+  return resamplePIL(grayOf(ctx.getImageData(0, 0, n, n).data), n, FACE);
 }
 
 // Centre square of a small image taken as the face itself (images up to crop_max_side pixels).
 function centreCrop(source, width, height) {
-  const ctx = context(Object.assign(document.createElement("canvas"), { width: FACE, height: FACE }));
   const side = Math.min(width, height);
-  ctx.drawImage(source, (width - side) / 2, (height - side) / 2, side, side, 0, 0, FACE, FACE);
-  return grayOf(ctx.getImageData(0, 0, FACE, FACE).data);
+  const ctx = context(Object.assign(document.createElement("canvas"), { width: side, height: side }));
+  ctx.drawImage(source, -Math.floor((width - side) / 2), -Math.floor((height - side) / 2));
+  return resamplePIL(grayOf(ctx.getImageData(0, 0, side, side).data), side, FACE);
 }
 
 // ---- classification ----
