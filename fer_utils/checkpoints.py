@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from fer_utils.atomic import atomic_path
+from fer_utils.data.images import DEFAULT_FACE_SIZE
 from fer_utils.errors import FERCheckpointError
 
 FORMAT = "fer_utils.checkpoint"
@@ -246,6 +247,9 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
             return "is an ensemble without a list of members"
         if not all(isinstance(m.get("arch"), str) and m.get("arch") != ENSEMBLE_ARCH for m in members):
             return "lists an ensemble member without a valid arch"
+        sizes = [m.get("image_size", size) for m in members]
+        if not all(isinstance(s, int) and not isinstance(s, bool) and size <= s <= MAX_IMAGE_SIZE for s in sizes):
+            return f"lists member image sizes {sizes!r}; each must be a whole number from {size} to {MAX_IMAGE_SIZE}"
     return None
 
 
@@ -337,6 +341,7 @@ def _member_description(meta: dict[str, Any], source: str) -> dict[str, Any]:
         "arch": meta["arch"],
         "dropout": float(meta.get("config", {}).get("dropout", meta.get("dropout", 0.2))),
         "in_channels": int(meta.get("in_channels", 3)),
+        "image_size": int(meta["image_size"]),
         "source": meta.get("source", source),
         "evaluation": meta.get("evaluation", {}),
         "config": meta.get("config", {}),
@@ -357,7 +362,9 @@ def _build_described(meta: dict[str, Any]) -> nn.Module:
         )
 
     if meta["arch"] == ENSEMBLE_ARCH:
-        return Ensemble([single(m) for m in meta["members"]])
+        sizes = [int(m.get("image_size", meta["image_size"])) for m in meta["members"]]
+        mixed = any(size != int(meta["image_size"]) for size in sizes)
+        return Ensemble([single(m) for m in meta["members"]], sizes if mixed else None)
     return single(meta)
 
 
@@ -379,15 +386,17 @@ def model_from_checkpoint(
 CheckpointSource = str | os.PathLike | Sequence[str | os.PathLike]
 """One checkpoint file, or several to average as an ensemble."""
 
-PREPROCESSING_KEYS = ("classes", "image_size", "mean", "std", "in_channels")
-"""What every member of an ensemble must share: they all see the same input tensor."""
+PREPROCESSING_KEYS = ("classes", "mean", "std", "in_channels")
+"""What every member of an ensemble must share. Input sizes may differ: such an ensemble takes the
+stored 48x48 face and enlarges it for each member (``Ensemble``'s ``sizes``)."""
 
 
 def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None = None) -> tuple[nn.Module, Checkpoint]:
     """One checkpoint (a single model or a packed ensemble), or several averaged as an ensemble.
 
-    Members must share classes, input size and normalization; otherwise FERCheckpointError
-    names the first member that differs.
+    Members must share classes and normalization; otherwise FERCheckpointError names the first
+    member that differs. Members of different input sizes make an ensemble that takes the
+    48x48 face and enlarges it for each member (each sees exactly its own preprocessing).
     """
     from fer_utils.models import Ensemble
 
@@ -405,22 +414,30 @@ def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None 
             if checkpoint.meta.get(key, 3) != first.meta.get(key, 3):
                 raise FERCheckpointError(
                     f"{checkpoint.path}: its {key} ({checkpoint.meta.get(key)}) differs from {first.path}'s "
-                    f"({first.meta.get(key)}); ensemble members must share classes, image size and normalization"
+                    f"({first.meta.get(key)}); ensemble members must share classes and normalization"
                 )
         if isinstance(model, Ensemble):  # flatten, so every model counts once
             members += list(model.members)
-            described += checkpoint.meta["members"]
+            described += [{"image_size": int(checkpoint.meta["image_size"]), **m} for m in checkpoint.meta["members"]]
         else:
             members.append(model)
             described.append(_member_description(checkpoint.meta, str(checkpoint.path)))
+    sizes = [int(m["image_size"]) for m in described]
+    mixed = len(set(sizes)) > 1
+    if mixed and min(sizes) < DEFAULT_FACE_SIZE:
+        raise FERCheckpointError(
+            f"ensemble members of different input sizes must each take at least {DEFAULT_FACE_SIZE} px "
+            f"(the stored face size), got {sizes}"
+        )
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         **{key: first.meta.get(key, 3) for key in PREPROCESSING_KEYS},
+        "image_size": DEFAULT_FACE_SIZE if mixed else sizes[0],
         "arch": ENSEMBLE_ARCH,
         "members": described,
     }
-    ensemble = Ensemble(members).eval()
+    ensemble = Ensemble(members, sizes if mixed else None).eval()
     return ensemble, Checkpoint(meta, ensemble.state_dict(), None, None)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fer_utils.errors import FERConfigError
@@ -204,15 +205,26 @@ class Ensemble(nn.Module):
 
     ``forward`` returns the log of the mean probability, so ``softmax`` of the output is exactly
     that mean: an ensemble drops in wherever a single model's logits are expected (evaluation,
-    TTA, ONNX export, the browser demo).
+    TTA, ONNX export, the browser demo). ``sizes`` (one per member) lets members of different
+    input sizes work together: the ensemble then takes the stored 48x48 face, normalized, and
+    enlarges it bilinearly for each member, which is exactly each member's own preprocessing
+    (normalizing and bilinear resizing commute).
     """
 
-    def __init__(self, members: list[nn.Module]) -> None:
+    def __init__(self, members: list[nn.Module], sizes: list[int] | None = None) -> None:
         super().__init__()
         if not members:
             raise FERConfigError("an ensemble needs at least one member")
+        if sizes is not None and len(sizes) != len(members):
+            raise FERConfigError(f"an ensemble needs one input size per member, got {len(sizes)} for {len(members)}")
         self.members = nn.ModuleList(members)
+        self.sizes = list(sizes) if sizes is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probabilities = torch.stack([m(x).float().softmax(dim=1) for m in self.members]).mean(dim=0)
+        outputs = []
+        for i, member in enumerate(self.members):
+            size = self.sizes[i] if self.sizes is not None else x.shape[-1]
+            view = x if size == x.shape[-1] else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            outputs.append(member(view).float().softmax(dim=1))
+        probabilities = torch.stack(outputs).mean(dim=0)
         return probabilities.clamp_min(1e-30).log()  # finite even where a probability underflows

@@ -57,10 +57,30 @@ def test_packed_ensemble_loads_like_one_model_and_predicts_the_same(members, sma
     assert len(nested.members) == 4
 
 
-def test_members_must_share_input_size_and_classes(members, tmp_path):
-    other = member(tmp_path / "big.safetensors", seed=9, image_size=64)
-    with pytest.raises(FERCheckpointError, match="big.safetensors: its image_size"):
+def test_members_of_different_sizes_each_see_their_own_preprocessing(members, small_faces, tmp_path):
+    big = member(tmp_path / "big.safetensors", seed=9, image_size=64)
+    faces = list(small_faces.images[:5])
+    each = [Predictor.from_checkpoint(m).predict_arrays(faces) for m in (members[0], big)]
+    mixed = Predictor.from_checkpoint([members[0], big])
+    assert mixed.checkpoint.image_size == 48 and mixed.model.sizes == [48, 64]  # takes the stored face
+    np.testing.assert_allclose(mixed.predict_arrays(faces), np.mean(each, axis=0), atol=1e-5)
+    packed = save_ensemble([members[0], big], tmp_path / "mixed.safetensors")
+    np.testing.assert_allclose(
+        Predictor.from_checkpoint(packed).predict_arrays(faces), np.mean(each, axis=0), atol=1e-5
+    )
+    onnx = Predictor.from_checkpoint(packed, runtime="onnx")  # the resize is part of the exported graph
+    np.testing.assert_allclose(onnx.predict_arrays(faces), np.mean(each, axis=0), atol=1e-4)
+
+
+def test_members_must_share_classes_and_a_usable_size(members, tmp_path):
+    model = build_model("efficientnet-lite0", num_classes=2).eval()
+    card = ModelCard("efficientnet-lite0", ("happy", "sad"), 48, (0.5,) * 3, (0.5,) * 3)
+    other = save_checkpoint(tmp_path / "two.safetensors", model, card)
+    with pytest.raises(FERCheckpointError, match="two.safetensors: its classes"):
         load_model([members[0], other])
+    small = member(tmp_path / "small.safetensors", seed=8, image_size=32)
+    with pytest.raises(FERCheckpointError, match="at least 48 px"):
+        load_model([members[0], small])
     with pytest.raises(FERCheckpointError, match="no checkpoint"):
         load_model([])
 
