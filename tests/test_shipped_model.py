@@ -35,7 +35,7 @@ def agreement(predictor, a, b):
 
 
 def test_horizontal_flip_rarely_changes_the_prediction(predictor, faces):
-    # measured on the shipped model: 0.84 of ~600 PublicTest faces, 0.79 of 280 synthetic faces
+    # measured on the shipped ensemble: 0.89 of ~600 PublicTest faces, 0.80 of 280 synthetic faces
     assert agreement(predictor, faces.images, faces.images[:, :, ::-1].copy()) >= 0.75
 
 
@@ -58,7 +58,7 @@ def test_shipped_model_scores_well_on_public_test(predictor, faces):
     if faces.sources[0].startswith("synthetic"):
         pytest.skip("needs FER_DATA_DIR for real faces")
     accuracy = float((predictor.predict_arrays(faces.images).argmax(1) == faces.labels).mean())
-    assert accuracy >= 0.62  # measured: 0.663 on these 599 faces (0.674 on all of PublicTest)
+    assert accuracy >= 0.65  # measured: 0.691 on these 599 faces (0.700 on all of PublicTest)
 
 
 def test_cli_uses_the_shipped_model_by_default(capsys):
