@@ -224,7 +224,9 @@ class Ensemble(nn.Module):
         outputs = []
         for i, member in enumerate(self.members):
             size = self.sizes[i] if self.sizes is not None else x.shape[-1]
-            view = x if size == x.shape[-1] else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            view = (
+                x if size == x.shape[-1] else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            )
             outputs.append(member(view).float().softmax(dim=1))
         probabilities = torch.stack(outputs).mean(dim=0)
         return probabilities.clamp_min(1e-30).log()  # finite even where a probability underflows
