@@ -512,7 +512,7 @@ def photo_predictor(args: argparse.Namespace, tta: str = "none") -> Any:
     """The Predictor that ``--checkpoint/--device/--detector/--no-align/--runtime`` describe."""
     from fer_utils.inference import Predictor
 
-    return Predictor.from_checkpoint(
+    predictor = Predictor.from_checkpoint(
         args.checkpoint,
         tta=tta,
         device=_device(args.device),
@@ -520,6 +520,8 @@ def photo_predictor(args: argparse.Namespace, tta: str = "none") -> Any:
         runtime=args.runtime,
         align=not args.no_align,
     )
+    predictor.detector  # noqa: B018 - load it now: a detector this OpenCV lacks fails before any work
+    return predictor
 
 
 def _checkpoint_flag(parser: argparse.ArgumentParser) -> None:

@@ -76,7 +76,7 @@ def test_crop_is_the_box_times_its_scale_and_pads_at_borders():
     assert corner.shape == (48, 48)
 
 
-def test_haar_is_still_there_where_opencv_ships_it(monkeypatch):
+def test_haar_is_still_there_where_opencv_ships_it(monkeypatch, untrained_checkpoint, capsys):
     try:
         boxes = HaarDetector().detect(face_photo([(60, 100), (400, 200)]))
     except FERConfigError:
@@ -90,6 +90,8 @@ def test_haar_is_still_there_where_opencv_ships_it(monkeypatch):
         create_detector("haar")
     with pytest.raises(FERConfigError, match="yunet, haar"):
         create_detector("mtcnn")
+    assert main(["predict", "--detector", "haar", "--checkpoint", str(untrained_checkpoint), "--quiet", "x.png"]) == 1
+    assert "--detector yunet" in capsys.readouterr().err  # one line before any work, not a traceback per photo
 
 
 def test_onnx_runtime_gives_pytorch_probabilities_and_is_cached(
