@@ -1,6 +1,7 @@
 """Photos in the wild: detection, per-face results, bad input, batch output, Grad-CAM, widgets, webcam."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -299,3 +300,23 @@ def test_real_photo_face_is_found_and_cropped(predictor):
     assert len(result.faces) == 1
     box = result.faces[0].box
     assert 150 < box.x + box.w / 2 < 260 and 60 < box.y + box.h / 2 < 160  # her face, upper centre-left
+
+
+def test_yunet_file_comes_from_the_package_else_a_checked_download(tmp_path, monkeypatch):
+    import fer_utils.detection as detection
+
+    monkeypatch.setenv("FER_YUNET_MODEL", str(tmp_path / "missing.onnx"))
+    with pytest.raises(FERConfigError, match="missing.onnx: no such file"):
+        detection.yunet_model_path()
+    monkeypatch.delenv("FER_YUNET_MODEL")
+    assert detection.yunet_model_path() == detection.PACKAGED_YUNET
+    good = detection.PACKAGED_YUNET.read_bytes()
+    monkeypatch.setattr(detection, "PACKAGED_YUNET", tmp_path / "not-packaged.onnx")  # a slimmed install
+    served = {"bytes": b"not the model"}
+    monkeypatch.setattr(detection.urllib.request, "urlretrieve", lambda url, to: Path(to).write_bytes(served["bytes"]))
+    with pytest.raises(FERConfigError, match="wrong SHA-256"):
+        detection.yunet_model_path(tmp_path / "cache")
+    assert not list((tmp_path / "cache").iterdir())  # nothing half-trusted left behind
+    served["bytes"] = good
+    path = detection.yunet_model_path(tmp_path / "cache")
+    assert path.parent == tmp_path / "cache" and path.read_bytes() == good
