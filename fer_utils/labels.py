@@ -37,6 +37,12 @@ FERPLUS_VOTE_COLUMNS: tuple[str, ...] = (
 )
 """The ten vote columns of FER+ ``fer2013new.csv``, in file order."""
 
+FERPLUS_MODES: tuple[str, ...] = ("majority", "soft")
+"""How FER+ votes become targets: the majority class, or the vote distribution (soft labels)."""
+
+FERPLUS_MODE_ALIASES: dict[str, str] = {"majority": "majority", "soft": "soft", "probability": "soft"}
+"""FER+'s own names for its modes ("probability" is its soft-label mode) mapped to ours."""
+
 SYNONYMS: dict[str, str] = {
     "anger": "angry",
     "angry": "angry",
@@ -111,8 +117,9 @@ def ferplus_votes_to_targets(
     Returns ``(keep, targets)``: a boolean mask over the rows, and for the kept rows either
     int64 class indices (majority) or float32 probabilities (soft) over ``class_names()``.
     """
-    if mode not in ("majority", "soft"):
-        raise FERDataError(f"FER+ label mode must be 'majority' or 'soft', got {mode!r}")
+    if mode not in FERPLUS_MODE_ALIASES:
+        raise FERDataError(f"FER+ label mode must be one of {', '.join(FERPLUS_MODE_ALIASES)}, got {mode!r}")
+    mode = FERPLUS_MODE_ALIASES[mode]
     votes = np.asarray(votes, dtype=np.float64)
     if votes.ndim != 2 or votes.shape[1] != len(FERPLUS_VOTE_COLUMNS):
         raise FERDataError(

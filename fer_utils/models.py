@@ -18,6 +18,9 @@ from torch import nn
 
 from fer_utils.errors import FERConfigError
 
+CHECKPOINT_PREFIX = "model."
+"""Prefix of the model's tensors in a fer_utils checkpoint (beside ``optimizer.`` state)."""
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HEAD_PREFIXES = ("_fc.", "fc.", "classifier.", "head.")
@@ -78,14 +81,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means the file is not usable weights
         raise FERConfigError(f"{path}: not a readable weights file ({type(err).__name__}: {err})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise FERConfigError(f"{path}: holds a {type(state).__name__}, not a state dict of weights")
+    if state and all(k.startswith(CHECKPOINT_PREFIX) for k in state if not k.startswith("optimizer.")):
+        # a fer_utils checkpoint (e.g. the FER2013 model as the start of a FER+ run): its model's weights
+        state = {k[len(CHECKPOINT_PREFIX) :]: v for k, v in state.items() if k.startswith(CHECKPOINT_PREFIX)}
     return state
 
 

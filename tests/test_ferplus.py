@@ -1,5 +1,8 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from fer_utils.data import load_dataset
 from fer_utils.errors import FERDataError
@@ -36,3 +39,53 @@ def test_ferplus_row_count_must_match(tmp_path, fer2013_csv):
     ferplus = write_ferplus(tmp_path / "fer2013new.csv", [("Training", "0,10,0,0,0,0,0,0,0,0")] * 3)
     with pytest.raises(FERDataError, match="3 vote rows but .* has 28 faces"):
         load_dataset(fer2013_csv, ferplus=ferplus, cache=False)
+
+
+def _write_ferplus_folder(folder: Path, votes: list[list[int]]) -> Path:
+    """FER+'s image layout: ferNNNNNNN.png faces and a header-less label.csv of ten vote counts."""
+    folder.mkdir(parents=True)
+    rows = []
+    for i, counts in enumerate(votes):
+        name = f"fer{i:07d}.png"
+        Image.fromarray(np.full((48, 48), 20 * i % 256, np.uint8)).save(folder / name)
+        rows.append(",".join([name, '"(0, 0, 48, 48)"', *map(str, counts)]))
+    (folder / "label.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+# columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF
+FERPLUS_VOTES = [
+    [0, 10, 0, 0, 0, 0, 0, 0, 0, 0],  # happy, unanimous
+    [6, 0, 4, 0, 0, 0, 0, 0, 0, 0],  # neutral by majority; soft 0.6 neutral / 0.4 surprise
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 10],  # not a face: dropped
+    [0, 0, 0, 0, 0, 0, 0, 8, 2, 0],  # contempt: dropped in 7-class mode
+    [0, 0, 0, 4, 4, 0, 0, 0, 2, 0],  # sad/angry tie: no majority, kept as soft labels
+]
+
+
+def test_ferplus_image_layout_loads_majority_and_soft_labels(tmp_path):
+    root = tmp_path / "ferplus"
+    _write_ferplus_folder(root / "FER2013Train", FERPLUS_VOTES)
+    _write_ferplus_folder(root / "FER2013Valid", FERPLUS_VOTES)
+    majority = load_dataset(root, ferplus_mode="majority", cache=False)
+    train = majority.split("train")
+    assert [train.classes[i] for i in train.labels] == ["happy", "neutral"]
+    assert train.soft_labels is None
+    soft = load_dataset(root, ferplus_mode="probability", cache=False)  # FER+'s own name for soft
+    train = soft.split("train")
+    assert len(train) == 3 and train.soft_labels is not None
+    neutral = train.classes.index("neutral")
+    np.testing.assert_allclose(train.soft_labels[1, neutral], 0.6)
+    assert train.soft_labels[1, train.classes.index("surprise")] == pytest.approx(0.4)
+    val = soft.split("val")  # validation is always scored on the majority label, as FER+ reports it
+    assert [val.classes[i] for i in val.labels] == ["happy", "neutral"] and val.soft_labels is None
+    assert any("unanimous" in n for n in soft.notes) and any("dropped 3 of 5" in n for n in soft.notes)
+    eight = load_dataset(root, ferplus_mode="majority", include_contempt=True, cache=False).split("train")
+    assert "contempt" in [eight.classes[i] for i in eight.labels]
+
+
+def test_a_ferplus_label_file_with_a_bad_row_names_the_row(tmp_path):
+    folder = _write_ferplus_folder(tmp_path / "FER2013Train", FERPLUS_VOTES[:2])
+    (folder / "label.csv").write_text((folder / "label.csv").read_text() + "fer0000009.png,box,1,2\n")
+    with pytest.raises(FERDataError, match="row 3 has 4 fields"):
+        load_dataset(tmp_path, cache=False)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from fer_utils.data.faceset import FaceSet, LoadedDataset
+from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
 from fer_utils.data.fer2013_csv import USAGE_TO_SPLIT, csv_rows, load_fer2013_csv, read_csv_header
+from fer_utils.data.folders import decode_faces
 from fer_utils.errors import FERDataError
-from fer_utils.labels import FERPLUS_VOTE_COLUMNS, class_names, ferplus_votes_to_targets
+from fer_utils.labels import FERPLUS_MODE_ALIASES, FERPLUS_VOTE_COLUMNS, class_names, ferplus_votes_to_targets
 
 
 def read_ferplus_votes(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
@@ -74,3 +77,117 @@ def load_ferplus(
         "(not a face, unknown, no clear majority" + ("" if include_contempt else ", or contempt") + ")"
     ]
     return LoadedDataset(splits, f"ferplus-{mode}", str(ferplus_csv), classes, [], notes)
+
+
+FERPLUS_SPLIT_FOLDERS: dict[str, str] = {"fer2013train": "train", "fer2013valid": "val", "fer2013test": "test"}
+"""Folders that FER+'s ``generate_training_data.py`` writes, mapped to split keys."""
+
+FERPLUS_LABEL_FILE = "label.csv"
+
+
+def is_ferplus_layout(root: str | os.PathLike) -> bool:
+    """True when ``root`` is FER+'s image layout: ``FER2013Train/label.csv`` etc., or one such folder."""
+    root = Path(root)
+    if (root / FERPLUS_LABEL_FILE).is_file():
+        return True
+    return root.is_dir() and any(
+        p.is_dir() and p.name.lower() in FERPLUS_SPLIT_FOLDERS and (p / FERPLUS_LABEL_FILE).is_file()
+        for p in root.iterdir()
+    )
+
+
+def read_ferplus_label_file(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """Read a header-less FER+ ``label.csv``: (image file names, N x 10 vote counts in file order)."""
+    path = Path(path)
+    names, votes = [], []
+    for row_number, row in enumerate(csv.reader(path.open(newline="", encoding="utf-8", errors="replace")), 1):
+        if not row:
+            continue
+        if len(row) != 2 + len(FERPLUS_VOTE_COLUMNS):
+            raise FERDataError(
+                f"{path}: row {row_number} has {len(row)} fields; a FER+ label.csv row is "
+                f"'image name, face box, {', '.join(FERPLUS_VOTE_COLUMNS)}'"
+            )
+        try:
+            counts = [float(v) for v in row[2:]]
+        except ValueError:
+            raise FERDataError(f"{path}: row {row_number} has unreadable vote counts") from None
+        if not all(math.isfinite(c) and c >= 0 for c in counts):
+            raise FERDataError(f"{path}: row {row_number} has negative or non-finite vote counts")
+        names.append(row[0].strip())
+        votes.append(counts)
+    if not names:
+        raise FERDataError(f"{path}: holds no rows")
+    return names, np.array(votes, dtype=np.float32)
+
+
+def vote_agreement(votes: np.ndarray) -> dict[str, float]:
+    """How much a face's annotators agree: mean share of the top class, share of faces with a clear majority."""
+    votes = np.asarray(votes, dtype=np.float64)
+    total = votes.sum(axis=1)
+    valid = total > 0
+    top_share = votes[valid].max(axis=1) / total[valid]
+    return {
+        "faces": float(len(votes)),
+        "mean_top_share": float(top_share.mean()) if top_share.size else 0.0,
+        "unanimous": float((top_share >= 1.0).mean()) if top_share.size else 0.0,
+        "clear_majority": float((top_share > 0.5).mean()) if top_share.size else 0.0,
+    }
+
+
+def load_ferplus_folders(
+    root: str | os.PathLike,
+    size: int = 48,
+    mode: str = "majority",
+    include_contempt: bool = False,
+    progress: bool = True,
+) -> LoadedDataset:
+    """Load FER+'s image layout (``FER2013Train/``, ``FER2013Valid/``, ``FER2013Test/``).
+
+    ``mode`` sets the training targets: ``majority`` (hard labels) or ``soft`` (FER+'s
+    "probability" mode, the vote distribution). Validation and test faces are always scored
+    against their majority label, as FER+ reports them. Faces that are not faces, unknown,
+    without a clear majority (or contempt, in 7-class mode) are dropped and counted in notes.
+    """
+    root = Path(root)
+    mode = FERPLUS_MODE_ALIASES.get(mode, mode)
+    folders = (
+        {"all": root}
+        if (root / FERPLUS_LABEL_FILE).is_file()
+        else {
+            FERPLUS_SPLIT_FOLDERS[p.name.lower()]: p
+            for p in sorted(root.iterdir())
+            if p.is_dir() and p.name.lower() in FERPLUS_SPLIT_FOLDERS and (p / FERPLUS_LABEL_FILE).is_file()
+        }
+    )
+    classes = class_names(include_contempt)
+    splits: dict[str, FaceSet] = {}
+    skipped: list[Skipped] = []
+    notes: list[str] = []
+    for split, folder in folders.items():
+        names, votes = read_ferplus_label_file(folder / FERPLUS_LABEL_FILE)
+        agreement = vote_agreement(votes)
+        notes.append(
+            f"{folder.name}: {len(names)} faces; annotators agree on {agreement['mean_top_share']:.0%} of votes "
+            f"on average, {agreement['unanimous']:.0%} unanimous, {agreement['clear_majority']:.0%} with a clear majority"
+        )
+        split_mode = mode if split in ("train", "all") else "majority"
+        keep, targets = ferplus_votes_to_targets(votes, split_mode, include_contempt)
+        labels = targets.argmax(axis=1) if split_mode == "soft" else targets
+        kept_names = [n for n, k in zip(names, keep, strict=True) if k]
+        faces, bad = decode_faces(
+            [(folder / n, int(label)) for n, label in zip(kept_names, labels, strict=True)], classes, size, progress
+        )
+        skipped += bad
+        if split_mode == "soft":
+            decoded = {s: i for i, s in enumerate(str(folder / n) for n in kept_names)}
+            faces.soft_labels = targets[[decoded[s] for s in faces.sources]]
+        notes.append(
+            f"{folder.name}: FER+ {split_mode} labels: dropped {int((~keep).sum())} of {len(keep)} faces "
+            "(not a face, unknown, no clear majority" + ("" if include_contempt else ", or contempt") + ")"
+        )
+        if len(faces):
+            splits[split] = faces
+    if not splits:
+        raise FERDataError(f"{root}: no readable FER+ faces found under {', '.join(str(f) for f in folders.values())}")
+    return LoadedDataset(splits, f"ferplus-{mode}", str(root), classes, skipped, notes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 from fer_utils.data.cache import cache_file, load_cached, save_cached
 from fer_utils.data.faceset import FaceSet, LoadedDataset, stratified_split
 from fer_utils.data.fer2013_csv import load_fer2013_csv
-from fer_utils.data.ferplus import load_ferplus
+from fer_utils.data.ferplus import is_ferplus_layout, load_ferplus, load_ferplus_folders
 from fer_utils.data.folders import load_image_folders
 from fer_utils.data.images import DEFAULT_FACE_SIZE
 from fer_utils.data.synthetic import load_synthetic
@@ -18,6 +19,8 @@ from fer_utils.errors import FERDataError
 from fer_utils.labels import class_names
 
 SYNTHETIC = "synthetic"
+MAX_SYNTHETIC_SCALE = 20.0
+"""``synthetic:20`` is about 100,000 faces (0.2 GB at 48 px); larger scales would only fill memory."""
 
 
 def default_data_path() -> str:
@@ -48,7 +51,12 @@ def load_dataset(
         try:
             scale = float(path.split(":", 1)[1]) if ":" in path else 1.0
         except ValueError:
-            raise FERDataError(f"bad synthetic size {path!r}: use 'synthetic' or e.g. 'synthetic:0.2'") from None
+            scale = math.nan
+        if not (0 < scale <= MAX_SYNTHETIC_SCALE):  # NaN fails too
+            raise FERDataError(
+                f"bad synthetic size {path!r}: use 'synthetic' or a scale in (0, {MAX_SYNTHETIC_SCALE:g}], "
+                "e.g. 'synthetic:0.2'"
+            )
         return load_synthetic(seed, size, scale, class_names(include_contempt))
     source = Path(path).expanduser()
     if not source.exists():
@@ -67,7 +75,9 @@ def load_dataset(
     entry = cache_file(source, options, Path(cache_dir) if cache_dir else None) if cache else None
     if entry is not None and (cached := load_cached(entry)) is not None:
         return cached
-    if source.is_dir():
+    if source.is_dir() and is_ferplus_layout(source):
+        dataset = load_ferplus_folders(source, size, ferplus_mode, include_contempt, progress)
+    elif source.is_dir():
         dataset = load_image_folders(source, size, include_contempt, progress)
     elif ferplus:
         dataset = load_ferplus(source, ferplus, ferplus_mode, include_contempt)
