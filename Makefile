@@ -58,8 +58,8 @@ MODEL_OUT ?= runs/fer2013-lite0-64
 MEMBER_FLAGS = --arch efficientnet-lite0 --image-size 64 --tta crops --overwrite
 model: setup model-member0 model-member2 model-member5-72
 	$(BIN)/fer ensemble models/fer2013_efficientnet-lite0.safetensors $(MODEL_OUT)-seed2/best.safetensors \
-		$(MODEL_OUT)-seed5-72/best.safetensors --out models/fer2013_ensemble.safetensors
-	$(BIN)/fer evaluate --data $(FER_DATA_DIR) --split val --figure figures/fer2013_confusion_matrix.png
+		$(MODEL_OUT)-seed5-72/best.safetensors --out models/fer2013_ensemble.safetensors --overwrite
+	$(BIN)/fer evaluate --data $(FER_DATA_DIR) --split val --figure figures/fer2013_confusion_matrix.png --overwrite
 
 model-member0: setup
 	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
@@ -99,7 +99,7 @@ lint: setup
 
 # Static in-browser demo in web/ (ONNX Runtime Web from npm, the exported shipped model).
 web: setup web/node_modules/.package-lock.json
-	$(BIN)/fer export --format web --out web --checkpoint models/fer2013_efficientnet-lite0.safetensors
+	$(BIN)/fer export --format web --out web --checkpoint models/fer2013_efficientnet-lite0.safetensors --overwrite
 
 # Gradio app on http://127.0.0.1:7860
 serve: setup

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fer_utils.errors import FEROutputError
@@ -81,3 +81,58 @@ def unused_path(folder: str | os.PathLike, stem: str, suffix: str, taken: set[Pa
         candidate = folder / f"{stem}_{n}{suffix}"
     taken.add(candidate)
     return candidate
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_outputs(
+    files: dict[str, str | os.PathLike | None],
+    *,
+    inputs: Iterable[str | os.PathLike] = (),
+    folders: dict[str, str | os.PathLike | None] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """The one output-path guard: refuse, before any work, an output that would destroy something.
+
+    ``files`` and ``folders`` map what each output is ("JSON results") to its path (None: not
+    asked for). A file output is refused when it is one of ``inputs`` (photos, checkpoints,
+    members, data, teacher; links and hard links included), when two outputs are one file, when
+    it already exists and ``overwrite`` is False, or when it cannot be written. A folder output
+    is refused when it is an input or cannot be written; what goes inside it is the caller's
+    to keep apart (``unused_path``).
+    """
+    given = [Path(p) for p in inputs if p is not None and str(p) != ""]
+    seen: dict[Path, str] = {}
+    for what, path in files.items():
+        if not path:
+            continue
+        path = Path(path)
+        for source in given:
+            if _same_file(path, source):
+                raise FEROutputError(
+                    f"{path}: is an input of this command ({source}); writing the {what} there would destroy it. "
+                    "Choose another output path"
+                )
+        key = path.resolve()
+        if key in seen:
+            raise FEROutputError(f"{path}: given for both the {seen[key]} and the {what}; give each its own path")
+        seen[key] = what
+        if (path.exists() or path.is_symlink()) and not path.is_dir() and not overwrite:
+            raise FEROutputError(
+                f"{path}: already exists; choose another path for the {what}, or replace it with "
+                "overwrite=True (CLI: --overwrite)"
+            )
+        ensure_writable_file(path, what)
+    for what, path in (folders or {}).items():
+        if not path:
+            continue
+        path = Path(path)
+        for source in given:
+            if _same_file(path, source):
+                raise FEROutputError(f"{path}: is an input of this command; choose another folder for the {what}")
+        ensure_writable_dir(path, what)

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from fer_utils.atomic import atomic_path
+from fer_utils.atomic import atomic_path, check_outputs
 from fer_utils.data.images import DEFAULT_FACE_SIZE
 from fer_utils.errors import FERCheckpointError
 
@@ -386,6 +386,12 @@ def model_from_checkpoint(
 CheckpointSource = str | os.PathLike | Sequence[str | os.PathLike]
 """One checkpoint file, or several to average as an ensemble."""
 
+
+def checkpoint_files(source: CheckpointSource) -> list[Path]:
+    """The file(s) a CheckpointSource names: the inputs an output path must never replace."""
+    return [Path(source)] if isinstance(source, (str, os.PathLike)) else [Path(s) for s in source]
+
+
 PREPROCESSING_KEYS = ("classes", "mean", "std", "in_channels")
 """What every member of an ensemble must share. Input sizes may differ: such an ensemble takes the
 stored 48x48 face and enlarges it for each member (``Ensemble``'s ``sizes``)."""
@@ -448,10 +454,16 @@ def checkpoint_name(checkpoint: Checkpoint) -> str:
     return " + ".join(str(m.get("source")) for m in checkpoint.meta.get("members", []))
 
 
-def save_ensemble(sources: Sequence[str | os.PathLike], out: str | os.PathLike, half: bool = False) -> Path:
+def save_ensemble(
+    sources: Sequence[str | os.PathLike], out: str | os.PathLike, half: bool = False, overwrite: bool = False
+) -> Path:
     """Pack several checkpoints into one ensemble checkpoint file (weights of all members, one
     description), so an ensemble ships and loads like a single model. ``half`` stores float16
-    weights (half the size; loaded back as float32)."""
+    weights (half the size; loaded back as float32). ``out`` never replaces a member, nor an
+    existing file unless ``overwrite``."""
+    if len(sources) < 2:
+        raise FERCheckpointError(f"an ensemble needs at least two member checkpoints, got {len(sources)}")
+    check_outputs({"ensemble checkpoint": out}, inputs=sources, overwrite=overwrite)
     model, checkpoint = load_model(list(sources))
     meta = checkpoint.meta
     card = ModelCard(

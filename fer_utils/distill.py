@@ -13,13 +13,14 @@ model gains from an ensemble without paying for several models at inference.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from fer_utils.atomic import atomic_path
+from fer_utils.atomic import atomic_path, check_outputs
 from fer_utils.data.faceset import FaceSet
 from fer_utils.errors import FERDataError
 
@@ -34,12 +35,27 @@ def face_keys(faces: FaceSet) -> np.ndarray:
     return keys
 
 
-def save_teacher(path: str | os.PathLike, faces: FaceSet, probabilities: np.ndarray, info: dict) -> Path:
-    """Store a teacher's probabilities for ``faces`` (float16, compressed) with a description."""
+def faces_fingerprint(faces: FaceSet) -> str:
+    """A hash of the faces' pixels and labels in key order: what a teacher file was made from."""
     keys = face_keys(faces)
-    if probabilities.shape != (len(faces), len(faces.classes)):
-        raise FERDataError(f"teacher probabilities have shape {probabilities.shape}, expected {(len(faces), 7)}")
-    meta = {**info, "classes": list(faces.classes), "n": len(faces)}
+    order = np.argsort(keys, kind="stable")
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(faces.images[order]).tobytes())
+    h.update(np.ascontiguousarray(faces.labels[order]).tobytes())
+    return h.hexdigest()[:24]
+
+
+def save_teacher(
+    path: str | os.PathLike, faces: FaceSet, probabilities: np.ndarray, info: dict, overwrite: bool = False
+) -> Path:
+    """Store a teacher's probabilities for ``faces`` (float16, compressed) with a description and a
+    fingerprint of the faces, so the file is refused for any other data."""
+    keys = face_keys(faces)
+    expected = (len(faces), len(faces.classes))
+    if probabilities.shape != expected:
+        raise FERDataError(f"teacher probabilities have shape {probabilities.shape}, expected {expected}")
+    check_outputs({"teacher probabilities": path}, overwrite=overwrite)
+    meta = {**info, "classes": list(faces.classes), "n": len(faces), "faces_fingerprint": faces_fingerprint(faces)}
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(
@@ -63,6 +79,11 @@ def load_teacher(path: str | os.PathLike, faces: FaceSet) -> np.ndarray:
         raise FERDataError(f"{path}: teacher file not found; make one with `fer teacher`") from None
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
         raise FERDataError(f"{path}: not a teacher file written by `fer teacher` ({err})") from None
+    if probabilities.ndim != 2 or probabilities.shape != (len(keys), len(meta.get("classes", ()))):
+        raise FERDataError(
+            f"{path}: probabilities have shape {probabilities.shape}, expected ({len(keys)}, "
+            f"{len(meta.get('classes', ()))}); the file is damaged: make it again with `fer teacher`"
+        )
     if tuple(meta.get("classes", ())) != tuple(faces.classes):
         raise FERDataError(f"{path}: made for classes {meta.get('classes')}, but the data has {list(faces.classes)}")
     row = {k: i for i, k in enumerate(keys)}
@@ -75,6 +96,11 @@ def load_teacher(path: str | os.PathLike, faces: FaceSet) -> np.ndarray:
         )
     if not np.isfinite(probabilities).all():
         raise FERDataError(f"{path}: holds NaN or infinite probabilities")
+    if len(keys) != len(wanted) or meta.get("faces_fingerprint") != faces_fingerprint(faces):
+        raise FERDataError(
+            f"{path}: was made from other faces than these {len(wanted)} training faces "
+            f"(data {meta.get('data', 'unknown')!r}); make the teacher file from the same training data with `fer teacher`"
+        )
     return probabilities[[row[k] for k in wanted]]
 
 

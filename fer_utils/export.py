@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fer_utils.atomic import atomic_path
-from fer_utils.checkpoints import Checkpoint, CheckpointSource, load_model
+from fer_utils.atomic import atomic_path, check_outputs
+from fer_utils.checkpoints import Checkpoint, CheckpointSource, checkpoint_files, load_model
 from fer_utils.errors import FERError
 
 PARITY_TOLERANCE = 1e-4
@@ -167,15 +167,17 @@ def export_onnx(
     check: bool = True,
     int8: bool = False,
     calibration_faces: np.ndarray | None = None,
-    check_inputs: torch.Tensor | None = None,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export ``checkpoint`` to ONNX at ``out`` (atomically) and check parity with PyTorch.
 
     ``int8`` quantizes statically, calibrated on ``calibration_faces`` (uint8 48x48 faces from the
     training data; a few hundred suffice). Without them synthetic faces are used, which gives
     poorer ranges: pass real faces. int8 files are not parity-checked (they differ by design);
-    measure their accuracy instead (benchmarks/bench_deploy.py).
+    measure their accuracy instead (benchmarks/bench_deploy.py). ``out`` never replaces the
+    checkpoint, nor an existing file unless ``overwrite``.
     """
+    check_outputs({"ONNX model": out}, inputs=checkpoint_files(checkpoint), overwrite=overwrite)
     model, ckpt = load_model(checkpoint)
     out = Path(out)
     with atomic_path(out) as tmp:
@@ -197,11 +199,7 @@ def export_onnx(
     difference = None
     if check and not int8:
         generator = torch.Generator().manual_seed(0)
-        inputs = (
-            check_inputs
-            if check_inputs is not None
-            else torch.randn(8, 3, ckpt.image_size, ckpt.image_size, generator=generator)
-        )
+        inputs = torch.randn(8, 3, ckpt.image_size, ckpt.image_size, generator=generator)
         try:
             difference = parity_check(model, out, inputs)
         except FERError:
@@ -215,7 +213,10 @@ WEB_RUNTIME_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.wasm", "ort-wasm
 
 
 def build_web_demo(
-    web_dir: str | os.PathLike, checkpoint: CheckpointSource, runtime_dir: str | os.PathLike | None = None
+    web_dir: str | os.PathLike,
+    checkpoint: CheckpointSource,
+    runtime_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Make ``web_dir`` (holding index.html/app.js) a complete static site: model.onnx (parity-checked),
     yunet.onnx (the face detector, with its licence), model.json (classes, size, normalization,
@@ -226,6 +227,11 @@ def build_web_demo(
     from fer_utils.atomic import write_text_atomic
 
     web_dir = Path(web_dir)
+    check_outputs(
+        {"web model": web_dir / "model.onnx", "web model description": web_dir / "model.json"},
+        inputs=checkpoint_files(checkpoint),
+        overwrite=overwrite,
+    )
     runtime = Path(runtime_dir) if runtime_dir else web_dir / "node_modules" / "onnxruntime-web" / "dist"
     missing = [name for name in WEB_RUNTIME_FILES if not (runtime / name).is_file()]
     if missing:
@@ -245,7 +251,7 @@ def build_web_demo(
     yunet = yunet_model_path()
     shutil.copyfile(yunet, web_dir / detector["file"])
     shutil.copyfile(PACKAGED_YUNET.with_name("LICENSE"), web_dir / "yunet-LICENSE.txt")  # MIT: travels with it
-    result = export_onnx(checkpoint, web_dir / "model.onnx")
+    result = export_onnx(checkpoint, web_dir / "model.onnx", overwrite=overwrite)
     meta = {**onnx_metadata(result.path), "detector": {**detector, "crop_max_side": CROP_MAX_SIDE}}
     write_text_atomic(web_dir / "model.json", json.dumps(meta, indent=2) + "\n")
     return result

@@ -7,6 +7,7 @@ uninterrupted run would have done. ``best.safetensors`` keeps the best epoch on 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -41,6 +42,7 @@ from fer_utils.distributed import World, from_main, join, launched_world, leave,
 from fer_utils.errors import FERCheckpointError, FERConfigError, FERTrainingError
 from fer_utils.evaluation import evaluate_model
 from fer_utils.models import arch_spec, build_model, set_backbone_trainable
+from fer_utils.runs import check_resume_folder, claim_run_folder, sigterm_as_interrupt
 from fer_utils.transforms import train_transform
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -477,8 +479,27 @@ def train(
     stays resumable. A NaN/inf loss stops with FERTrainingError. ``on_epoch_end`` gets each
     epoch's history row; returning True stops training there (like early stopping).
     Under torchrun, each process trains on its share and rank 0 alone writes files.
+    ``out_dir`` holds one run: while this trains, another process is refused it, and ``resume``
+    must be a checkpoint of that folder. SIGTERM stops like Ctrl-C.
     """
     config.validate()
+    check_resume_folder(out_dir, resume)
+    folder = claim_run_folder(out_dir, resume) if launched_world().is_main else contextlib.nullcontext()
+    with folder, sigterm_as_interrupt():
+        return _train_in_folder(config, train_set, val_set, Path(out_dir), resume, progress, data_info, on_epoch_end)
+
+
+def _train_in_folder(
+    config: TrainConfig,
+    train_set: FaceSet,
+    val_set: FaceSet,
+    out_dir: Path,
+    resume: str | os.PathLike | None,
+    progress: bool,
+    data_info: dict[str, Any] | None,
+    on_epoch_end: Callable[[dict[str, Any]], bool | None] | None,
+) -> TrainResult:
+    """``train`` once the run folder is this process's (see ``train``)."""
     if train_set.classes != val_set.classes:
         raise FERConfigError("train and validation sets have different class lists")
     if len(train_set) == 0 or len(val_set) == 0:
@@ -494,7 +515,6 @@ def train(
         torch.cuda.set_device(device)
     join(world, device)
     progress = progress and world.is_main
-    out_dir = Path(out_dir)
     best_path, last_path, history_path = (out_dir / n for n in ("best.safetensors", "last.safetensors", "history.csv"))
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)

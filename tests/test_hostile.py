@@ -157,7 +157,7 @@ def test_library_resume_with_another_config_is_refused(interrupted_run):
     config = TrainConfig.from_dict({**read_checkpoint_meta(interrupted_run / "last.safetensors")["config"]})
     config.label_smoothing = 0.3
     with pytest.raises(FERConfigError, match=r"label_smoothing \(saved 0.1, now 0.3\)"):
-        train(config, faces, faces, interrupted_run / "other", resume=interrupted_run / "last.safetensors")
+        train(config, faces, faces, interrupted_run, resume=interrupted_run / "last.safetensors")
 
 
 # 4. NaN models are saved as trained -------------------------------------------------------------
