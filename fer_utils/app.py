@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +27,43 @@ CONCURRENCY = 4
 QUEUE_SIZE = 64
 """Requests waiting beyond this are refused at once ("queue full") rather than left hanging."""
 
+DELETE_CACHE = (600, 1800)
+"""Gradio's ``delete_cache`` (every, older than; seconds): uploads and annotated copies live at
+most about 40 minutes on the server, then are deleted."""
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def upload_folder() -> Path:
+    """Where Gradio stores what clients upload (``GRADIO_TEMP_DIR``, else the system temp folder)."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder()).resolve()
+
+
+def uploaded_file(path: str) -> Path:
+    """``path`` if it is a file a client uploaded to this app; FERDataError for any other server path,
+    so a request can never make the app read (and send back) a file it was not sent."""
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(upload_folder()) or not resolved.is_file():
+        raise FERDataError(f"{path}: not an uploaded file; the app analyses uploads only")
+    return resolved
+
+
+def exposure_warning(host: str, share: bool) -> str | None:
+    """One line saying who can reach the app when it is served beyond this machine, else None."""
+    if share:
+        return (
+            "warning: --share makes a public gradio.live link: anyone who has it can upload photos "
+            "to this machine and see the results, until you stop the app"
+        )
+    if host not in LOOPBACK_HOSTS:
+        return (
+            f"warning: serving on {host}: anyone who can reach this machine's port can use the app; "
+            "use --host 127.0.0.1 to keep it to this machine"
+        )
+    return None
+
 
 def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False):
     """The app's one endpoint: (annotated photo, first face's probabilities, all faces as JSON,
@@ -38,6 +76,7 @@ def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False)
     if not image_path:
         raise gr.Error("Upload a photo or take one with the webcam first.")
     try:
+        image_path = str(uploaded_file(image_path))
         result = predictor.predict_image(image_path)
         annotated = annotate_image(image_path, result)
     except FERDataError as err:
@@ -59,7 +98,7 @@ def build_app(predictor: Predictor):
     """The Gradio Blocks app around ``predictor`` (not launched)."""
     import gradio as gr
 
-    with gr.Blocks(title="Facial expression recognition") as demo:
+    with gr.Blocks(title="Facial expression recognition", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(
             "# Facial expression recognition\nUpload a photo or use your webcam. Every face is found, "
             "cropped and classified into angry, disgust, fear, happy, neutral, sad or surprise."
@@ -86,6 +125,8 @@ def build_app(predictor: Predictor):
 def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
     """Launch the app (blocking) with a bounded queue, so a burst of uploads waits its turn
     instead of piling up, and several requests run at once, so one slow photo cannot starve the rest."""
+    if (warning := exposure_warning(host, share)) is not None:
+        print(warning, file=sys.stderr)
     build_app(predictor).queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE).launch(
         server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE
     )

@@ -12,10 +12,13 @@ OpenCV still ships them (4.x); ``benchmarks/bench_photo.py`` measures both.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import math
 import os
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -83,6 +86,16 @@ class FaceBox:
         (x1, y1), (x2, y2) = self.landmarks[:2]
         return math.degrees(math.atan2(y2 - y1, x2 - x1))
 
+    def in_photo(self, scale: float, width: int, height: int) -> FaceBox:
+        """This box in the photo's own pixels: scaled by ``scale`` (the photo was analysed reduced)
+        and clipped to the ``width`` x ``height`` photo, so no reported box starts off the picture.
+        Landmarks are scaled, not clipped."""
+        x0, y0 = max(0, round(self.x * scale)), max(0, round(self.y * scale))
+        x1 = min(width, round((self.x + self.w) * scale))
+        y1 = min(height, round((self.y + self.h) * scale))
+        landmarks = tuple((x * scale, y * scale) for x, y in self.landmarks)
+        return dataclasses.replace(self, x=x0, y=y0, w=max(0, x1 - x0), h=max(0, y1 - y0), landmarks=landmarks)
+
     def to_dict(self) -> dict:
         return {
             "x": self.x,
@@ -144,6 +157,21 @@ def yunet_model_path(cache_dir: str | os.PathLike | None = None) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def _quiet_opencv(cv2) -> Iterator[None]:
+    """OpenCV's own log at ERROR level for the block only (its warnings are not the user's problem)."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    previous = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(previous)
+
+
 class YuNetDetector:
     """YuNet through ``cv2.FaceDetectorYN``: boxes, scores and five landmarks, largest face first.
 
@@ -171,7 +199,18 @@ class YuNetDetector:
         self.cv2 = cv2
         self.max_side, self.retry_side, self.min_face = max_side, retry_side, min_face
         path = Path(model) if model else yunet_model_path()
-        self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, nms_threshold, 5000)
+        try:
+            with _quiet_opencv(cv2):  # OpenCV 5 warns that YuNet's graph ignores setPreferableTarget
+                self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, nms_threshold, 5000)
+                self._net.setInputSize((64, 64))
+                _, probe = self._net.detect(np.zeros((64, 64, 3), dtype=np.uint8))
+        except cv2.error as err:
+            raise FERConfigError(
+                f"{path}: not a YuNet face detector model OpenCV can run ({str(err).strip().splitlines()[-1][:120]}); "
+                "unset FER_YUNET_MODEL to use the packaged YuNet"
+            ) from None
+        if probe is not None and (probe.ndim != 2 or probe.shape[1] != 15):
+            raise FERConfigError(f"{path}: gives outputs of shape {probe.shape}, not YuNet's 15 columns per face")
 
     def _run(self, gray: np.ndarray, max_side: int) -> list[FaceBox]:
         height, width = gray.shape

@@ -9,6 +9,7 @@ cropped, and classifies it. A photo without a face gives an empty result with a 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +24,12 @@ from fer_utils.data.images import (
     ImageSource,
     files_under,
     is_image_file,
+    load_gray,
     square_resize,
-    to_gray,
 )
 from fer_utils.detection import DETECTORS, Detector, FaceBox, create_detector, crop_face
 from fer_utils.devices import model_device, resolve_device
-from fer_utils.errors import FERCheckpointError, FERConfigError, FERDataError
+from fer_utils.errors import FERCheckpointError, FERConfigError, FERDataError, FERError
 from fer_utils.forward import tta_probabilities
 from fer_utils.transforms import TTA_MODES, eval_transform
 
@@ -184,7 +185,9 @@ class Predictor:
         self.align = align
         self.classes = checkpoint.classes
         self.transform = eval_transform(checkpoint.image_size, checkpoint.meta["mean"], checkpoint.meta["std"])
-        self._detector = detector
+        self._detector = detector  # a name (one detector per thread, made on first use) or the caller's object
+        self._per_thread = threading.local()
+        self._lock = threading.Lock()  # guards the lazy ONNX session and a caller's own detector
         if runtime == "auto":
             runtime = "onnx" if self.device.type == "cpu" and _has_onnxruntime() else "torch"
         if runtime == "onnx" and self.device.type != "cpu":
@@ -211,18 +214,30 @@ class Predictor:
 
     @property
     def detector(self) -> Detector:
-        """The face detector, created on first use (loading it costs time a face-crop user never needs)."""
-        if self._detector is None or isinstance(self._detector, str):
-            self._detector = create_detector(self._detector or DETECTORS[0])
-        return self._detector
+        """This thread's face detector, created on first use (loading it costs time a face-crop user
+        never needs). OpenCV's detectors keep per-call state (``setInputSize`` then ``detect``), so
+        threads sharing one get each other's boxes: a web server's workers each get their own."""
+        if self._detector is not None and not isinstance(self._detector, str):
+            return self._detector
+        detector = getattr(self._per_thread, "detector", None)
+        if detector is None:
+            detector = self._per_thread.detector = create_detector(self._detector or DETECTORS[0])
+        return detector
+
+    def _detect(self, gray: np.ndarray) -> list[FaceBox]:
+        if self._detector is not None and not isinstance(self._detector, str):
+            with self._lock:  # a caller's own detector object may not be thread-safe either
+                return self.detector.detect(gray)
+        return self.detector.detect(gray)
 
     def _logits(self) -> Callable[[torch.Tensor], torch.Tensor]:
         if self.runtime == "torch":
             return self.model
-        if self._onnx is None:
-            from fer_utils.runtime import OnnxClassifier, cached_onnx
+        with self._lock:  # one export and one session, however many threads ask at once
+            if self._onnx is None:
+                from fer_utils.runtime import OnnxClassifier, cached_onnx
 
-            self._onnx = OnnxClassifier(cached_onnx(self.model, self.checkpoint), self.threads)
+                self._onnx = OnnxClassifier(cached_onnx(self.model, self.checkpoint), self.threads)
         return self._onnx
 
     def input_tensor(self, faces: Sequence[np.ndarray]) -> torch.Tensor:
@@ -261,15 +276,17 @@ class Predictor:
                 reason=f"image too small to search for faces ({gray.shape[1]}x{gray.shape[0]}); "
                 "use detect=False / --no-detect for face crops",
             )
-        boxes = self.detector.detect(gray)
+        boxes = self._detect(gray)
         return FaceRegions(boxes, reason=None if boxes else "no face found")
 
     def predict_image(self, source: ImageSource, detect: bool | None = None, keep_image: bool = False) -> ImageResult:
         """Every face in one image. ``detect``: None = auto (skip for images <= 96 px), True, False.
 
         Raises FERDataError for unreadable input; a photo without faces returns no faces and a reason.
+        Boxes are in the photo's own pixels and inside it, even when a huge photo was analysed reduced.
         """
-        gray = to_gray(source)
+        gray, (width, height) = load_gray(source)
+        scale = width / gray.shape[1]
         regions = self.find_faces(gray, detect)
         boxes: list[FaceBox | None]
         if regions.whole_image:
@@ -282,7 +299,7 @@ class Predictor:
             top = int(probs.argmax())
             faces.append(
                 FaceResult(
-                    box,
+                    None if box is None else box.in_photo(scale, width, height),
                     self.classes[top],
                     float(probs[top]),
                     {c: float(p) for c, p in zip(self.classes, probs, strict=True)},
@@ -291,8 +308,8 @@ class Predictor:
             )
         return ImageResult(
             _source_name(source),
-            gray.shape[1],
-            gray.shape[0],
+            width,
+            height,
             faces,
             not regions.whole_image,
             regions.reason,
@@ -312,6 +329,8 @@ class Predictor:
                 results.append(self.predict_image(source, detect))
             except FERDataError as err:
                 skipped.append(Skipped(_source_name(source), str(err).split(": ", 1)[-1]))
+            except FERError:
+                raise  # the model or its runtime failed, not this photo: every later photo would fail too
             except Exception as err:  # noqa: BLE001 - one odd photo never sinks the batch
                 skipped.append(Skipped(_source_name(source), f"cannot process ({type(err).__name__}: {err})"))
         return results, skipped

@@ -8,10 +8,14 @@ probabilities agree with PyTorch's before using it. Training and Grad-CAM stay i
 
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import math
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -88,19 +92,35 @@ def onnx_cache_dir() -> Path:
     return default_cache_dir() / "onnx"
 
 
-def cached_onnx(model: torch.nn.Module, checkpoint: Checkpoint, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The ONNX file for ``model``: from the cache, or exported, parity-checked and stored there.
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    Written atomically, so an interrupted export never leaves a file that a later run would trust.
-    Raises FERError when the export fails or disagrees with PyTorch.
-    """
-    from fer_utils.atomic import atomic_path
+
+def _digest_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _verified(path: Path) -> bool:
+    """True when the cache entry is the file that was written for it (its recorded SHA-256 matches)."""
+    try:
+        return path.is_file() and _digest_file(path).read_text(encoding="ascii").strip() == _file_digest(path)
+    except OSError:
+        return False
+
+
+_PROCESS_EXPORTS: dict[str, Path] = {}
+"""Exports made for this process only, when the cache folder cannot be written: made once, reused."""
+
+
+def _export_checked(model: torch.nn.Module, checkpoint: Checkpoint, path: Path) -> None:
+    """Export ``model`` to ``path`` atomically, parity-checked, with its SHA-256 beside it."""
+    from fer_utils.atomic import atomic_path, write_text_atomic
     from fer_utils.export import _export_model, parity_check
 
-    folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
-    path = folder / f"{checkpoint.arch}-{checkpoint.image_size}-{weights_key(model, checkpoint)}.onnx"
-    if path.is_file():
-        return path
     was_training = model.training
     model.eval()
     try:
@@ -108,18 +128,57 @@ def cached_onnx(model: torch.nn.Module, checkpoint: Checkpoint, cache_dir: str |
             frozen = freeze_same_padding(model.cpu(), checkpoint.image_size)
             try:
                 _export_model(checkpoint, frozen, tmp, opset=17, dynamo=False)
+            except OSError:
+                raise
             except Exception:  # noqa: BLE001 - the TorchScript exporter is deprecated; fall back to dynamo
                 _export_model(checkpoint, frozen, tmp, opset=18, dynamo=True)
             generator = torch.Generator().manual_seed(0)
             size = checkpoint.image_size
             parity_check(model.cpu(), tmp, torch.randn(4, 3, size, size, generator=generator))
-    except OSError as err:
-        raise FERError(
-            f"cannot write the ONNX cache in {folder} ({err}); set FER_CACHE_DIR to a writable folder"
-        ) from None
+            digest = _file_digest(tmp)
+        write_text_atomic(_digest_file(path), digest + "\n")
     finally:
         model.train(was_training)
-    return path
+
+
+def cached_onnx(model: torch.nn.Module, checkpoint: Checkpoint, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The ONNX file for ``model``: from the cache if it verifies, else exported, parity-checked and stored.
+
+    An entry is trusted only when its SHA-256 matches the one recorded when it was written, so a
+    truncated file or another model's file under this name is rebuilt, not used. When the cache
+    cannot be written (read-only HOME, full disk) the model is exported once for this process to a
+    temporary folder, with one note saying so. Raises FERError when the export fails or disagrees
+    with PyTorch.
+    """
+    key = weights_key(model, checkpoint)
+    if key in _PROCESS_EXPORTS:
+        return _PROCESS_EXPORTS[key]
+    folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+    path = folder / f"{checkpoint.arch}-{checkpoint.image_size}-{key}.onnx"
+    if _verified(path):
+        return path
+    try:
+        _export_checked(model, checkpoint, path)
+        return path
+    except OSError as err:
+        reason = err.strerror or str(err)
+    scratch = Path(tempfile.mkdtemp(prefix="fer-onnx-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    print(
+        f"note: cannot write the ONNX cache in {folder} ({reason}); exported the model for this run only. "
+        "Set FER_CACHE_DIR to a writable folder to keep the export between runs",
+        file=sys.stderr,
+    )
+    try:
+        _export_checked(model, checkpoint, scratch / path.name)
+    except OSError as err:
+        raise FERError(
+            f"cannot export the model for ONNX Runtime: neither {folder} nor {scratch} can be written "
+            f"({err.strerror or err}); free some disk space, set FER_CACHE_DIR to a writable folder, "
+            "or use runtime 'torch' (CLI: --runtime torch)"
+        ) from None
+    _PROCESS_EXPORTS[key] = scratch / path.name
+    return _PROCESS_EXPORTS[key]
 
 
 class OnnxClassifier:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -116,6 +117,13 @@ def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
     if isinstance(source, Image.Image):
         return _exif_upright(source)
     name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if (
+        not isinstance(source, bytes)
+        and os.path.exists(source)
+        and not os.path.isdir(source)
+        and not stat.S_ISREG(os.stat(source).st_mode)  # a FIFO or device would block or never end
+    ):
+        raise FERDataError(f"{name}: not a regular file (a pipe, socket or device); give an image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -145,18 +153,29 @@ def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
 def to_gray(source: ImageSource) -> np.ndarray:
     """Any input as a uint8 grayscale array: files and bytes are decoded with EXIF rotation;
     numpy arrays may be gray (H, W), RGB or RGBA (H, W, 3|4), uint8 or float in 0..1."""
-    if isinstance(source, np.ndarray):
-        array = source
-        if array.dtype != np.uint8:
-            array = np.clip(array * (255 if array.max() <= 1 else 1), 0, 255).astype(np.uint8)
-        if array.ndim == 3 and array.shape[2] == 1:
-            array = array[:, :, 0]
-        if array.ndim == 2:
-            return np.ascontiguousarray(array)
-        if array.ndim == 3 and array.shape[2] in (3, 4):
-            return to_grayscale_array(Image.fromarray(array))
-        raise FERDataError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
-    return to_grayscale_array(open_image(source))
+    return load_gray(source)[0]
+
+
+def load_gray(source: ImageSource) -> tuple[np.ndarray, tuple[int, int]]:
+    """``to_gray(source)`` and the source's own (width, height): the two differ for photos above
+    ``MAX_WORKING_SIDE``, which are analysed reduced and reported in their own pixels."""
+    if not isinstance(source, np.ndarray):
+        image = open_image(source)
+        return to_grayscale_array(image), image.size
+    gray = _array_to_gray(source)
+    return gray, (gray.shape[1], gray.shape[0])
+
+
+def _array_to_gray(array: np.ndarray) -> np.ndarray:
+    if array.dtype != np.uint8:
+        array = np.clip(array * (255 if array.max() <= 1 else 1), 0, 255).astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        return np.ascontiguousarray(array)
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return to_grayscale_array(Image.fromarray(array))
+    raise FERDataError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
 
 
 def read_face(source: str | os.PathLike | bytes | Image.Image, size: int = DEFAULT_FACE_SIZE) -> np.ndarray:
