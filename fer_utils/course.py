@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fer_utils.errors import FERConfigError
+
 T = TypeVar("T", int, float, str, bool)
 
 
@@ -42,7 +44,13 @@ def param(name: str, default: T, fast: T | None = None) -> T:
         return fast if (fast_mode() and fast is not None) else default
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes")  # type: ignore[return-value]
-    return type(default)(raw)
+    try:
+        return type(default)(raw)
+    except ValueError:
+        raise FERConfigError(
+            f"environment variable {name}={raw!r} is not a valid {type(default).__name__} "
+            f"(e.g. {name}={default}); fix or unset it"
+        ) from None
 
 
 def dataset_path(fast_size: float = 0.3) -> str:

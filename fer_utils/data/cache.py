@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from fer_utils.atomic import atomic_path
 from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: ctime in the fingerprint, fingerprint stored in the entry
 
 
 def default_cache_dir() -> Path:
@@ -26,11 +27,15 @@ def default_cache_dir() -> Path:
 
 
 def source_fingerprint(path: Path, options: dict) -> str:
-    """A hash of the source's files (relative path, size, mtime) and the load options."""
+    """A hash of the source's files (relative path, size, mtime, ctime) and the load options.
+
+    ctime changes whenever a file's content is written, even when the writer restores size and
+    mtime (``touch -r``, some sync tools), so a changed file always makes a new key.
+    """
     h = hashlib.sha256(json.dumps([CACHE_VERSION, str(path.resolve()), options], sort_keys=True).encode())
     if path.is_file():
         st = path.stat()
-        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}".encode())
     else:
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames.sort()
@@ -40,7 +45,7 @@ def source_fingerprint(path: Path, options: dict) -> str:
                     st = os.stat(file)
                 except OSError:  # a broken link or a loop: the loader reports it; hash the link itself
                     st = os.lstat(file)
-                h.update(f"{os.path.relpath(file, path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+                h.update(f"{os.path.relpath(file, path)}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}\n".encode())
     return h.hexdigest()[:20]
 
 
@@ -66,6 +71,7 @@ def save_cached(dataset: LoadedDataset, file: Path) -> None:
         "splits": list(dataset.splits),
         "notes": dataset.notes,
         "skipped": [[s.source, s.reason] for s in dataset.skipped],
+        "entry": file.name,
     }
     arrays["meta"] = np.array(json.dumps(meta))
     with atomic_path(file) as tmp, open(tmp, "wb") as f:
@@ -73,12 +79,14 @@ def save_cached(dataset: LoadedDataset, file: Path) -> None:
 
 
 def load_cached(file: Path) -> LoadedDataset | None:
-    """Read a cache entry, or None if it is missing or unreadable (it is then rebuilt)."""
+    """Read a cache entry, or None if it is missing, damaged or not this entry (it is then rebuilt)."""
     if not file.is_file():
         return None
     try:
         with np.load(file, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
+            if meta.get("entry") != file.name:  # copied or renamed from another source's entry
+                return None
             classes = tuple(meta["classes"])
             splits = {
                 name: FaceSet(
@@ -90,7 +98,7 @@ def load_cached(file: Path) -> LoadedDataset | None:
                 )
                 for name in meta["splits"]
             }
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
         return None
     return LoadedDataset(
         splits,

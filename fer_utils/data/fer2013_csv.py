@@ -23,6 +23,29 @@ SPLIT_TO_USAGE: dict[str, str] = {"train": "Training", "val": "PublicTest", "tes
 
 MAX_BAD_ROWS_LISTED = 10
 
+MAX_CSV_FIELD = 64 * 1024 * 1024
+"""Largest cell read (64 MiB: a 2,000 x 2,000 face as text). The csv module's own limit of
+128 KiB rejects faces above about 180 px; this one still stops a runaway line."""
+
+TEXT_PROBE_BYTES = 65536
+
+
+def _text_file(path: Path) -> Path:
+    """``path`` if its start looks like text; a file of NUL bytes named .csv is refused before a
+    line reader tries to hold it whole in memory."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(TEXT_PROBE_BYTES)
+    except FileNotFoundError:
+        raise FERDataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise FERDataError(f"{path}: is a folder, not a CSV file") from None
+    if b"\0" in head:
+        raise FERDataError(f"{path}: binary data (NUL bytes), not a text CSV file")
+    if len(head) == TEXT_PROBE_BYTES and b"\n" not in head:
+        raise FERDataError(f"{path}: no line break in its first {TEXT_PROBE_BYTES // 1024} KiB; not a CSV file")
+    return path
+
 
 def _format_rows(rows: list[int]) -> str:
     shown = ", ".join(str(r) for r in rows[:MAX_BAD_ROWS_LISTED])
@@ -32,7 +55,7 @@ def _format_rows(rows: list[int]) -> str:
 def read_csv_header(path: Path) -> list[str]:
     """The header row of a CSV, or a FERDataError if the file is missing or empty."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with open(_text_file(path), newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), None)
     except FileNotFoundError:
         raise FERDataError(f"{path}: file not found") from None
@@ -45,12 +68,19 @@ def read_csv_header(path: Path) -> list[str]:
 
 def csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(row number, cells) of every non-empty data row; the header is row 1, as spreadsheets count."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD))
+    with open(_text_file(path), newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        next(reader, None)
-        for row_number, row in enumerate(reader, start=2):
-            if row:
-                yield row_number, row
+        row_number = 1
+        try:
+            next(reader, None)
+            for row_number, row in enumerate(reader, start=2):
+                if row:
+                    yield row_number, row
+        except csv.Error as err:
+            raise FERDataError(f"{path}: row {row_number + 1} is not valid CSV ({err})") from None
+        except UnicodeDecodeError:
+            raise FERDataError(f"{path}: not a UTF-8 text CSV file (row {row_number + 1})") from None
 
 
 def load_fer2013_csv(path: str | os.PathLike) -> LoadedDataset:
