@@ -45,6 +45,35 @@ def confusion_matrix_figure(report: EvaluationReport, normalize: bool = True, ti
     return fig
 
 
+def reliability_figure(report: EvaluationReport, title: str | None = None) -> Figure:
+    """Reliability diagram: accuracy against confidence per bin (the diagonal is perfect calibration),
+    with how many faces fall in each bin below it."""
+    from fer_utils.evaluation import reliability_bins
+
+    table = reliability_bins(report.labels, report.probabilities)
+    width = float(table.high.iloc[0] - table.low.iloc[0])
+    centres = (table.low + table.high) / 2
+    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5.5, 6), height_ratios=(3, 1), sharex=True)
+    ax.bar(centres, table.accuracy.fillna(0), width=width * 0.95, color="#4c72b0", label="accuracy")
+    ax.bar(
+        centres,
+        (table.confidence - table.accuracy).fillna(0),
+        bottom=table.accuracy.fillna(0),
+        width=width * 0.95,
+        color="#dd8452",
+        alpha=0.6,
+        label="gap to confidence",
+    )
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfectly calibrated")
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left")
+    ax.set_title(title or f"{report.split or 'evaluation'}: ECE {report.ece:.3f}, NLL {report.nll:.3f}")
+    ax_n.bar(centres, table.n, width=width * 0.95, color="gray")
+    ax_n.set(xlabel="confidence (top probability)", ylabel="faces")
+    fig.tight_layout()
+    return fig
+
+
 def training_curves_figure(history: pd.DataFrame) -> Figure:
     """Loss and accuracy per epoch, train vs validation, with the best epoch marked."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))

@@ -63,3 +63,33 @@ def test_figures_are_written_as_images(tmp_path):
     ]:
         path = save_figure(fig, tmp_path / f"{name}.png")
         assert Image.open(path).size[0] > 200
+
+
+def test_calibration_metrics_match_their_definitions():
+    from sklearn.metrics import log_loss
+
+    from fer_utils.evaluation import EvaluationReport, expected_calibration_error, selective_accuracy
+
+    classes = ("a", "b")
+    # 10 faces at confidence 0.9 of which 9 are right, 10 at 0.6 of which 3 are right:
+    # ECE = (10 * |0.9 - 0.9| + 10 * |0.3 - 0.6|) / 20 = 0.15
+    probabilities = np.array([[0.9, 0.1]] * 10 + [[0.6, 0.4]] * 10)
+    labels = np.array([0] * 9 + [1] + [0] * 3 + [1] * 7)
+    assert expected_calibration_error(labels, probabilities) == pytest.approx(0.15)
+    report = EvaluationReport(classes, labels, probabilities)
+    assert report.nll == pytest.approx(log_loss(labels, probabilities))
+    one_hot = np.eye(2)[labels]
+    assert report.brier == pytest.approx(((probabilities - one_hot) ** 2).sum(axis=1).mean())
+    assert selective_accuracy(labels, probabilities, 0.5) == pytest.approx(0.9)  # the confident half
+    assert report.selective()["50%"] == pytest.approx(0.9)
+    assert "ECE 0.1500" in report.summary()
+
+
+def test_a_calibrated_model_has_a_small_ece():
+    from fer_utils.evaluation import expected_calibration_error
+
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1.0, 20000)
+    labels = (rng.uniform(size=confidence.size) > confidence).astype(int)  # right with probability = confidence
+    probabilities = np.stack([confidence, 1 - confidence], axis=1)
+    assert expected_calibration_error(labels, probabilities) < 0.02
