@@ -28,7 +28,7 @@ def checkpoint(untrained_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, checkpoint):
+def site_folder(tmp_path_factory, checkpoint) -> Path:
     runtime = WEB / "node_modules" / "onnxruntime-web" / "dist"
     if not runtime.is_dir():
         pytest.skip("onnxruntime-web not installed: run `npm ci` in web/ (CI does)")
@@ -36,11 +36,53 @@ def site(tmp_path_factory, checkpoint):
     for name in ("index.html", "app.js", "style.css"):
         shutil.copyfile(WEB / name, folder / name)
     build_web_demo(folder, checkpoint, runtime_dir=runtime)
+    return folder
+
+
+def serve_folder(folder: Path):
     handler = functools.partial(QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+@pytest.fixture(scope="module")
+def site(site_folder):
+    server, url = serve_folder(site_folder)
+    yield url
     server.shutdown()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_class_names_from_model_json_are_text_and_a_non_image_clears_the_result(site_folder, tmp_path):
+    import json
+
+    hostile = tmp_path / "site"
+    shutil.copytree(site_folder, hostile)
+    meta = json.loads((hostile / "model.json").read_text())
+    meta["classes"] = [f'<img src=x onerror="window.pwned=1">{c}' for c in meta["classes"]]
+    (hostile / "model.json").write_text(json.dumps(meta))
+    photo = tmp_path / "face.png"
+    Image.fromarray(face_photo()).save(photo)
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("this is not a picture")
+    server, url = serve_folder(hostile)
+
+    def act(page):
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector("body[data-status=done]", timeout=60_000)
+        shown = page.inner_text("#bars")
+        injected = page.evaluate("document.querySelectorAll('#bars img, #faces img').length")
+        page.set_input_files("#file", str(not_image))
+        page.wait_for_selector("body[data-status=error]", timeout=30_000)
+        return shown, injected, page.evaluate("window.pwned"), page.inner_text("#label"), page.inner_text("#bars")
+
+    try:
+        shown, injected, pwned, label, bars_after = in_browser(url, act)
+    finally:
+        server.shutdown()
+    assert "<img" in shown and injected == 0 and pwned is None  # the name is shown as text, no script ran
+    assert "notes.jpg is not an image" in label and bars_after == ""  # the old result is gone
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

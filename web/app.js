@@ -274,20 +274,47 @@ function showFace(face) {
   face.crop.forEach((v, i) => pixels.data.set([v, v, v, 255], 4 * i));
   ctx.putImageData(pixels, 0, 0);
   $("label").textContent = `${face.label} ${(face.probabilities[face.label] * 100).toFixed(0)}%`;
-  $("bars").innerHTML = Object.entries(face.probabilities).map(([name, p]) =>
-    `<div class="bar${name === face.label ? " top" : ""}"><span>${name}</span>` +
-    `<div class="fill" style="width:${(p * 100).toFixed(1)}%"></div><span>${(p * 100).toFixed(1)}%</span></div>`).join("");
+  // class names come from model.json: inserted as text, never as HTML
+  $("bars").replaceChildren(...Object.entries(face.probabilities).map(([name, p]) => {
+    const bar = element("div", name === face.label ? "bar top" : "bar");
+    const fill = element("div", "fill");
+    fill.style.width = `${(p * 100).toFixed(1)}%`;
+    bar.append(element("span", "", name), fill, element("span", "", `${(p * 100).toFixed(1)}%`));
+    return bar;
+  }));
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function clearResult(message) {
+  state.result = null;
+  $("faces").replaceChildren();
+  $("bars").replaceChildren();
+  $("label").textContent = message;
+  $("timing").textContent = "";
+  const canvas = $("photo");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  window.ferResult = { faces: [], error: message };
+  document.body.dataset.status = "error";
 }
 
 function show(result) {
   state.result = result;
-  $("faces").innerHTML = result.faces.map((f, i) =>
-    `<button class="chip" data-face="${i}">${i + 1}: ${f.label}</button>`).join("");
+  $("faces").replaceChildren(...result.faces.map((f, i) => {
+    const chip = element("button", "chip", `${i + 1}: ${f.label}`);
+    chip.dataset.face = String(i);
+    return chip;
+  }));
   if (result.faces.length) {
     showFace(result.faces[0]);
   } else {
     $("label").textContent = "no face found";
-    $("bars").innerHTML = "";
+    $("bars").replaceChildren();
   }
   $("timing").textContent = `${result.faces.length} face(s); detection ${result.detect_ms.toFixed(0)} ms, ` +
     `classification ${result.classify_ms.toFixed(0)} ms`;
@@ -300,7 +327,13 @@ async function onPhoto(file) {
   stopCamera();
   const image = new Image();
   image.src = URL.createObjectURL(file);
-  await image.decode();
+  try {
+    await image.decode();
+  } catch {
+    URL.revokeObjectURL(image.src);
+    clearResult(`${file.name} is not an image this browser can read`);
+    return;
+  }
   const canvas = $("photo");
   canvas.width = image.naturalWidth;
   canvas.height = image.naturalHeight;
