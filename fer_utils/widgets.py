@@ -90,10 +90,11 @@ class PredictionExplorer:
         from fer_utils.viz import face_prediction_figure
 
         chosen = self.selection()
-        self.output.clear_output(wait=True)
         if not len(chosen):
+            self.output.clear_output()  # at once: wait=True would keep the previous face until new output came
             self.status.value = "no faces match this filter"
             return
+        self.output.clear_output(wait=True)
         i = int(chosen[min(self.index.value, len(chosen) - 1)])
         face, classes = self.faces.images[i], self.faces.classes
         probs = dict(zip(classes, self.probabilities[i].tolist(), strict=True))

@@ -71,3 +71,15 @@ def test_cache_is_invalidated_by_changes_and_survives_corruption(class_folder_da
     victim = next((class_folder_dataset / "happy").iterdir())
     victim.unlink()
     assert len(load_dataset(class_folder_dataset).splits["all"]) == 13
+
+
+def test_a_stratified_sample_holds_every_class_in_its_share():
+    from fer_utils.data import stratified_sample, synthetic_faces
+
+    faces = synthetic_faces(40, seed=0)
+    order = np.argsort(faces.labels, kind="stable")  # sorted by class, like a class-folder dataset
+    faces = faces.subset(order)
+    sample = stratified_sample(faces, 70, seed=0)
+    assert len(sample) == 70 and set(sample.labels) == set(range(len(faces.classes)))
+    assert (np.bincount(sample.labels) == 10).all()  # equal classes: equal shares
+    assert len(stratified_sample(faces, 10_000)) == len(faces)

@@ -6,6 +6,7 @@ from fer_utils.data.faceset import (
     Skipped,
     TorchFaceDataset,
     class_weights,
+    stratified_sample,
     stratified_split,
     weighted_sampler,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "load_synthetic",
     "open_image",
     "read_face",
+    "stratified_sample",
     "stratified_split",
     "synthetic_faces",
     "to_gray",

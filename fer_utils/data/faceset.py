@@ -146,6 +146,25 @@ class LoadedDataset:
         return table
 
 
+def stratified_sample(faces: FaceSet, n: int, seed: int = 0) -> FaceSet:
+    """``n`` faces (all when there are fewer) drawn per class in proportion to the classes, with at
+    least one face of every class present: a gallery that represents the data, unlike the first
+    ``n`` faces of a folder sorted by class."""
+    rng = np.random.default_rng(seed)
+    present = np.unique(faces.labels)
+    if n >= len(faces):
+        return faces
+    if n < len(present):
+        raise FERDataError(f"a sample of {n} faces cannot hold all {len(present)} classes present; ask for more")
+    counts = {c: int((faces.labels == c).sum()) for c in present}
+    share = {c: max(1, round(n * counts[c] / len(faces))) for c in present}
+    while sum(share.values()) > n:  # rounding up the small classes may overshoot: trim the largest
+        largest = max(share, key=share.get)
+        share[largest] -= 1
+    chosen = [rng.choice(np.flatnonzero(faces.labels == c), min(share[c], counts[c]), replace=False) for c in present]
+    return faces.subset(np.sort(np.concatenate(chosen)))
+
+
 def stratified_split(faces: FaceSet, val_fraction: float, seed: int) -> tuple[FaceSet, FaceSet]:
     """Split into (train, val) keeping class proportions; used when a dataset has no validation split."""
     from sklearn.model_selection import train_test_split
