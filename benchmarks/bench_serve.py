@@ -3,12 +3,16 @@
 Prints figures; asserts nothing. Traffic goes to 127.0.0.1 only, bounded in count.
 
     python benchmarks/bench_serve.py [--checkpoint FILE] [--requests 20]
+    python benchmarks/bench_serve.py --soak 60 --clients 20
 
 - The cost of one hostile upload: a 16-bit 9400x9400 PNG (about 170 KB on disk) decoded by
   ``open_image`` + ``to_grayscale_array``: wall time and peak memory (tracemalloc sees numpy).
 - p50/p95 of N concurrent ordinary requests (different 48 px faces), then the latency of one ordinary
   request sent right after three heavy uploads, for the app's queue settings and for a
   one-at-a-time queue (Gradio's default), in one run.
+- ``--soak S --clients N``: N clients send photos (one face each, at different places) for S
+  seconds; every answer's boxes are compared with that photo's boxes analysed alone. Prints
+  requests, errors, wrong answers, p50/p95 and the server's RSS over time (it runs in this process).
 """
 
 from __future__ import annotations
@@ -89,12 +93,89 @@ def run(predictor: Predictor, concurrency: int, faces: list[str], heavy: list[st
         demo.close()
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def face_photos(folder: Path, n: int) -> list[Path]:
+    """640x480 photos with one detectable synthetic face each, at different places."""
+    import cv2
+
+    face = cv2.resize(synthetic_faces(4, seed=5).images[1], (160, 160), interpolation=cv2.INTER_CUBIC)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        canvas = np.full((480, 640), 110, np.uint8)
+        x, y = int(rng.integers(0, 480)), int(rng.integers(0, 320))
+        canvas[y : y + 160, x : x + 160] = face
+        paths.append(folder / f"photo{i}.png")
+        Image.fromarray(canvas).save(paths[-1])
+    return paths
+
+
+def soak(predictor: Predictor, seconds: float, clients: int, photos: list[Path]) -> None:
+    from gradio_client import Client, handle_file
+
+    expected = {str(p): [(f.box.x, f.box.y) for f in predictor.predict_image(p).faces] for p in photos}
+    port = free_port()
+    demo = app.build_app(predictor).queue(default_concurrency_limit=app.CONCURRENCY, max_size=app.QUEUE_SIZE)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    latencies: list[float] = []
+    errors: list[str] = []
+    wrong: list[str] = []
+    rss = [(0.0, rss_mb())]
+    started = time.perf_counter()
+    stop = started + seconds
+
+    def client_loop(seed: int) -> None:
+        client = Client(url, verbose=False)
+        rng = np.random.default_rng(seed)
+        while time.perf_counter() < stop:
+            photo = str(photos[int(rng.integers(len(photos)))])
+            t0 = time.perf_counter()
+            try:
+                _, _, summary, _ = client.predict(handle_file(photo), False, api_name="/predict")
+            except Exception as err:  # noqa: BLE001 - counted and reported
+                errors.append(f"{type(err).__name__}: {err}"[:120])
+                continue
+            latencies.append(time.perf_counter() - t0)
+            if [(f["box"]["x"], f["box"]["y"]) for f in summary["faces"]] != expected[photo]:
+                wrong.append(photo)
+
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            futures = [pool.submit(client_loop, i) for i in range(clients)]
+            while any(not f.done() for f in futures):
+                time.sleep(5)
+                rss.append((time.perf_counter() - started, rss_mb()))
+    finally:
+        demo.close()
+    p50, p95 = np.percentile(latencies, [50, 95]) if latencies else (float("nan"), float("nan"))
+    print(
+        f"soak: {clients} clients for {seconds:.0f} s: {len(latencies) + len(errors)} requests, {len(errors)} errors, "
+        f"{len(wrong)} answers with another photo's boxes; p50 {p50:.2f} s, p95 {p95:.2f} s"
+    )
+    print("server RSS (s: MB): " + ", ".join(f"{t:.0f}: {m:.0f}" for t, m in rss))
+    if errors:
+        print("first errors: " + "; ".join(errors[:3]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--soak", type=float, default=0, metavar="SECONDS", help="run the soak test instead")
+    parser.add_argument("--clients", type=int, default=20)
     args = parser.parse_args()
     predictor = Predictor.from_checkpoint(args.checkpoint)
+    if args.soak:
+        with tempfile.TemporaryDirectory() as tmp:
+            soak(predictor, args.soak, args.clients, face_photos(Path(tmp), 12))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         faces = []
         for i, image in enumerate(synthetic_faces(3, seed=0).images[: args.requests + 1]):

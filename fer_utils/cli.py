@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fer_utils.atomic import ensure_writable_dir, ensure_writable_file, unused_path
+from fer_utils.atomic import check_outputs, ensure_writable_dir, unused_path
 from fer_utils.errors import FERError, FEROutputError
+from fer_utils.labels import FERPLUS_MODE_ALIASES
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -67,11 +68,16 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         default=None,
-        help="FER2013 CSV, Kaggle train/test folder, class-folder dataset, or 'synthetic' "
+        help="FER2013 CSV, Kaggle train/test folder, FER+ image folders, class-folder dataset, or 'synthetic' "
         "(default: $FER_DATA_DIR, else synthetic)",
     )
     parser.add_argument("--ferplus", default=None, metavar="CSV", help="FER+ fer2013new.csv: use its labels")
-    parser.add_argument("--ferplus-mode", default="majority", choices=["majority", "soft"])
+    parser.add_argument(
+        "--ferplus-mode",
+        default="majority",
+        choices=list(FERPLUS_MODE_ALIASES),
+        help="FER+ training targets: majority label, or soft (FER+'s 'probability': the vote distribution)",
+    )
     parser.add_argument("--include-contempt", action="store_true", help="8-class mode: keep contempt")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the dataset cache")
 
@@ -215,11 +221,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fer_utils.data.duplicates import duplicates_of
     from fer_utils.evaluation import EvaluationReport, evaluate_checkpoint
     from fer_utils.inference import default_checkpoint
-    from fer_utils.viz import confusion_matrix_figure, save_figure
+    from fer_utils.viz import confusion_matrix_figure, reliability_figure, save_figure
 
-    _check_outputs({"metrics JSON": args.json, "confusion matrix figure": args.figure}, {})
-    _device(args.device)
     checkpoint = args.checkpoint or [default_checkpoint()]
+    check_outputs(
+        {"metrics JSON": args.json, "confusion matrix figure": args.figure, "reliability diagram": args.reliability},
+        inputs=[*checkpoint, *_data_inputs(args)],
+        overwrite=args.overwrite,
+    )
+    _device(args.device)
     for path in checkpoint:
         meta = read_checkpoint_meta(path)  # fail fast, before loading data
         members = f", {len(meta['members'])} members" if "members" in meta else ""
@@ -252,17 +262,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.figure:
         save_figure(confusion_matrix_figure(report), args.figure)
         print(f"wrote {args.figure}")
+    if args.reliability:
+        save_figure(reliability_figure(report), args.reliability)
+        print(f"wrote {args.reliability}")
     return 0
 
 
-def _check_outputs(files: dict[str, str | None], folders: dict[str, str | None]) -> None:
-    """Fail before any work when an output file or folder cannot be written."""
-    for what, path in files.items():
-        if path:
-            ensure_writable_file(path, what)
-    for what, path in folders.items():
-        if path:
-            ensure_writable_dir(path, what)
+def _data_inputs(args: argparse.Namespace) -> list[str]:
+    """The dataset files a command reads (its outputs must never replace them)."""
+    return [p for p in (getattr(args, "data", None), getattr(args, "ferplus", None)) if p]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -273,7 +281,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fer_utils.inference import expand_image_paths
     from fer_utils.viz import annotate_image, save_pil
 
-    _check_outputs({"JSON results": args.json, "CSV results": args.csv}, {"annotated photos": args.annotate})
+    check_outputs(
+        {"JSON results": args.json, "CSV results": args.csv},
+        inputs=[*args.paths, *(args.checkpoint or [])],
+        folders={"annotated photos": args.annotate},
+        overwrite=args.overwrite,
+    )
     predictor = photo_predictor(args, tta=args.tta)
     files, skipped = expand_image_paths(args.paths)
     results, bad = predictor.predict_images(
@@ -349,15 +362,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from fer_utils.export import export_onnx
     from fer_utils.inference import default_checkpoint
 
-    if args.format == "web":
-        ensure_writable_dir(args.out, "web demo")
-    else:
-        ensure_writable_file(args.out, "ONNX model")
     checkpoint = args.checkpoint or [default_checkpoint()]
     if args.format == "web":
         from fer_utils.export import build_web_demo
 
-        result = build_web_demo(args.out, checkpoint)
+        ensure_writable_dir(args.out, "web demo")
+        result = build_web_demo(args.out, checkpoint, overwrite=args.overwrite)
         print(
             f"static demo ready in {args.out} (model {result.size_bytes / 1e6:.1f} MB); "
             f"try it: python -m http.server -d {args.out} 8000"
@@ -380,7 +390,14 @@ def cmd_export(args: argparse.Namespace) -> int:
                 "(real training faces give better int8 accuracy)",
                 file=sys.stderr,
             )
-    result = export_onnx(checkpoint, args.out, check=not args.no_check, int8=args.int8, calibration_faces=calibration)
+    result = export_onnx(
+        checkpoint,
+        args.out,
+        check=not args.no_check,
+        int8=args.int8,
+        calibration_faces=calibration,
+        overwrite=args.overwrite,
+    )
     parity = (
         ""
         if result.max_probability_difference is None
@@ -396,16 +413,17 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     from fer_utils.evaluation import evaluate_checkpoint
     from fer_utils.inference import default_checkpoint
 
-    ensure_writable_file(args.out, "teacher probabilities")
+    checkpoint = args.checkpoint or [default_checkpoint()]
+    check_outputs(
+        {"teacher probabilities": args.out}, inputs=[*checkpoint, *_data_inputs(args)], overwrite=args.overwrite
+    )
     dataset = _load(args)
     _report_skips(dataset)
     train_set, _ = training_splits(dataset)
     face_keys(train_set)  # fail before the long pass if faces cannot be told apart
-    report = evaluate_checkpoint(
-        args.checkpoint or [default_checkpoint()], train_set, tta=args.tta, split="train", device=_device(args.device)
-    )
+    report = evaluate_checkpoint(checkpoint, train_set, tta=args.tta, split="train", device=_device(args.device))
     info = {"checkpoint": report.info["checkpoint"], "tta": args.tta, "data": dataset.source}
-    out = save_teacher(args.out, train_set, report.probabilities, info)
+    out = save_teacher(args.out, train_set, report.probabilities, info, overwrite=args.overwrite)
     print(
         f"wrote {out} ({out.stat().st_size / 1e3:.0f} KB): teacher probabilities for {len(train_set)} training faces; "
         f"teacher accuracy on them {report.accuracy:.4f}. Train a student with: fer train --teacher {out}"
@@ -416,8 +434,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from fer_utils.checkpoints import read_checkpoint_meta, save_ensemble
 
-    ensure_writable_file(args.out, "ensemble checkpoint")
-    out = save_ensemble(args.members, args.out, half=args.half)
+    out = save_ensemble(args.members, args.out, half=args.half, overwrite=args.overwrite)
     meta = read_checkpoint_meta(out)
     print(f"wrote {out} ({len(meta['members'])} members, {out.stat().st_size / 1e6:.1f} MB)")
     return 0
@@ -524,6 +541,12 @@ def photo_predictor(args: argparse.Namespace, tta: str = "none") -> Any:
     return predictor
 
 
+def _overwrite_flag(parser: argparse.ArgumentParser, outputs: str) -> None:
+    parser.add_argument(
+        "--overwrite", action="store_true", help=f"replace an existing {outputs} (inputs are never replaced)"
+    )
+
+
 def _checkpoint_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
@@ -572,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta", default="flip", choices=["none", "flip", "crops"], help="TTA for the teacher (default flip)"
     )
     _device_flag(p)
+    _overwrite_flag(p, "--out")
     p.set_defaults(func=cmd_teacher)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a labelled dataset")
@@ -586,6 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     _device_flag(p)
     p.add_argument("--json", default=None, metavar="OUT", help="write metrics as JSON")
     p.add_argument("--figure", default=None, metavar="PNG", help="save the confusion matrix")
+    p.add_argument("--reliability", default=None, metavar="PNG", help="save the reliability diagram (calibration)")
+    _overwrite_flag(p, "--json/--figure/--reliability")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="find faces in photos (or take face crops) and predict their expressions")
@@ -606,6 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", default=None, metavar="OUT", help="write every face's result as JSON")
     out.add_argument("--csv", default=None, metavar="OUT", help="write one row per face as CSV")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _overwrite_flag(p, "--json/--csv")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX and check it against PyTorch")
@@ -625,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset whose training faces calibrate --int8 (default: $FER_DATA_DIR, else synthetic)",
     )
     p.add_argument("--no-check", action="store_true", help="skip the PyTorch/ONNX Runtime parity check")
+    _overwrite_flag(p, "--out (for web: its model.onnx and model.json)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -633,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("members", nargs="+", metavar="CHECKPOINT", help="checkpoints with the same classes and input size")
     p.add_argument("--out", required=True, metavar="FILE", help="the ensemble .safetensors to write")
     p.add_argument("--half", action="store_true", help="store float16 weights: half the size, loaded as float32")
+    _overwrite_flag(p, "--out")
     p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("serve", help="web app (Gradio): upload or webcam -> faces, probabilities, Grad-CAM")
@@ -650,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = data_sub.add_parser("info", help="format, splits, class counts and skipped files of a dataset")
     info.add_argument("data", metavar="PATH")
     info.add_argument("--ferplus", default=None, metavar="CSV")
-    info.add_argument("--ferplus-mode", default="majority", choices=["majority", "soft"])
+    info.add_argument("--ferplus-mode", default="majority", choices=list(FERPLUS_MODE_ALIASES))
     info.add_argument("--include-contempt", action="store_true")
     info.add_argument("--no-cache", action="store_true")
     info.add_argument("--json", action="store_true", help="print JSON")
