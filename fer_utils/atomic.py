@@ -103,8 +103,8 @@ def check_outputs(
     asked for). A file output is refused when it is one of ``inputs`` (photos, checkpoints,
     members, data, teacher; links and hard links included), when two outputs are one file, when
     it already exists and ``overwrite`` is False, or when it cannot be written. A folder output
-    is refused when it is an input or cannot be written; what goes inside it is the caller's
-    to keep apart (``unused_path``).
+    (it may be an input folder) is refused when it cannot be written; what goes inside it is the
+    caller's to keep apart from the inputs (``unused_path``).
     """
     given = [Path(p) for p in inputs if p is not None and str(p) != ""]
     seen: dict[Path, str] = {}
@@ -129,10 +129,5 @@ def check_outputs(
             )
         ensure_writable_file(path, what)
     for what, path in (folders or {}).items():
-        if not path:
-            continue
-        path = Path(path)
-        for source in given:
-            if _same_file(path, source):
-                raise FEROutputError(f"{path}: is an input of this command; choose another folder for the {what}")
-        ensure_writable_dir(path, what)
+        if path:
+            ensure_writable_dir(path, what)

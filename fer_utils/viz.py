@@ -54,16 +54,8 @@ def reliability_figure(report: EvaluationReport, title: str | None = None) -> Fi
     width = float(table.high.iloc[0] - table.low.iloc[0])
     centres = (table.low + table.high) / 2
     fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5.5, 6), height_ratios=(3, 1), sharex=True)
-    ax.bar(centres, table.accuracy.fillna(0), width=width * 0.95, color="#4c72b0", label="accuracy")
-    ax.bar(
-        centres,
-        (table.confidence - table.accuracy).fillna(0),
-        bottom=table.accuracy.fillna(0),
-        width=width * 0.95,
-        color="#dd8452",
-        alpha=0.6,
-        label="gap to confidence",
-    )
+    ax.bar(centres, table.accuracy.fillna(0), width=width * 0.95, color="#4c72b0", label="accuracy in the bin")
+    ax.plot(centres, table.confidence, "o", color="#dd8452", label="mean confidence in the bin")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfectly calibrated")
     ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left")
