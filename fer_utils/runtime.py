@@ -129,7 +129,7 @@ def _export_checked(model: torch.nn.Module, checkpoint: Checkpoint, path: Path) 
             try:
                 _export_model(checkpoint, frozen, tmp, opset=17, dynamo=False)
             except OSError:
-                raise
+                raise  # the folder, not the exporter, failed: the caller falls back to a temporary folder
             except Exception:  # noqa: BLE001 - the TorchScript exporter is deprecated; fall back to dynamo
                 _export_model(checkpoint, frozen, tmp, opset=18, dynamo=True)
             generator = torch.Generator().manual_seed(0)

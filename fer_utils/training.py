@@ -483,7 +483,7 @@ def train(
     must be a checkpoint of that folder. SIGTERM stops like Ctrl-C.
     """
     config.validate()
-    check_resume_folder(out_dir, resume)
+    check_resume_folder(out_dir, resume)  # every rank refuses, so none waits for a rank 0 that stopped
     folder = claim_run_folder(out_dir, resume) if launched_world().is_main else contextlib.nullcontext()
     with folder, sigterm_as_interrupt():
         return _train_in_folder(config, train_set, val_set, Path(out_dir), resume, progress, data_info, on_epoch_end)
