@@ -16,6 +16,12 @@ from fer_utils.errors import FERDataError
 from fer_utils.labels import FERPLUS_MODE_ALIASES, FERPLUS_VOTE_COLUMNS, class_names, ferplus_votes_to_targets
 
 
+def _dropped(mode: str, keep: np.ndarray, include_contempt: bool, unit: str) -> str:
+    """The note saying how many faces a FER+ label mode dropped, and why."""
+    why = "not a face, unknown, no clear majority" + ("" if include_contempt else ", or contempt")
+    return f"{mode} labels: dropped {int((~keep).sum())} of {len(keep)} {unit} ({why})"
+
+
 def read_ferplus_votes(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     """Read ``fer2013new.csv``: (N x 10 vote counts in FERPLUS_VOTE_COLUMNS order, Usage per row)."""
     path = Path(path)
@@ -72,10 +78,7 @@ def load_ferplus(
     splits = {
         name: kept.subset(split_of == name) for name in ("train", "val", "test", "all") if (split_of == name).any()
     }
-    notes = [
-        f"FER+ {mode} labels: dropped {int((~keep).sum())} of {len(keep)} rows "
-        "(not a face, unknown, no clear majority" + ("" if include_contempt else ", or contempt") + ")"
-    ]
+    notes = [f"FER+ {_dropped(mode, keep, include_contempt, 'rows')}"]
     return LoadedDataset(splits, f"ferplus-{mode}", str(ferplus_csv), classes, [], notes)
 
 
@@ -182,10 +185,7 @@ def load_ferplus_folders(
         if split_mode == "soft":
             decoded = {s: i for i, s in enumerate(str(folder / n) for n in kept_names)}
             faces.soft_labels = targets[[decoded[s] for s in faces.sources]]
-        notes.append(
-            f"{folder.name}: FER+ {split_mode} labels: dropped {int((~keep).sum())} of {len(keep)} faces "
-            "(not a face, unknown, no clear majority" + ("" if include_contempt else ", or contempt") + ")"
-        )
+        notes.append(f"{folder.name}: FER+ {_dropped(split_mode, keep, include_contempt, 'faces')}")
         if len(faces):
             splits[split] = faces
     if not splits:
