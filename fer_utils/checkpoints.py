@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from fer_utils.atomic import atomic_path, check_outputs
+from fer_utils.calibration import TEMPERATURE_RANGE, TemperatureScaled, base_model
 from fer_utils.data.images import DEFAULT_FACE_SIZE
 from fer_utils.errors import FERCheckpointError
 
@@ -241,6 +242,11 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
         return f"says std {meta['std']!r}; every value must be positive"
     if not isinstance(meta["arch"], str):
         return f"says arch {meta['arch']!r}; it must be an architecture name"
+    if "temperature" in meta:
+        low, high = TEMPERATURE_RANGE
+        value = meta["temperature"]
+        if not (_is_number(value) and low <= value <= high):
+            return f"says temperature {value!r}; it must be a number from {low} to {high}"
     if meta["arch"] == ENSEMBLE_ARCH:
         members = meta.get("members")
         if not (isinstance(members, list) and members and all(isinstance(m, dict) for m in members)):
@@ -282,15 +288,23 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(meta, model_state, optimizer_state, path)
 
 
-def update_checkpoint_metadata(path: str | os.PathLike, updates: dict[str, Any]) -> Path:
-    """Merge ``updates`` into a checkpoint's JSON metadata, rewriting the file atomically."""
+def update_checkpoint_metadata(
+    path: str | os.PathLike, updates: dict[str, Any], out: str | os.PathLike | None = None
+) -> Path:
+    """Merge ``updates`` into a checkpoint's JSON metadata, rewriting the file atomically (or
+    writing the result to ``out``, leaving ``path`` as it was); the merged metadata is validated
+    like a loaded file's, so no update can write a checkpoint that would not load."""
     from safetensors.torch import save_file
 
     path, header, tensors = _read_safetensors(path)
     meta = {**_parse_meta(path, header), **updates}
-    with atomic_path(path) as tmp:
+    problem = _meta_problem(meta)
+    if problem:
+        raise FERCheckpointError(f"{path}: refusing to write metadata that {problem}")
+    target = Path(out) if out is not None else path
+    with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
-    return path
+    return target
 
 
 def git_commit(folder: str | os.PathLike = ".") -> str | None:
@@ -380,6 +394,8 @@ def model_from_checkpoint(
         )
     model = _build_described(checkpoint.meta)
     load_model_weights(model, checkpoint)
+    if "temperature" in checkpoint.meta:  # fitted by `fer calibrate`: every caller gets calibrated probabilities
+        model = TemperatureScaled(model, checkpoint.meta["temperature"])
     return model.eval(), checkpoint
 
 
@@ -416,6 +432,12 @@ def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None 
     members: list[nn.Module] = []
     described: list[dict[str, Any]] = []
     for model, checkpoint in loaded:
+        if "temperature" in checkpoint.meta:
+            print(
+                f"note: {checkpoint.path}: its temperature ({checkpoint.meta['temperature']}) was fitted for it alone "
+                "and is not used inside an ensemble; fit one for the ensemble with `fer calibrate`"
+            )
+        model = base_model(model)
         for key in PREPROCESSING_KEYS:
             if checkpoint.meta.get(key, 3) != first.meta.get(key, 3):
                 raise FERCheckpointError(

@@ -268,6 +268,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from fer_utils.checkpoints import read_checkpoint_meta
+    from fer_utils.evaluation import calibrate_checkpoint
+    from fer_utils.inference import default_checkpoint
+
+    checkpoint = args.checkpoint or default_checkpoint()
+    check_outputs(
+        {"calibrated checkpoint": args.out}, inputs=[checkpoint, *_data_inputs(args)], overwrite=args.overwrite
+    )
+    _device(args.device)
+    meta = read_checkpoint_meta(checkpoint)  # fail fast, before loading data
+    args.include_contempt = args.include_contempt or "contempt" in meta["classes"]
+    dataset = _load(args)
+    _report_skips(dataset)
+    split = args.split or ("val" if "val" in dataset.splits else dataset.default_eval_split())
+    if split in ("test", "all"):
+        print(f"note: fitting on '{split}' makes every later score on it optimistic; fit on the selection split (val)")
+    result = calibrate_checkpoint(
+        checkpoint, dataset.split(split), args.out, split=split, overwrite=args.overwrite, device=args.device
+    )
+    print(f"{split}: {len(result.before.labels)} faces; temperature {result.temperature:.4f}")
+    print(result.summary())
+    print(f"wrote {result.out} (the same weights, with the temperature in its metadata)")
+    return 0
+
+
 def _data_inputs(args: argparse.Namespace) -> list[str]:
     """The dataset files a command reads (its outputs must never replace them)."""
     return [p for p in (getattr(args, "data", None), getattr(args, "ferplus", None)) if p]
@@ -613,6 +639,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reliability", default=None, metavar="PNG", help="save the reliability diagram (calibration)")
     _overwrite_flag(p, "--json/--figure/--reliability")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "calibrate", help="fit a temperature that makes a checkpoint's confidences honest, and store it in a copy"
+    )
+    _data_args(p)
+    p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
+    p.add_argument("--split", default=None, help="the faces to fit on (default: val, the selection split)")
+    _device_flag(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="the calibrated .safetensors to write")
+    _overwrite_flag(p, "--out")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("predict", help="find faces in photos (or take face crops) and predict their expressions")
     p.add_argument("paths", nargs="+", metavar="PHOTO_OR_DIR", help="image files or folders (searched recursively)")

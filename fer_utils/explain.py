@@ -28,9 +28,11 @@ def gradcam_target_layer(model: nn.Module) -> nn.Module:
 
 def gradcam_target_layers(model: nn.Module) -> list[nn.Module]:
     """Grad-CAM's layers: the model's last convolution, or each member's for an ensemble
-    (pytorch-grad-cam then averages the members' maps)."""
+    (pytorch-grad-cam then averages the members' maps); a temperature wrapper is looked through."""
+    from fer_utils.calibration import base_model
     from fer_utils.models import Ensemble
 
+    model = base_model(model)
     if isinstance(model, Ensemble):
         return [gradcam_target_layer(m) for m in model.members]
     return [gradcam_target_layer(model)]

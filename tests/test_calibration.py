@@ -1,0 +1,92 @@
+"""Temperature scaling: the fit finds the right temperature, the checkpoint carries it, every
+path that shows probabilities (evaluation, Predictor in PyTorch and ONNX Runtime) applies it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fer_utils.calibration import (
+    TemperatureScaled,
+    base_model,
+    fit_temperature,
+    scaled_probabilities,
+)
+from fer_utils.checkpoints import load_model, read_checkpoint_meta, update_checkpoint_metadata
+from fer_utils.cli import main
+from fer_utils.errors import FERCheckpointError, FERError
+from fer_utils.evaluation import EvaluationReport, calibrate_checkpoint, evaluate_checkpoint
+from fer_utils.models import Ensemble
+
+
+def _overconfident(n: int = 4000, true_temperature: float = 2.0, seed: int = 0):
+    """Probabilities softmax(z) of a model whose labels really follow softmax(z / 2): overconfident."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, size=(n, 7))
+    truth = torch.softmax(torch.from_numpy(logits / true_temperature), dim=1).numpy()
+    labels = np.array([rng.choice(7, p=p / p.sum()) for p in truth])
+    return torch.softmax(torch.from_numpy(logits), dim=1).numpy().astype(np.float32), labels
+
+
+def test_fit_recovers_the_temperature_and_lowers_the_calibration_error():
+    probabilities, labels = _overconfident()
+    temperature = fit_temperature(probabilities, labels)
+    assert temperature == pytest.approx(2.0, rel=0.1)
+    before = EvaluationReport(tuple("abcdefg"), labels, probabilities)
+    after = EvaluationReport(tuple("abcdefg"), labels, scaled_probabilities(probabilities, temperature))
+    assert after.ece < before.ece / 2
+    assert after.nll < before.nll
+    assert (after.predictions == before.predictions).all(), "a temperature never changes a prediction"
+
+
+def test_calibrated_copy_carries_the_temperature_and_every_path_applies_it(tmp_path, untrained_checkpoint, small_faces):
+    original = untrained_checkpoint.read_bytes()
+    out = tmp_path / "calibrated.safetensors"
+    result = calibrate_checkpoint(untrained_checkpoint, small_faces, out, split="val")
+    assert untrained_checkpoint.read_bytes() == original, "the input checkpoint must never change"
+    meta = read_checkpoint_meta(out)
+    assert meta["temperature"] == result.temperature
+    assert abs(result.temperature - 1) > 0.05, "the test needs a temperature that visibly changes probabilities"
+    assert meta["calibration"]["faces"] == len(small_faces.labels)
+
+    model, _ = load_model(out)
+    assert isinstance(model, TemperatureScaled)
+    plain = evaluate_checkpoint(untrained_checkpoint, small_faces).probabilities
+    calibrated = evaluate_checkpoint(out, small_faces).probabilities
+    np.testing.assert_allclose(calibrated, scaled_probabilities(plain, result.temperature), atol=1e-4)
+
+    from fer_utils.inference import Predictor
+
+    for runtime in ("torch", "onnx"):
+        predictor = Predictor.from_checkpoint(out, runtime=runtime, device="cpu")
+        np.testing.assert_allclose(predictor.predict_arrays(small_faces.images), calibrated, atol=1e-4)
+
+
+def test_calibrate_refuses_to_replace_its_input(untrained_checkpoint, small_faces):
+    with pytest.raises(FERError, match="input"):
+        calibrate_checkpoint(untrained_checkpoint, small_faces, untrained_checkpoint, overwrite=True)
+
+
+def test_an_impossible_temperature_is_never_written_nor_loaded(tmp_path, untrained_checkpoint):
+    with pytest.raises(FERCheckpointError, match="temperature"):
+        update_checkpoint_metadata(untrained_checkpoint, {"temperature": -1.0}, out=tmp_path / "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_a_member_keeps_no_temperature_inside_an_ensemble(tmp_path, untrained_checkpoint, capsys):
+    calibrated = update_checkpoint_metadata(untrained_checkpoint, {"temperature": 2.0}, out=tmp_path / "t.safetensors")
+    ensemble, _ = load_model([calibrated, untrained_checkpoint])
+    assert isinstance(ensemble, Ensemble)
+    assert not any(isinstance(m, TemperatureScaled) for m in ensemble.members)
+    assert "not used inside an ensemble" in capsys.readouterr().out
+    assert base_model(ensemble) is ensemble
+
+
+def test_cli_calibrate_prints_the_fit_and_writes_a_loadable_copy(tmp_path, untrained_checkpoint, capsys):
+    out = tmp_path / "cal.safetensors"
+    code = main(["calibrate", "--data", "synthetic:0.05", "--checkpoint", str(untrained_checkpoint), "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "temperature" in printed and "held out (two-fold)" in printed
+    assert 0.05 <= read_checkpoint_meta(out)["temperature"] <= 20
