@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-lab.txt requirements-dev.txt pyproject.t
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-lab.txt -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(EDITABLE_LOCK) $(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # JupyterLab on the course (ipywidgets 8 and its extension come with requirements-lab.txt).
@@ -25,6 +25,9 @@ LAB_FLAGS ?=
 lab: setup
 	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS)
 
+# EDITABLE_LOCK: CI installs both environments at once (`make -j`) and sets it to `flock FILE`, so
+# the two editable installs of this folder never write its egg-info at the same time.
+EDITABLE_LOCK ?=
 # A learner's environment: requirements.txt + requirements-lab.txt + the package, none of the test
 # tools. `make test` executes every notebook in it (kernel fer-learner) and drives its JupyterLab
 # in Chromium, so a notebook that needs anything more fails the tests.
@@ -32,11 +35,12 @@ LEARNER_VENV ?= .venv-learner
 LEARNER_STAMP := $(LEARNER_VENV)/.fer-installed
 learner: $(LEARNER_STAMP)
 
-$(LEARNER_STAMP): requirements.txt requirements-lab.txt pyproject.toml $(STAMP)
+$(LEARNER_STAMP): requirements.txt requirements-lab.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(LEARNER_VENV)/bin/python || $(PYTHON) -m venv $(LEARNER_VENV)
 	$(LEARNER_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LEARNER_VENV)/bin/python -m pip install --quiet -r requirements.txt -r requirements-lab.txt
-	$(LEARNER_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(EDITABLE_LOCK) $(LEARNER_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	$(LEARNER_VENV)/bin/python -m ipykernel install --prefix $(VENV) --name fer-learner \
 		--display-name "FER course (learner requirements)" >/dev/null 2>&1
 	touch $(LEARNER_STAMP)

@@ -255,14 +255,23 @@ class Predictor:
         batch = self.input_tensor([square_resize(f, DEFAULT_FACE_SIZE) for f in faces]).to(self.device)
         return tta_probabilities(self._logits(), batch, self.tta).cpu().numpy()
 
-    def gradcam(self, faces: Sequence[np.ndarray], target_classes: Sequence[int] | None = None) -> np.ndarray:
-        """Grad-CAM maps (N, S, S) for face crops, for ``target_classes`` (default: the predicted ones)."""
+    def gradcam(
+        self,
+        faces: Sequence[np.ndarray],
+        target_classes: Sequence[int] | None = None,
+        method: str = "layercam",
+        layer: str = "fine",
+    ) -> np.ndarray:
+        """Class-activation maps (N, S, S) for face crops, for ``target_classes`` (default: the
+        predicted ones); ``method`` and ``layer`` as in :func:`fer_utils.explain.gradcam_maps`."""
         from fer_utils.explain import gradcam_maps
 
         return gradcam_maps(
             self.model,
             self.input_tensor([square_resize(f, DEFAULT_FACE_SIZE) for f in faces]).to(self.device),
             target_classes,
+            method=method,
+            layer=layer,
         )
 
     def find_faces(self, gray: np.ndarray, detect: bool | None = None) -> FaceRegions:

@@ -21,7 +21,8 @@ from fer_utils.evaluation import evaluate_checkpoint
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["--data", "synthetic:0.5", "--epochs", "4", "--image-size", "40", "--batch-size", "16", "--lr", "0.002"]
+DATA, EPOCHS = "synthetic:0.3", 3  # small: three torchrun runs, each pays ~45 s of start-up and evaluation
+ARGS = ["--data", DATA, "--epochs", str(EPOCHS), "--image-size", "40", "--batch-size", "16", "--lr", "0.002"]
 ARGS += ["--threads", "1", "--tta", "none", "--quiet", "--device", "cpu"]
 
 
@@ -64,10 +65,10 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 def test_two_processes_train_one_model_that_loads_in_one_process(uninterrupted):
     history = pd.read_csv(uninterrupted / "history.csv")
-    assert len(history) == 4 and history["val_accuracy"].max() > 0.4  # chance is 1/7
+    assert len(history) == EPOCHS and history["val_accuracy"].max() > 0.3  # chance is 1/7
     metrics = json.loads((uninterrupted / "metrics.json").read_text())
-    assert metrics["tta_none"]["accuracy"] > 0.4
-    faces = load_dataset("synthetic:0.5", progress=False).split("test")
+    assert metrics["tta_none"]["accuracy"] > 0.3
+    faces = load_dataset(DATA, progress=False).split("test")
     report = evaluate_checkpoint(uninterrupted / "best.safetensors", faces, device="cpu")  # one process, no DDP
     assert report.accuracy == pytest.approx(metrics["tta_none"]["accuracy"], abs=1e-9)
     assert read_checkpoint_meta(uninterrupted / "best.safetensors")["config"]["device"] == "cpu"
@@ -79,13 +80,13 @@ def test_killed_two_process_run_resumes_to_the_same_weights(uninterrupted, tmp_p
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and run.poll() is None:
         history = out / "history.csv"
-        if history.exists() and len(pd.read_csv(history)) >= 2:
+        if history.exists() and len(pd.read_csv(history)) >= 1:
             kill_9_processes_naming(str(out))  # the launcher and both workers (each in its own session)
             break
         time.sleep(0.05)
     run.communicate(timeout=60)
     done = load_checkpoint(out / "last.safetensors").meta["training_state"]["epoch"] + 1
-    assert 2 <= done < 4, "the run was not killed mid-way"
+    assert 1 <= done < EPOCHS, "the run was not killed mid-way"
     finish(torchrun(out, "--resume", str(out / "last.safetensors")))
     resumed = load_checkpoint(out / "last.safetensors").model_state
     reference = load_checkpoint(uninterrupted / "last.safetensors").model_state

@@ -32,8 +32,8 @@ def members(tmp_path_factory):
 
 def test_ensemble_probabilities_are_the_mean_of_its_members(members, small_faces):
     faces = list(small_faces.images[:5])
-    each = [Predictor.from_checkpoint(m).predict_arrays(faces) for m in members]
-    together = Predictor.from_checkpoint(members).predict_arrays(faces)
+    each = [Predictor.from_checkpoint(m, runtime="torch").predict_arrays(faces) for m in members]
+    together = Predictor.from_checkpoint(members, runtime="torch").predict_arrays(faces)
     np.testing.assert_allclose(together, np.mean(each, axis=0), atol=1e-6)
     assert not np.allclose(each[0], each[1], atol=1e-3)  # the members really differ
     np.testing.assert_allclose(together.sum(axis=1), 1, atol=1e-5)
@@ -49,8 +49,8 @@ def test_packed_ensemble_loads_like_one_model_and_predicts_the_same(members, sma
     assert isinstance(model, Ensemble) and len(model.members) == 3
     faces = list(small_faces.images[:4])
     np.testing.assert_allclose(
-        Predictor.from_checkpoint(out).predict_arrays(faces),
-        Predictor.from_checkpoint(members).predict_arrays(faces),
+        Predictor.from_checkpoint(out, runtime="torch").predict_arrays(faces),
+        Predictor.from_checkpoint(members, runtime="torch").predict_arrays(faces),
         atol=1e-6,
     )
     nested, _ = load_model([out, members[0]])  # an ensemble inside a list is flattened: 4 equal votes
@@ -60,13 +60,13 @@ def test_packed_ensemble_loads_like_one_model_and_predicts_the_same(members, sma
 def test_members_of_different_sizes_each_see_their_own_preprocessing(members, small_faces, tmp_path):
     big = member(tmp_path / "big.safetensors", seed=9, image_size=64)
     faces = list(small_faces.images[:5])
-    each = [Predictor.from_checkpoint(m).predict_arrays(faces) for m in (members[0], big)]
-    mixed = Predictor.from_checkpoint([members[0], big])
+    each = [Predictor.from_checkpoint(m, runtime="torch").predict_arrays(faces) for m in (members[0], big)]
+    mixed = Predictor.from_checkpoint([members[0], big], runtime="torch")
     assert mixed.checkpoint.image_size == 48 and mixed.model.sizes == [48, 64]  # takes the stored face
     np.testing.assert_allclose(mixed.predict_arrays(faces), np.mean(each, axis=0), atol=1e-5)
     packed = save_ensemble([members[0], big], tmp_path / "mixed.safetensors")
     np.testing.assert_allclose(
-        Predictor.from_checkpoint(packed).predict_arrays(faces), np.mean(each, axis=0), atol=1e-5
+        Predictor.from_checkpoint(packed, runtime="torch").predict_arrays(faces), np.mean(each, axis=0), atol=1e-5
     )
     onnx = Predictor.from_checkpoint(packed, runtime="onnx")  # the resize is part of the exported graph
     np.testing.assert_allclose(onnx.predict_arrays(faces), np.mean(each, axis=0), atol=1e-4)
@@ -126,7 +126,7 @@ def test_half_precision_ensemble_is_half_the_size_and_agrees(members, small_face
     assert half.stat().st_size < 0.55 * full.stat().st_size
     faces = list(small_faces.images[:6])
     np.testing.assert_allclose(
-        Predictor.from_checkpoint(half).predict_arrays(faces),
-        Predictor.from_checkpoint(full).predict_arrays(faces),
+        Predictor.from_checkpoint(half, runtime="torch").predict_arrays(faces),
+        Predictor.from_checkpoint(full, runtime="torch").predict_arrays(faces),
         atol=2e-3,
     )

@@ -199,6 +199,16 @@ def test_gradcam_maps_for_faces(predictor, small_faces):
     assert chosen.shape == (1, 48, 48)
 
 
+def test_face_part_share_locates_the_mass_of_a_map():
+    from fer_utils.explain import face_part_share
+
+    mouth_only = np.zeros((1, 96, 96))
+    mouth_only[0, 70:80, 40:60] = 1  # inside the mouth box (rows 30-44, columns 12-36 of 48, doubled)
+    share = face_part_share(mouth_only)
+    assert share["mouth"] == pytest.approx(1) and share["eyes and brows"] == 0
+    assert face_part_share(np.ones((2, 48, 48)))["mouth"] == pytest.approx(share["area"] - 560 / 2304)
+
+
 def test_cli_predict_writes_csv_json_and_annotations(untrained_checkpoint, tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
