@@ -1,6 +1,24 @@
 """Repository-wide pytest setup: the notebooks run in FAST mode (synthetic faces, seconds-long runs)
-unless FER_FAST is set explicitly, so `pytest` executes the whole course quickly."""
+unless FER_FAST is set explicitly, so `pytest` executes the whole course quickly.
+
+The suite runs on two pytest-xdist workers (``-n 2 --dist loadgroup`` in pyproject.toml): each
+test module stays on one worker (its module fixtures are built once), and the notebooks form one
+group that runs in order on one worker, because later lessons reuse what earlier ones trained.
+"""
 
 import os
 
+import pytest
+
 os.environ.setdefault("FER_FAST", "1")
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one torch thread each, no oversubscription
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = "notebooks" if item.nodeid.split("::", 1)[0].endswith(".ipynb") else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -59,6 +59,10 @@ MIN_FACE = 16
 """Smaller detections (in original pixels) are dropped: too few pixels to read an expression."""
 MIN_ALIGN_DEGREES = 1.0
 """Eye lines tilted less than this are not rotated (rotating only blurs)."""
+REFINE_SIDE = 320
+"""Side of the patch on which landmarks are measured again (the face then spans about 160 px)."""
+REFINE_STEPS = 3
+"""At most this many re-measurements per face (each costs one YuNet run on a REFINE_SIDE patch)."""
 
 CASCADES = ("haarcascade_frontalface_alt2.xml", "haarcascade_frontalface_default.xml")
 """Tried in order. Measured during development on 200 pasted FER2013 faces and LFW faces: alt2
@@ -239,6 +243,37 @@ class YuNetDetector:
                 )
             )
         return sorted(faces, key=lambda b: -b.w * b.h)
+
+    def refine_landmarks(self, gray: np.ndarray, box: FaceBox, steps: int = REFINE_STEPS) -> FaceBox:
+        """``box`` with landmarks measured again on a levelled, enlarged patch around the face.
+
+        YuNet's landmarks lag behind a tilted head (on the course's portrait turned by 25 degrees
+        the eye line reads about 1 degree), but are accurate on an upright face of ~150 px. So the
+        face is cut out at ``REFINE_SIDE`` px, turned by the current estimate, and measured again;
+        each step removes most of what is left. The box itself is kept.
+        """
+        if len(box.landmarks) < 2:
+            return box
+        cv2 = self.cv2
+        cx, cy = box.x + box.w / 2, box.y + box.h / 2
+        zoom = REFINE_SIDE / (2 * max(box.w, box.h, 1))
+        refined = box
+        for _ in range(steps):
+            matrix = cv2.getRotationMatrix2D((cx, cy), refined.eye_angle(), zoom)
+            matrix[:, 2] += (REFINE_SIDE / 2 - cx, REFINE_SIDE / 2 - cy)
+            patch = cv2.warpAffine(gray, matrix, (REFINE_SIDE, REFINE_SIDE), borderMode=cv2.BORDER_REPLICATE)
+            found = self._run(patch, REFINE_SIDE)
+            if not found:
+                break
+            face = min(
+                found, key=lambda f: (f.x + f.w / 2 - REFINE_SIDE / 2) ** 2 + (f.y + f.h / 2 - REFINE_SIDE / 2) ** 2
+            )
+            back = cv2.invertAffineTransform(matrix)
+            points = tuple((float(back[0] @ (x, y, 1)), float(back[1] @ (x, y, 1))) for x, y in face.landmarks)
+            refined = dataclasses.replace(box, landmarks=points)
+            if abs(face.eye_angle()) < MIN_ALIGN_DEGREES:  # level in the patch: nothing left to remove
+                break
+        return refined
 
     def detect(self, gray: np.ndarray) -> list[FaceBox]:
         """Faces in a uint8 grayscale image, largest first."""

@@ -230,6 +230,15 @@ class Predictor:
                 return self.detector.detect(gray)
         return self.detector.detect(gray)
 
+    def _refine(self, gray: np.ndarray, box: FaceBox) -> FaceBox:
+        refine = getattr(self.detector, "refine_landmarks", None)
+        if refine is None:
+            return box
+        if self._detector is not None and not isinstance(self._detector, str):
+            with self._lock:
+                return refine(gray, box)
+        return refine(gray, box)
+
     def _logits(self) -> Callable[[torch.Tensor], torch.Tensor]:
         if self.runtime == "torch":
             return self.model
@@ -286,6 +295,8 @@ class Predictor:
                 "use detect=False / --no-detect for face crops",
             )
         boxes = self._detect(gray)
+        if self.align:  # the eye line YuNet gives first lags behind a tilted head: measure it again
+            boxes = [self._refine(gray, box) for box in boxes]
         return FaceRegions(boxes, reason=None if boxes else "no face found")
 
     def predict_image(self, source: ImageSource, detect: bool | None = None, keep_image: bool = False) -> ImageResult:

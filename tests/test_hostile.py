@@ -304,11 +304,25 @@ def test_eval_batch_size_zero_is_refused_before_training(tmp_path, capsys):
     assert "eval_batch_size must be at least 1" in one_line_error(capsys)
 
 
+def hand_edited(source: Path, out: Path, updates: dict) -> Path:
+    """A copy of ``source`` whose metadata a user edited by hand (update_checkpoint_metadata
+    itself refuses to write metadata that would not load)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as f:
+        meta = json.loads(f.metadata()["fer_utils"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
+    save_file(tensors, str(out), metadata={"fer_utils": json.dumps({**meta, **updates})})
+    return out
+
+
 @pytest.mark.parametrize("value", ["abc", 0, 100000, -48, True, None])
 def test_checkpoint_metadata_is_validated_before_use(untrained_checkpoint, tmp_path, value):
-    bad = tmp_path / "bad.safetensors"
-    bad.write_bytes(untrained_checkpoint.read_bytes())
-    update_checkpoint_metadata(bad, {"image_size": value})
+    with pytest.raises(FERCheckpointError, match="image_size"):
+        update_checkpoint_metadata(untrained_checkpoint, {"image_size": value}, out=tmp_path / "never.safetensors")
+    assert not (tmp_path / "never.safetensors").exists()
+    bad = hand_edited(untrained_checkpoint, tmp_path / "bad.safetensors", {"image_size": value})
     with pytest.raises(FERCheckpointError, match="image_size"):
         read_checkpoint_meta(bad)
     with pytest.raises(FERCheckpointError, match="image_size"):
@@ -317,9 +331,7 @@ def test_checkpoint_metadata_is_validated_before_use(untrained_checkpoint, tmp_p
 
 def test_checkpoint_metadata_classes_mean_and_std_are_validated(untrained_checkpoint, tmp_path):
     for update, field in [({"classes": "happy"}, "classes"), ({"std": [0, 1, 1]}, "std"), ({"mean": ["a"]}, "mean")]:
-        bad = tmp_path / f"{field}.safetensors"
-        bad.write_bytes(untrained_checkpoint.read_bytes())
-        update_checkpoint_metadata(bad, update)
+        bad = hand_edited(untrained_checkpoint, tmp_path / f"{field}.safetensors", update)
         with pytest.raises(FERCheckpointError, match=field):
             read_checkpoint_meta(bad)
 
