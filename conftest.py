@@ -18,6 +18,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one torch
     torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         group = "notebooks" if item.nodeid.split("::", 1)[0].endswith(".ipynb") else item.nodeid.split("::", 1)[0]
