@@ -74,11 +74,15 @@ def detect_and_classify(predictor: Predictor, detectors: list, faces, n: int) ->
     images, labels = faces.images[:n], faces.labels[:n]
     base = predictor.predict_arrays(list(images)).argmax(1)
     print(f"accuracy on the original 48x48 crops of these {n} faces (the ceiling): {np.mean(base == labels):.3f}")
-    header = "size  angle | " + " | ".join(f"{d.name} recall" for d in detectors) + " | acc aligned | acc not aligned"
+    header = (
+        "size  angle | "
+        + " | ".join(f"{d.name} recall" for d in detectors)
+        + " | acc aligned | acc aligned, first landmarks | acc not aligned"
+    )
     print(header)
     for size in SIZES:
         for angle in ROTATIONS:
-            recalls, aligned, plain, found_labels = [], [], [], []
+            recalls, aligned, first, plain, found_labels = [], [], [], [], []
             for detector in detectors:
                 hits = 0
                 for face, label in zip(images, labels, strict=True):
@@ -89,15 +93,18 @@ def detect_and_classify(predictor: Predictor, detectors: list, faces, n: int) ->
                     ]
                     hits += bool(hit)
                     if hit and detector is detectors[0]:
-                        aligned.append(crop_face(canvas, hit[0], align=True))
+                        refined = detector.refine_landmarks(canvas, hit[0])  # what Predictor does
+                        aligned.append(crop_face(canvas, refined, align=True))
+                        first.append(crop_face(canvas, hit[0], align=True))
                         plain.append(crop_face(canvas, hit[0], align=False))
                         found_labels.append(label)
                 recalls.append(hits / n)
             y = np.array(found_labels)
             acc_a = np.mean(predictor.predict_arrays(aligned).argmax(1) == y) if aligned else float("nan")
+            acc_f = np.mean(predictor.predict_arrays(first).argmax(1) == y) if first else float("nan")
             acc_p = np.mean(predictor.predict_arrays(plain).argmax(1) == y) if plain else float("nan")
             cells = " | ".join(f"{r:11.3f}" for r in recalls)
-            print(f"{size:4d} {angle:+6d} | {cells} | {acc_a:11.3f} | {acc_p:15.3f}")
+            print(f"{size:4d} {angle:+6d} | {cells} | {acc_a:11.3f} | {acc_f:28.3f} | {acc_p:15.3f}")
 
 
 def non_faces() -> list[np.ndarray]:
@@ -162,13 +169,16 @@ def timing(checkpoint: str | None, repeats: int = 30) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     rows = {}
-    for label, detector, runtime in (
-        ("before: Haar + PyTorch", "haar", "torch"),
-        ("after: YuNet + ONNX Runtime", "yunet", "onnx"),
+    for label, detector, runtime, align in (
+        ("before: Haar + PyTorch", "haar", "torch", True),
+        ("after: YuNet + ONNX Runtime, landmarks measured again (default)", "yunet", "onnx", True),
+        ("YuNet + ONNX Runtime, no alignment (--no-align)", "yunet", "onnx-no-align", False),
     ):
         try:
             started = time.perf_counter()
-            predictor = Predictor.from_checkpoint(checkpoint, detector=detector, runtime=runtime, threads=1)
+            predictor = Predictor.from_checkpoint(
+                checkpoint, detector=detector, runtime=runtime.split("-")[0], threads=1, align=align
+            )
             predictor.predict_image(photo)  # first call: loads the detector, builds or reads the ONNX cache
             ready_s = time.perf_counter() - started
         except FERConfigError as err:

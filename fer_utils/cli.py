@@ -219,7 +219,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fer_utils.checkpoints import read_checkpoint_meta
     from fer_utils.data.duplicates import duplicates_of
-    from fer_utils.evaluation import EvaluationReport, evaluate_checkpoint
+    from fer_utils.evaluation import EvaluationReport, evaluate_checkpoint, optimism_note
     from fer_utils.inference import default_checkpoint
     from fer_utils.viz import confusion_matrix_figure, reliability_figure, save_figure
 
@@ -242,6 +242,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(checkpoint, faces, tta=args.tta, split=split, device=args.device)
     report.info["data"] = dataset.source
     print(report.summary())
+    if note := optimism_note(split):
+        print(f"note: {note}")
     if "train" in dataset.splits and split not in ("train", "training"):
         duplicate = duplicates_of(faces, dataset.splits["train"])
         if duplicate.any():

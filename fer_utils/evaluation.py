@@ -39,6 +39,20 @@ COVERAGES = (0.5, 0.8, 0.9)
 """Shares of faces kept, most confident first, at which selective accuracy is reported."""
 
 
+SELECTION_SPLIT = "val"
+"""The split every epoch, ensemble member and temperature was chosen on (FER2013 PublicTest)."""
+
+
+def optimism_note(split: str) -> str | None:
+    """A warning when ``split`` is the selection split, whose score overstates new faces; else None."""
+    if split != SELECTION_SPLIT:
+        return None
+    return (
+        f"'{split}' is the selection split: the epochs, ensemble members and temperature were chosen on it, "
+        "so its scores are optimistic; the held-back test split (FER2013 PrivateTest) gives the honest figure"
+    )
+
+
 def reliability_bins(labels: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS) -> pd.DataFrame:
     """Per confidence bin: how many faces, their mean confidence and their accuracy (a reliability diagram's data)."""
     confidence = probabilities.max(axis=1)
