@@ -327,9 +327,8 @@ def git_commit(folder: str | os.PathLike = ".") -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def load_model_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
-    """Copy checkpoint weights into ``model``, explaining any architecture or class mismatch."""
-    own = model.state_dict()
+def _check_fit(own: dict[str, torch.Tensor], checkpoint: Checkpoint, advice: str) -> None:
+    """FERCheckpointError unless ``own`` (a state dict) has exactly the checkpoint's tensor names and shapes."""
     missing = [k for k in own if k not in checkpoint.model_state]
     unexpected = [k for k in checkpoint.model_state if k not in own]
     wrong = [k for k in own if k in checkpoint.model_state and own[k].shape != checkpoint.model_state[k].shape]
@@ -337,9 +336,13 @@ def load_model_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
         raise FERCheckpointError(
             f"{checkpoint.path}: weights do not fit this model (checkpoint arch {checkpoint.arch}, "
             f"{len(checkpoint.classes)} classes): {len(missing)} missing, {len(unexpected)} unexpected, "
-            f"{len(wrong)} of another shape (e.g. {(missing + unexpected + wrong)[:2]}). "
-            "Build the model from the checkpoint (model_from_checkpoint) instead"
+            f"{len(wrong)} of another shape (e.g. {(missing + unexpected + wrong)[:2]}). {advice}"
         )
+
+
+def load_model_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
+    """Copy checkpoint weights into ``model``, explaining any architecture or class mismatch."""
+    _check_fit(model.state_dict(), checkpoint, "Build the model from the checkpoint (model_from_checkpoint) instead")
     bad = [k for k, v in checkpoint.model_state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise FERCheckpointError(
@@ -382,6 +385,23 @@ def _build_described(meta: dict[str, Any]) -> nn.Module:
     return single(meta)
 
 
+def _built_to_fit(checkpoint: Checkpoint) -> nn.Module:
+    """The model the metadata describes, built on PyTorch's meta device first (no memory, no
+    random initialization) and checked against the weights' names and shapes, so an edited
+    architecture is refused before gigabytes are allocated; then given real (empty) storage for
+    the weights to fill. Backends that cannot build there are built the ordinary way."""
+    try:
+        with torch.device("meta"):
+            model = _build_described(checkpoint.meta)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return _build_described(checkpoint.meta)
+    state = model.state_dict()
+    _check_fit(state, checkpoint, "The metadata describes another model than the weights: edited or damaged")
+    if any(name not in state for name, _ in model.named_buffers()):  # not in the file: would stay empty
+        return _build_described(checkpoint.meta)
+    return model.to_empty(device="cpu")
+
+
 def model_from_checkpoint(
     path: str | os.PathLike, expect_classes: tuple[str, ...] | None = None
 ) -> tuple[nn.Module, Checkpoint]:
@@ -392,7 +412,7 @@ def model_from_checkpoint(
             f"{checkpoint.path}: trained for classes {', '.join(checkpoint.classes)}, but the data "
             f"has {', '.join(expect_classes)}; use a checkpoint trained on the same class list"
         )
-    model = _build_described(checkpoint.meta)
+    model = _built_to_fit(checkpoint)
     load_model_weights(model, checkpoint)
     if "temperature" in checkpoint.meta:  # fitted by `fer calibrate`: every caller gets calibrated probabilities
         model = TemperatureScaled(model, checkpoint.meta["temperature"])

@@ -101,3 +101,18 @@ def face_photo(positions=((240, 150),), size: int = 160, shape=(480, 640), backg
             faces.images[index], (size, size), interpolation=cv2.INTER_CUBIC
         )
     return canvas
+
+
+def hand_edited(source: Path, out: Path, updates: dict) -> Path:
+    """A copy of ``source`` whose metadata a user edited by hand (update_checkpoint_metadata
+    itself refuses to write metadata that would not load)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as f:
+        meta = json.loads(f.metadata()["fer_utils"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
+    save_file(tensors, str(out), metadata={"fer_utils": json.dumps({**meta, **updates})})
+    return out

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import face_photo
+from conftest import face_photo, hand_edited
 from fer_utils.cli import main
 from fer_utils.data import load_dataset, synthetic_faces
 from fer_utils.data.fer2013_csv import write_fer2013_csv
@@ -343,3 +343,21 @@ def test_a_yunet_model_that_is_not_yunet_is_one_line(tmp_path, untrained_checkpo
     monkeypatch.setenv("FER_YUNET_MODEL", str(other))
     assert main(["predict", str(photo), "--checkpoint", str(untrained_checkpoint)]) == 1
     assert "YuNet" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("arch", ["efficientnet-b7", "efficientnet-b0"])
+def test_an_edited_architecture_is_refused_before_the_model_is_built(untrained_checkpoint, tmp_path, arch):
+    from fer_utils.checkpoints import load_model
+    from fer_utils.errors import FERCheckpointError
+
+    edited = hand_edited(untrained_checkpoint, tmp_path / "edited.safetensors", {"arch": arch})
+    with pytest.raises(FERCheckpointError, match="describes another model than the weights"):
+        load_model(edited)  # checked on PyTorch's meta device: no B7 (66 M parameters) is ever allocated
+    ensemble = tmp_path / "ensemble.safetensors"
+    from fer_utils.checkpoints import read_checkpoint_meta, save_ensemble
+
+    save_ensemble([untrained_checkpoint, untrained_checkpoint], ensemble)
+    members = read_checkpoint_meta(ensemble)["members"]
+    members[1]["arch"] = arch
+    with pytest.raises(FERCheckpointError, match="describes another model than the weights"):
+        load_model(hand_edited(ensemble, tmp_path / "edited-ensemble.safetensors", {"members": members}))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import save_class_folders
+from conftest import hand_edited, save_class_folders
 from fer_utils.checkpoints import (
     load_checkpoint,
     model_from_checkpoint,
@@ -302,19 +302,6 @@ def test_results_survive_a_failed_write(untrained_checkpoint, tmp_path, monkeypa
 def test_eval_batch_size_zero_is_refused_before_training(tmp_path, capsys):
     assert main(["train", "--data", "synthetic:0.03", "--out", str(tmp_path), *QUICK, "--eval-batch-size", "0"]) == 1
     assert "eval_batch_size must be at least 1" in one_line_error(capsys)
-
-
-def hand_edited(source: Path, out: Path, updates: dict) -> Path:
-    """A copy of ``source`` whose metadata a user edited by hand (update_checkpoint_metadata
-    itself refuses to write metadata that would not load)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(str(source), framework="pt") as f:
-        meta = json.loads(f.metadata()["fer_utils"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
-    save_file(tensors, str(out), metadata={"fer_utils": json.dumps({**meta, **updates})})
-    return out
 
 
 @pytest.mark.parametrize("value", ["abc", 0, 100000, -48, True, None])
