@@ -192,7 +192,7 @@ def timing(checkpoint: str | None, repeats: int = 30) -> None:
             f"{label}: {photo_ms:.1f} ms per 640x480 photo with one face, {face_ms:.2f} ms per face "
             f"classified (batch 1), 1 thread; ready after {ready_s:.1f} s"
         )
-    if len(rows) == 2:
+    if "torch" in rows and "onnx" in rows:
         (p0, f0), (p1, f1) = rows["torch"], rows["onnx"]
         print(f"speed-up: {p0 / p1:.1f}x per photo, {f0 / f1:.1f}x per face")
 
