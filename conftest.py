@@ -12,7 +12,11 @@ import pytest
 
 os.environ.setdefault("FER_FAST", "1")
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one torch thread each, no oversubscription
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one thread each, here and in every process a worker starts
+    # (notebook kernels, CLI subprocesses). With two threads each, OpenMP's spinning threads
+    # fought over the cores and a 20 s notebook cell took 250 s (measured in CI).
+    os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
