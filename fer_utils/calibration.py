@@ -64,12 +64,6 @@ def scaled_probabilities(probabilities: np.ndarray, temperature: float) -> np.nd
     return (scaled / scaled.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Mean ``-log p(true class)``: the score temperature scaling minimizes."""
-    p = np.clip(np.asarray(probabilities, dtype=np.float64)[np.arange(len(labels)), labels], 1e-30, None)
-    return float(-np.log(p).mean())
-
-
 def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     """The temperature that minimizes the NLL of ``probabilities`` (N, C) on ``labels`` (N,).
 
@@ -77,6 +71,7 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     three decimals in a few dozen evaluations.
     """
     from scipy.optimize import minimize_scalar
+    from sklearn.metrics import log_loss  # the NLL EvaluationReport reports
 
     labels = np.asarray(labels)
     if len(labels) < 2 or len(labels) != len(probabilities):
@@ -85,8 +80,9 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
             f"probability rows and {len(labels)} labels"
         )
     low, high = (math.log(t) for t in TEMPERATURE_RANGE)
+    classes = np.arange(np.asarray(probabilities).shape[1])
     fit = minimize_scalar(
-        lambda log_t: negative_log_likelihood(scaled_probabilities(probabilities, math.exp(log_t)), labels),
+        lambda log_t: log_loss(labels, scaled_probabilities(probabilities, math.exp(log_t)), labels=classes),
         bounds=(low, high),
         method="bounded",
         options={"xatol": 1e-4},
