@@ -8,11 +8,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fer-installed
 
-.PHONY: setup lab learner demo test lint benchmark model model-member0 gpu-model web serve clean
+.PHONY: setup lab learner inference demo test lint benchmark model model-member0 gpu-model web serve clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-lab.txt requirements-dev.txt pyproject.toml
+REQUIREMENTS := requirements.txt requirements-inference.txt requirements-course.txt requirements-export.txt requirements-app.txt
+
+$(STAMP): $(REQUIREMENTS) requirements-lab.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-lab.txt -r requirements-dev.txt
@@ -35,7 +37,7 @@ LEARNER_VENV ?= .venv-learner
 LEARNER_STAMP := $(LEARNER_VENV)/.fer-installed
 learner: $(LEARNER_STAMP)
 
-$(LEARNER_STAMP): requirements.txt requirements-lab.txt pyproject.toml
+$(LEARNER_STAMP): $(REQUIREMENTS) requirements-lab.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(LEARNER_VENV)/bin/python || $(PYTHON) -m venv $(LEARNER_VENV)
 	$(LEARNER_VENV)/bin/python -m pip install --quiet --upgrade pip
@@ -44,6 +46,18 @@ $(LEARNER_STAMP): requirements.txt requirements-lab.txt pyproject.toml
 	$(LEARNER_VENV)/bin/python -m ipykernel install --prefix $(VENV) --name fer-learner \
 		--display-name "FER course (learner requirements)" >/dev/null 2>&1
 	touch $(LEARNER_STAMP)
+
+# The inference-only install (requirements-inference.txt, the package's base dependencies): `fer
+# predict` from an exported .onnx model without torch. `make test` runs a prediction in it.
+INFERENCE_VENV ?= .venv-inference
+INFERENCE_STAMP := $(INFERENCE_VENV)/.fer-installed
+inference: $(INFERENCE_STAMP)
+
+$(INFERENCE_STAMP): requirements-inference.txt pyproject.toml
+	test -x $(INFERENCE_VENV)/bin/python || $(PYTHON) -m venv $(INFERENCE_VENV)
+	$(INFERENCE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(EDITABLE_LOCK) $(INFERENCE_VENV)/bin/python -m pip install --quiet -e .
+	touch $(INFERENCE_STAMP)
 
 # Train EfficientNet-Lite0 on the built-in synthetic faces, evaluate it, save checkpoint, metrics, figures.
 # Point DATA at FER2013 or your own folders to train on real data (see README).
@@ -94,8 +108,8 @@ gpu-model: setup
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 	if command -v npm >/dev/null; then cd web && npm ci --silent --no-audit --no-fund; else echo "npm not found: the browser demo test will be skipped"; fi
 
-test: setup learner web/node_modules/.package-lock.json
-	FER_LEARNER_VENV=$(LEARNER_VENV) $(BIN)/python -m pytest --nbval-kernel-name fer-learner
+test: setup learner inference web/node_modules/.package-lock.json
+	FER_LEARNER_VENV=$(LEARNER_VENV) FER_INFERENCE_VENV=$(INFERENCE_VENV) $(BIN)/python -m pytest --nbval-kernel-name fer-learner
 
 lint: setup
 	$(BIN)/ruff check .
@@ -113,4 +127,4 @@ benchmark: setup
 	$(BIN)/python benchmarks/bench_core.py
 
 clean:
-	rm -rf $(VENV) $(LEARNER_VENV) runs .pytest_cache test-artifacts
+	rm -rf $(VENV) $(LEARNER_VENV) $(INFERENCE_VENV) runs .pytest_cache test-artifacts

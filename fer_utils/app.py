@@ -70,8 +70,8 @@ def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False)
     Grad-CAM overlays)."""
     import gradio as gr
 
+    from fer_utils.annotate import annotate_image
     from fer_utils.explain import overlay
-    from fer_utils.viz import annotate_image
 
     if not image_path:
         raise gr.Error("Upload a photo or take one with the webcam first.")
@@ -134,7 +134,7 @@ def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 7860, share
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m fer_utils.app``: the same as ``fer serve``."""
-    from fer_utils.cli import add_serve_flags, photo_predictor
+    from fer_utils.cli_flags import add_serve_flags, photo_predictor
 
     parser = argparse.ArgumentParser(prog="fer serve", description=__doc__.split("\n")[0])
     add_serve_flags(parser)

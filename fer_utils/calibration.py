@@ -18,10 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fer_utils.checkpoint_meta import TEMPERATURE_RANGE
 from fer_utils.errors import FERConfigError
-
-TEMPERATURE_RANGE = (0.05, 20.0)
-"""The temperatures a checkpoint may carry (and the fit searches): outside it, something is broken."""
 
 
 class TemperatureScaled(nn.Module):

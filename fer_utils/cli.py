@@ -15,8 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from fer_utils.atomic import check_outputs, ensure_writable_dir, unused_path
+from fer_utils.cli_flags import (
+    add_serve_flags,
+    check_device,
+    checkpoint_flag,
+    device_flag,
+    overwrite_flag,
+    photo_flags,
+    photo_predictor,
+)
+from fer_utils.config import RECIPES
 from fer_utils.errors import FERError, FEROutputError
 from fer_utils.labels import FERPLUS_MODE_ALIASES
+from fer_utils.preprocess import TTA_MODES
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -31,7 +42,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, so the CLI can set every hyperparameter."""
-    from fer_utils.training import TrainConfig
+    from fer_utils.config import TrainConfig
 
     group = parser.add_argument_group("hyperparameters (defaults: TrainConfig)")
     for f in dataclasses.fields(TrainConfig):
@@ -59,7 +70,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from fer_utils.training import TrainConfig
+    from fer_utils.config import TrainConfig
 
     return TrainConfig.from_recipe(args.recipe, **_explicit_config_values(args))
 
@@ -107,7 +118,7 @@ def _report_skips(dataset) -> None:
 
 def _explicit_config_values(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields the user actually typed on the command line."""
-    from fer_utils.training import TrainConfig
+    from fer_utils.config import TrainConfig
 
     return {
         f.name: getattr(args, f.name)
@@ -157,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{out} already holds a trained model; continue it with --resume {out / 'last.safetensors'}, "
                 "choose another --out, or pass --overwrite"
             )
-    _device(config.device)
+    check_device(config.device)
     dataset = _load(args, config.seed)
     ensure_writable_dir(out, "training run")  # after loading: --out may sit inside the data folder
     _report_skips(dataset)
@@ -229,7 +240,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         inputs=[*checkpoint, *_data_inputs(args)],
         overwrite=args.overwrite,
     )
-    _device(args.device)
+    check_device(args.device)
     for path in checkpoint:
         meta = read_checkpoint_meta(path)  # fail fast, before loading data
         members = f", {len(meta['members'])} members" if "members" in meta else ""
@@ -279,7 +290,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     check_outputs(
         {"calibrated checkpoint": args.out}, inputs=[checkpoint, *_data_inputs(args)], overwrite=args.overwrite
     )
-    _device(args.device)
+    check_device(args.device)
     meta = read_checkpoint_meta(checkpoint)  # fail fast, before loading data
     args.include_contempt = args.include_contempt or "contempt" in meta["classes"]
     dataset = _load(args)
@@ -302,12 +313,9 @@ def _data_inputs(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from fer_utils.atomic import write_text_atomic
-    from fer_utils.checkpoints import checkpoint_name
     from fer_utils.inference import expand_image_paths
-    from fer_utils.viz import annotate_image, save_pil
+    from fer_utils.results import predictions_csv, predictions_json, summary_line
 
     check_outputs(
         {"JSON results": args.json, "CSV results": args.csv},
@@ -325,16 +333,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     annotated: dict[str, str] = {}
     taken = {Path(f).resolve() for f in files}  # never write over an input photo
     for result in results:
-        if not result.faces:
-            print(f"{result.source}: {result.reason}")
-        for i, face in enumerate(result.faces):
-            top3 = sorted(face.probabilities.items(), key=lambda kv: -kv[1])[:3]
-            where = f" face {i} at {face.box.x},{face.box.y} {face.box.w}x{face.box.h}" if face.box else ""
-            print(
-                f"{result.source}{where}: {face.label} ({face.score:.2f})  "
-                + "  ".join(f"{c} {v:.2f}" for c, v in top3)
-            )
+        print("\n".join(result.lines()))
         if args.annotate:
+            from fer_utils.annotate import annotate_image, save_pil
+
             target = unused_path(Path(args.annotate).resolve(), Path(result.source).stem, ".jpg", taken)
             try:
                 save_pil(annotate_image(result.source, result), target)
@@ -343,37 +345,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 failed_writes.append(f"{target}: {err}")
     for s in skipped:
         print(f"skipped: {s.source}: {s.reason}", file=sys.stderr)
-    n_faces = sum(len(r.faces) for r in results)
-    print(
-        f"{len(results)} images, {n_faces} faces, {sum(not r.faces for r in results)} without a face, "
-        f"{len(skipped)} skipped" + (f"; annotated copies in {args.annotate}" if annotated else ""),
-        file=sys.stderr,
-    )
+    where = f"; annotated copies in {args.annotate}" if annotated else ""
+    print(summary_line(results, skipped) + where, file=sys.stderr)
     outputs = {}
     if args.json:
-        payload = {
-            "classes": list(predictor.classes),
-            "checkpoint": checkpoint_name(predictor.checkpoint),
-            "images": [
-                {
-                    "file": r.source,
-                    "width": r.width,
-                    "height": r.height,
-                    "detected": r.detected,
-                    "reason": r.reason,
-                    "faces": [f.to_dict() for f in r.faces],
-                    **({"annotated": annotated[r.source]} if r.source in annotated else {}),
-                }
-                for r in results
-            ],
-            "skipped": [dataclasses.asdict(s) for s in skipped],
-        }
+        payload = predictions_json(results, skipped, predictor.classes, predictor.name, annotated)
         outputs[args.json] = json.dumps(payload, indent=2) + "\n"
     if args.csv:
-        rows = [row for r in results for row in r.rows()]
-        rows += [{"file": r.source, "reason": r.reason} for r in results if not r.faces]
-        rows += [{"file": s.source, "reason": f"skipped: {s.reason}"} for s in skipped]
-        outputs[args.csv] = pd.DataFrame(rows).to_csv(index=False)
+        outputs[args.csv] = predictions_csv(results, skipped)
     for path, text in outputs.items():
         try:
             write_text_atomic(path, text)
@@ -449,7 +428,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     _report_skips(dataset)
     train_set, _ = training_splits(dataset)
     face_keys(train_set)  # fail before the long pass if faces cannot be told apart
-    report = evaluate_checkpoint(checkpoint, train_set, tta=args.tta, split="train", device=_device(args.device))
+    report = evaluate_checkpoint(checkpoint, train_set, tta=args.tta, split="train", device=check_device(args.device))
     info = {"checkpoint": report.info["checkpoint"], "tta": args.tta, "data": dataset.source}
     out = save_teacher(args.out, train_set, report.probabilities, info, overwrite=args.overwrite)
     print(
@@ -515,85 +494,6 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device(name: str) -> str:
-    """Check a --device value before any work; the library's message, in flag words."""
-    from fer_utils.devices import resolve_device
-    from fer_utils.errors import FERConfigError
-
-    try:
-        resolve_device(name)
-    except FERConfigError as err:
-        raise FERConfigError(
-            str(err).replace("use device 'cpu'", "use --device cpu").replace("device '", "--device '")
-        ) from None
-    return name
-
-
-def _device_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU; default), cpu, cuda, cuda:N, mps"
-    )
-
-
-def _photo_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags of every command that finds faces in photos: device, detector, alignment, runtime."""
-    _device_flag(parser)
-    parser.add_argument(
-        "--detector",
-        default="yunet",
-        choices=["yunet", "haar"],
-        help="face detector (default yunet; haar needs OpenCV 4.x)",
-    )
-    parser.add_argument("--no-align", action="store_true", help="do not rotate faces to level the eyes before cropping")
-    parser.add_argument(
-        "--runtime",
-        default="auto",
-        choices=["auto", "onnx", "torch"],
-        help="classifier runtime: auto (ONNX Runtime on the CPU, exported once and cached; PyTorch on a GPU), onnx, torch",
-    )
-
-
-def photo_predictor(args: argparse.Namespace, tta: str = "none") -> Any:
-    """The Predictor that ``--checkpoint/--device/--detector/--no-align/--runtime`` describe."""
-    from fer_utils.inference import Predictor
-
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint,
-        tta=tta,
-        device=_device(args.device),
-        detector=args.detector,
-        runtime=args.runtime,
-        align=not args.no_align,
-    )
-    predictor.detector  # noqa: B018 - load it now: a detector this OpenCV lacks fails before any work
-    return predictor
-
-
-def _overwrite_flag(parser: argparse.ArgumentParser, outputs: str) -> None:
-    parser.add_argument(
-        "--overwrite", action="store_true", help=f"replace an existing {outputs} (inputs are never replaced)"
-    )
-
-
-def _checkpoint_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        nargs="+",
-        default=None,
-        metavar="FILE",
-        help="default: the shipped model in models/; several files are averaged as an ensemble",
-    )
-
-
-def add_serve_flags(parser: argparse.ArgumentParser) -> None:
-    """The app's flags, shared by ``fer serve`` and ``python -m fer_utils.app``."""
-    _checkpoint_flag(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve your network")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--share", action="store_true", help="public gradio.live link (e.g. from Colab)")
-    _photo_flags(parser)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fer`` (exposed for docs and tests)."""
     parser = OneLineParser(prog="fer", description="Facial expression recognition: train, evaluate, predict.")
@@ -604,12 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
     p.add_argument("--resume", default=None, metavar="FILE", help="continue from a last.safetensors")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
-    p.add_argument("--tta", default="flip", choices=["none", "flip", "crops"], help="TTA for the final report")
+    p.add_argument("--tta", default="flip", choices=TTA_MODES, help="TTA for the final report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--recipe",
         default="cpu",
-        choices=["cpu", "gpu"],
+        choices=list(RECIPES),
         help="starting values: cpu (default; Lite0 64 px) or gpu (B0 224 px, 30 epochs, cuda); flags override",
     )
     _config_flags(p)
@@ -617,29 +517,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("teacher", help="store a model's (or ensemble's) probabilities on the training faces")
     _data_args(p)
-    _checkpoint_flag(p)
+    checkpoint_flag(p)
     p.add_argument("--out", required=True, metavar="FILE", help="the .npz to write (a few hundred KB)")
-    p.add_argument(
-        "--tta", default="flip", choices=["none", "flip", "crops"], help="TTA for the teacher (default flip)"
-    )
-    _device_flag(p)
-    _overwrite_flag(p, "--out")
+    p.add_argument("--tta", default="flip", choices=TTA_MODES, help="TTA for the teacher (default flip)")
+    device_flag(p)
+    overwrite_flag(p, "--out")
     p.set_defaults(func=cmd_teacher)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a labelled dataset")
     _data_args(p)
-    _checkpoint_flag(p)
+    checkpoint_flag(p)
     p.add_argument(
         "--split",
         default=None,
         help="train, val (PublicTest), test (PrivateTest), all, or a,b (default: test, else val, else all)",
     )
-    p.add_argument("--tta", default="none", choices=["none", "flip", "crops"])
-    _device_flag(p)
+    p.add_argument("--tta", default="none", choices=TTA_MODES)
+    device_flag(p)
     p.add_argument("--json", default=None, metavar="OUT", help="write metrics as JSON")
     p.add_argument("--figure", default=None, metavar="PNG", help="save the confusion matrix")
     p.add_argument("--reliability", default=None, metavar="PNG", help="save the reliability diagram (calibration)")
-    _overwrite_flag(p, "--json/--figure/--reliability")
+    overwrite_flag(p, "--json/--figure/--reliability")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -648,34 +546,34 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
     p.add_argument("--split", default=None, help="the faces to fit on (default: val, the selection split)")
-    _device_flag(p)
+    device_flag(p)
     p.add_argument("--out", required=True, metavar="FILE", help="the calibrated .safetensors to write")
-    _overwrite_flag(p, "--out")
+    overwrite_flag(p, "--out")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("predict", help="find faces in photos (or take face crops) and predict their expressions")
     p.add_argument("paths", nargs="+", metavar="PHOTO_OR_DIR", help="image files or folders (searched recursively)")
-    _checkpoint_flag(p)
+    checkpoint_flag(p)
     p.add_argument(
         "--tta",
         nargs="?",
         const="flip",
         default="none",
-        choices=["none", "flip", "crops"],
+        choices=TTA_MODES,
         help="test-time augmentation (--tta alone = flip)",
     )
     p.add_argument("--no-detect", action="store_true", help="inputs are face crops: skip face detection")
-    _photo_flags(p)
+    photo_flags(p)
     p.add_argument("--annotate", default=None, metavar="OUT_DIR", help="save each photo with boxes and labels")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", default=None, metavar="OUT", help="write every face's result as JSON")
     out.add_argument("--csv", default=None, metavar="OUT", help="write one row per face as CSV")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _overwrite_flag(p, "--json/--csv")
+    overwrite_flag(p, "--json/--csv")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX and check it against PyTorch")
-    _checkpoint_flag(p)
+    checkpoint_flag(p)
     p.add_argument(
         "--format",
         default="onnx",
@@ -691,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset whose training faces calibrate --int8 (default: $FER_DATA_DIR, else synthetic)",
     )
     p.add_argument("--no-check", action="store_true", help="skip the PyTorch/ONNX Runtime parity check")
-    _overwrite_flag(p, "--out (for web: its model.onnx and model.json)")
+    overwrite_flag(p, "--out (for web: its model.onnx and model.json)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -700,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("members", nargs="+", metavar="CHECKPOINT", help="checkpoints with the same classes and input size")
     p.add_argument("--out", required=True, metavar="FILE", help="the ensemble .safetensors to write")
     p.add_argument("--half", action="store_true", help="store float16 weights: half the size, loaded as float32")
-    _overwrite_flag(p, "--out")
+    overwrite_flag(p, "--out")
     p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("serve", help="web app (Gradio): upload or webcam -> faces, probabilities, Grad-CAM")
@@ -709,8 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("webcam", help="live camera: boxes, labels and FPS (needs desktop opencv-python)")
     p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
-    _photo_flags(p)
-    _checkpoint_flag(p)
+    photo_flags(p)
+    checkpoint_flag(p)
     p.set_defaults(func=cmd_webcam)
 
     p = sub.add_parser("data", help="inspect datasets")

@@ -29,6 +29,9 @@ from PIL import Image
 from fer_utils.data.images import DEFAULT_FACE_SIZE
 from fer_utils.errors import FERConfigError
 
+CROP_MAX_SIDE = 96
+"""Images this small (FER2013 is 48 px) are taken as face crops: detection is skipped in auto mode."""
+
 DETECTORS = ("yunet", "haar")
 """Face detectors by name (``--detector``); the first is the default."""
 
@@ -142,7 +145,7 @@ def yunet_model_path(cache_dir: str | os.PathLike | None = None) -> Path:
     if PACKAGED_YUNET.is_file():
         return PACKAGED_YUNET
     from fer_utils.atomic import atomic_path
-    from fer_utils.data.cache import default_cache_dir
+    from fer_utils.locations import default_cache_dir
 
     target = Path(cache_dir or default_cache_dir()) / YUNET_FILE
     if target.is_file() and _sha256(target) == YUNET_SHA256:

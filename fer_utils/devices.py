@@ -13,10 +13,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from fer_utils.config import DEVICE_CHOICES, PRECISIONS
 from fer_utils.errors import FERConfigError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _mps_available() -> bool:

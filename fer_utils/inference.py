@@ -1,52 +1,76 @@
 """Inference: a Predictor that finds faces in photos and returns every class's probability.
 
-``Predictor.from_checkpoint()`` loads the shipped model (or any checkpoint). ``predict_image``
-accepts a path, bytes, PIL image or numpy array of any size and mode, honours EXIF rotation,
-detects faces (unless the image already is a face crop), crops each the way FER2013 faces were
-cropped, and classifies it. A photo without a face gives an empty result with a reason.
+``Predictor.from_checkpoint()`` loads the shipped model (or any checkpoint, or an exported
+``.onnx`` file). ``predict_image`` accepts a path, bytes, PIL image or numpy array of any size and
+mode, honours EXIF rotation, detects faces (unless the image already is a face crop), crops each
+the way FER2013 faces were cropped, and classifies it. A photo without a face gives an empty
+result with a reason.
+
+On the CPU the classifier runs in ONNX Runtime from an export kept in the user cache, found by
+the checkpoint file's hash: a process that only predicts never imports torch. PyTorch is
+imported only to export (once per model), for Grad-CAM, or for ``runtime="torch"``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from fer_utils.checkpoints import Checkpoint, CheckpointSource, load_model
-from fer_utils.data.faceset import Skipped
+from fer_utils.checkpoint_meta import CheckpointSource, checkpoint_files, read_checkpoint_meta
 from fer_utils.data.images import (
     DEFAULT_FACE_SIZE,
     ImageSource,
+    Skipped,
     files_under,
     is_image_file,
     load_gray,
     square_resize,
 )
-from fer_utils.detection import DETECTORS, Detector, FaceBox, create_detector, crop_face
-from fer_utils.devices import model_device, resolve_device
+from fer_utils.detection import CROP_MAX_SIDE, DETECTORS, Detector, FaceBox, create_detector, crop_face
 from fer_utils.errors import FERCheckpointError, FERConfigError, FERDataError, FERError
-from fer_utils.forward import tta_probabilities
-from fer_utils.transforms import TTA_MODES, eval_transform
+from fer_utils.locations import REPO_MODELS_DIR
+from fer_utils.onnx_model import OnnxClassifier, cache_entry, checkpoint_key, verified
+from fer_utils.preprocess import TTA_MODES, face_inputs, softmax, tta_views
+from fer_utils.results import FaceResult, ImageResult
+
+if TYPE_CHECKING:
+    import torch
+
+    from fer_utils.checkpoints import Checkpoint
 
 RUNTIMES = ("auto", "onnx", "torch")
 """How the Predictor runs the classifier: ``onnx`` (ONNX Runtime, CPU; exported once and cached),
-``torch``, or ``auto`` (ONNX Runtime on the CPU, PyTorch on a GPU). Grad-CAM always uses PyTorch."""
+``torch``, or ``auto``: ONNX Runtime when it is installed and no GPU is asked for (one face at a
+time it is faster than PyTorch on any device, and needs no torch), else PyTorch. Grad-CAM always
+uses PyTorch."""
 
-REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 SHIPPED_MODEL = "fer2013_ensemble.safetensors"
-"""The default model: an ensemble of three EfficientNet-Lite0 (models/README.md); its member 0 ships
+"""The default model: an ensemble of EfficientNet-Lite0 members (models/README.md); its member 0 ships
 alone as fer2013_efficientnet-lite0.safetensors."""
 
 SHIPPED_SINGLE_MODEL = "fer2013_efficientnet-lite0.safetensors"
 """The ensemble's member 0 on its own: a third of the cost; what the in-browser demo runs (`make web`)."""
 
-CROP_MAX_SIDE = 96
-"""Images this small (FER2013 is 48 px) are taken as face crops: detection is skipped in auto mode."""
+__all__ = [
+    "CROP_MAX_SIDE",
+    "REPO_MODELS_DIR",
+    "RUNTIMES",
+    "SHIPPED_MODEL",
+    "SHIPPED_SINGLE_MODEL",
+    "FaceRegions",
+    "FaceResult",
+    "ImageResult",
+    "Predictor",
+    "default_checkpoint",
+    "expand_image_paths",
+]
 
 
 def default_checkpoint() -> Path:
@@ -60,59 +84,6 @@ def default_checkpoint() -> Path:
             "(e.g. runs/demo/best.safetensors from `fer train`) or set FER_CHECKPOINT"
         )
     return shipped
-
-
-@dataclass
-class FaceResult:
-    """One face: where it is, what the model says, and every class's probability."""
-
-    box: FaceBox | None  # None when the whole image was taken as the face
-    label: str
-    score: float
-    probabilities: dict[str, float]
-    face: np.ndarray = field(repr=False)  # the 48x48 crop the model saw
-
-    def to_dict(self) -> dict:
-        return {
-            "box": None if self.box is None else self.box.to_dict(),
-            "label": self.label,
-            "score": self.score,
-            "probabilities": self.probabilities,
-        }
-
-
-@dataclass
-class ImageResult:
-    """All faces found in one image; ``reason`` says why there are none."""
-
-    source: str
-    width: int
-    height: int
-    faces: list[FaceResult]
-    detected: bool  # False when the image was taken as one face crop
-    reason: str | None = None
-    image: np.ndarray | None = field(default=None, repr=False)  # grayscale image, for drawing
-
-    def rows(self) -> list[dict]:
-        """One flat record per face (file, face index, box, label, probabilities) for CSV/JSON."""
-        rows = []
-        for i, face in enumerate(self.faces):
-            box = face.box or FaceBox(0, 0, self.width, self.height, float("nan"))  # whole image = the face
-            rows.append(
-                {
-                    "file": self.source,
-                    "face": i,
-                    "box_x": box.x,
-                    "box_y": box.y,
-                    "box_w": box.w,
-                    "box_h": box.h,
-                    "detection_score": None if face.box is None else box.score,
-                    "label": face.label,
-                    "score": round(face.score, 5),
-                    **{f"p_{c}": round(p, 5) for c, p in face.probabilities.items()},
-                }
-            )
-        return rows
 
 
 def expand_image_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Skipped]]:
@@ -133,8 +104,6 @@ def expand_image_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], 
 
 
 def _has_onnxruntime() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("onnxruntime") is not None
 
 
@@ -172,29 +141,68 @@ class Predictor:
         align: bool = True,
         threads: int = 0,
     ) -> None:
-        if tta not in TTA_MODES:
-            raise FERDataError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {tta!r}")
-        if runtime not in RUNTIMES:
-            raise FERConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        if isinstance(detector, str) and detector not in DETECTORS:
-            raise FERConfigError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
+        from fer_utils.devices import model_device, resolve_device
+
+        self._configure(checkpoint.classes, checkpoint.image_size, checkpoint.meta, tta, detector, runtime, align)
         self.device = model_device(model) if device is None else resolve_device(device)
-        self.model = model.to(self.device).eval()
-        self.checkpoint = checkpoint
-        self.tta = tta
-        self.align = align
-        self.classes = checkpoint.classes
-        self.transform = eval_transform(checkpoint.image_size, checkpoint.meta["mean"], checkpoint.meta["std"])
-        self._detector = detector  # a name (one detector per thread, made on first use) or the caller's object
-        self._per_thread = threading.local()
-        self._lock = threading.Lock()  # guards the lazy ONNX session and a caller's own detector
+        self._model: Any = model.to(self.device).eval()
+        self.checkpoint: Checkpoint | None = checkpoint
+        self.sources = [checkpoint.path] if checkpoint.path is not None else []
         if runtime == "auto":
             runtime = "onnx" if self.device.type == "cpu" and _has_onnxruntime() else "torch"
         if runtime == "onnx" and self.device.type != "cpu":
             raise FERConfigError(f"runtime 'onnx' runs on the CPU; use runtime 'torch' on {self.device}")
         self.runtime = runtime
         self.threads = threads
-        self._onnx = None
+        self._onnx: OnnxClassifier | None = None
+        self._cache_key: str | None = None  # set by from_checkpoint: the export is found by the files' hash
+
+    def _configure(
+        self,
+        classes: Sequence[str],
+        image_size: int,
+        meta: dict,
+        tta: str,
+        detector: Detector | str | None,
+        runtime: str,
+        align: bool,
+    ) -> None:
+        if tta not in TTA_MODES:
+            raise FERDataError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+        if runtime not in RUNTIMES:
+            raise FERConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if isinstance(detector, str) and detector not in DETECTORS:
+            raise FERConfigError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
+        self.classes = tuple(classes)
+        self.image_size = int(image_size)
+        self.mean, self.std = tuple(meta["mean"]), tuple(meta["std"])
+        self.tta = tta
+        self.align = align
+        self._detector = detector  # a name (one detector per thread, made on first use) or the caller's object
+        self._per_thread = threading.local()
+        self._lock = threading.RLock()  # guards lazy loading (which nests) and a caller's own detector
+
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | os.PathLike,
+        tta: str = "none",
+        detector: Detector | str | None = None,
+        align: bool = True,
+        threads: int = 0,
+        sources: Sequence[Path] = (),
+    ) -> Predictor:
+        """A Predictor around an exported model (``fer export`` or the cache), in ONNX Runtime on
+        the CPU; torch is never imported. ``sources``: the checkpoints it was exported from, which
+        Grad-CAM loads on demand."""
+        classifier = OnnxClassifier(path, threads)
+        info = classifier.info
+        self = cls.__new__(cls)
+        self._configure(info.classes, info.image_size, info.to_dict(), tta, detector, "onnx", align)
+        self.device, self._model, self.checkpoint = None, None, None
+        self.sources = list(sources) or [Path(path)]
+        self.runtime, self.threads, self._onnx = "onnx", threads, classifier
+        return self
 
     @classmethod
     def from_checkpoint(
@@ -207,10 +215,71 @@ class Predictor:
         align: bool = True,
         threads: int = 0,
     ) -> Predictor:
-        """Load a checkpoint (default: the shipped FER2013 model, see :func:`default_checkpoint`)
-        onto ``device`` (auto: CUDA, then MPS, then CPU); a list of checkpoints is averaged as an ensemble."""
-        model, checkpoint = load_model(path if path is not None else default_checkpoint())
-        return cls(model, checkpoint, tta, detector, device, runtime, align, threads)
+        """Load a checkpoint (default: the shipped FER2013 model, see :func:`default_checkpoint`),
+        an exported ``.onnx`` file, or a list of checkpoints averaged as an ensemble.
+
+        With runtime ``auto``/``onnx`` on the CPU, the export cached for these exact files is used
+        without importing torch; the first time, the model is loaded, exported, checked against
+        PyTorch and cached. ``device`` (auto: CUDA, then MPS, then CPU) applies to runtime ``torch``."""
+        files = checkpoint_files(path if path is not None else default_checkpoint())
+        if runtime not in RUNTIMES:
+            raise FERConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if any(f.suffix.lower() == ".onnx" for f in files):
+            if len(files) > 1 or runtime == "torch":
+                raise FERConfigError(
+                    f"{files[0]}: an exported ONNX model runs alone in ONNX Runtime; pass the .safetensors "
+                    "checkpoints for runtime 'torch' or for an ensemble of several files"
+                )
+            return cls.from_onnx(files[0], tta, detector, align, threads)
+        wants_gpu = str(device) not in ("auto", "cpu")
+        if runtime == "onnx" or (runtime == "auto" and not wants_gpu and _has_onnxruntime()):
+            for f in files:
+                read_checkpoint_meta(f)  # a missing, damaged or foreign file fails here, in one line
+            key = checkpoint_key(files)
+            if verified(entry := cache_entry(key)):
+                return cls.from_onnx(entry, tta, detector, align, threads, sources=files)
+        if importlib.util.find_spec("torch") is None:
+            raise FERConfigError(
+                f"{files[0]}: this install has no torch, so it runs exported models only; export this checkpoint "
+                "where the course is installed (`fer export --checkpoint FILE --out model.onnx`) and pass the "
+                ".onnx file, or install training support (pip install 'fer_utils[course,export]')"
+            )
+        from fer_utils.checkpoints import load_model
+
+        model, checkpoint = load_model(files if len(files) > 1 else files[0])
+        predictor = cls(model, checkpoint, tta, detector, device, runtime, align, threads)
+        predictor.sources = files
+        if predictor.runtime == "onnx":
+            predictor._cache_key = key if runtime != "torch" and "key" in locals() else checkpoint_key(files)
+        return predictor
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The PyTorch model (Grad-CAM, runtime ``torch``): loaded from the checkpoint on first use
+        when this Predictor was opened from its ONNX export."""
+        with self._lock:
+            if self._model is None:
+                if not self.sources or any(Path(s).suffix.lower() == ".onnx" for s in self.sources):
+                    raise FERConfigError(
+                        f"{self.name}: an exported ONNX model has no PyTorch graph for Grad-CAM; "
+                        "use the .safetensors checkpoint it was exported from"
+                    )
+                from fer_utils.checkpoints import load_model
+                from fer_utils.devices import resolve_device
+
+                model, self.checkpoint = load_model(self.sources if len(self.sources) > 1 else self.sources[0])
+                self.device = resolve_device("cpu")
+                self._model = model.eval()
+        return self._model
+
+    @property
+    def name(self) -> str:
+        """How reports name the model: its file(s), or the in-memory ensemble's members."""
+        if self.sources:
+            return " + ".join(str(s) for s in self.sources)
+        from fer_utils.checkpoints import checkpoint_name
+
+        return checkpoint_name(self.checkpoint)
 
     @property
     def detector(self) -> Detector:
@@ -239,30 +308,42 @@ class Predictor:
                 return refine(gray, box)
         return refine(gray, box)
 
-    def _logits(self) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _logits(self, inputs: np.ndarray) -> np.ndarray:
+        """The classifier's logits for a preprocessed batch, in this Predictor's runtime."""
         if self.runtime == "torch":
-            return self.model
+            import torch
+
+            with torch.inference_mode():
+                return self.model(torch.from_numpy(inputs).to(self.device)).float().cpu().numpy()
         with self._lock:  # one export and one session, however many threads ask at once
             if self._onnx is None:
-                from fer_utils.runtime import OnnxClassifier, cached_onnx
+                from fer_utils.export import cached_onnx
 
-                self._onnx = OnnxClassifier(cached_onnx(self.model, self.checkpoint), self.threads)
-        return self._onnx
+                self._onnx = OnnxClassifier(cached_onnx(self.model, self.checkpoint, key=self._cache_key), self.threads)
+        return self._onnx.logits(inputs)
+
+    def inputs(self, faces: Sequence[np.ndarray]) -> np.ndarray:
+        """The normalized model input (N, 3, S, S) float32 for uint8 face crops of any size
+        (each first resized to 48x48 like the training faces)."""
+        crops = np.stack([square_resize(np.ascontiguousarray(f, dtype=np.uint8), DEFAULT_FACE_SIZE) for f in faces])
+        return face_inputs(crops, self.image_size, self.mean, self.std)
 
     def input_tensor(self, faces: Sequence[np.ndarray]) -> torch.Tensor:
-        """The normalized model input (N, 3, S, S) for 48x48-style uint8 face crops."""
-        arrays = [np.ascontiguousarray(f, dtype=np.uint8) for f in faces]
-        if len({a.shape for a in arrays}) == 1:  # one call on the (N, 1, H, W) batch: same numbers, 1/6 the time
-            return self.transform(torch.from_numpy(np.stack(arrays))[:, None])
-        return torch.stack([self.transform(torch.from_numpy(a)[None]) for a in arrays])
+        """:meth:`inputs` as a torch tensor on this Predictor's device (Grad-CAM, notebooks)."""
+        import torch
 
-    @torch.inference_mode()
+        return torch.from_numpy(self.inputs(faces)).to(self.device or "cpu")
+
     def predict_arrays(self, faces: Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities (N, C) for uint8 face crops (any size; resized like the training data)."""
+        """Probabilities (N, C) for uint8 face crops (any size; resized like the training data),
+        averaged over the test-time augmentation views."""
         if not len(faces):
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        batch = self.input_tensor([square_resize(f, DEFAULT_FACE_SIZE) for f in faces]).to(self.device)
-        return tta_probabilities(self._logits(), batch, self.tta).cpu().numpy()
+        batch = self.inputs(faces)
+        views = tta_views(batch, self.tta) if self.tta != "none" else batch[None]
+        v, b = views.shape[:2]
+        probabilities = softmax(self._logits(views.reshape(v * b, *views.shape[2:])))
+        return probabilities.reshape(v, b, -1).mean(axis=0).astype(np.float32)
 
     def gradcam(
         self,
@@ -275,13 +356,7 @@ class Predictor:
         predicted ones); ``method`` and ``layer`` as in :func:`fer_utils.explain.gradcam_maps`."""
         from fer_utils.explain import gradcam_maps
 
-        return gradcam_maps(
-            self.model,
-            self.input_tensor([square_resize(f, DEFAULT_FACE_SIZE) for f in faces]).to(self.device),
-            target_classes,
-            method=method,
-            layer=layer,
-        )
+        return gradcam_maps(self.model, self.input_tensor(faces), target_classes, method=method, layer=layer)
 
     def find_faces(self, gray: np.ndarray, detect: bool | None = None) -> FaceRegions:
         """What to classify: the detected faces, or the whole image for face crops (``detect``:
@@ -294,7 +369,7 @@ class Predictor:
                 reason=f"image too small to search for faces ({gray.shape[1]}x{gray.shape[0]}); "
                 "use detect=False / --no-detect for face crops",
             )
-        boxes = self._detect(gray)
+        boxes = sorted(self._detect(gray), key=lambda box: (box.x, box.y))  # numbered left to right
         if self.align:  # the eye line YuNet gives first lags behind a tilted head: measure it again
             boxes = [self._refine(gray, box) for box in boxes]
         return FaceRegions(boxes, reason=None if boxes else "no face found")

@@ -9,48 +9,20 @@ backend's download when online, from a local weights file, or, for EfficientNet-
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fer_utils.architectures import arch_spec
 from fer_utils.errors import FERConfigError
 
 CHECKPOINT_PREFIX = "model."
 """Prefix of the model's tensors in a fer_utils checkpoint (beside ``optimizer.`` state)."""
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HEAD_PREFIXES = ("_fc.", "fc.", "classifier.", "head.")
 """Classifier key prefixes in weight files: ImageNet heads are never loaded."""
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """How to build one architecture: backend, the backend's model name, its input normalization."""
-
-    backend: str  # "efficientnet_pytorch" or "timm"
-    backend_name: str
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-
-ARCHITECTURES: dict[str, ArchSpec] = {
-    **{f"efficientnet-b{i}": ArchSpec("efficientnet_pytorch", f"efficientnet-b{i}") for i in range(8)},
-    "efficientnet-lite0": ArchSpec("timm", "tf_efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-}
-"""Named architectures; ``timm:NAME`` builds any other timm model."""
-
-
-def arch_spec(arch: str) -> ArchSpec:
-    """The spec for ``arch``, or FERConfigError listing the valid names."""
-    if arch in ARCHITECTURES:
-        return ARCHITECTURES[arch]
-    if arch.startswith("timm:") and len(arch) > 5:
-        return ArchSpec("timm", arch[5:])
-    raise FERConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)} or timm:NAME")
 
 
 def offline_weights_file(arch: str) -> Path | None:

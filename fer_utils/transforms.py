@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 import torch
 import torchvision.transforms.v2 as v2
-import torchvision.transforms.v2.functional as TF
 
 from fer_utils.errors import FERConfigError
-
-TTA_MODES = ("none", "flip", "crops")
-"""Test-time augmentation: the image alone; plus its mirror; plus five 90 % crops of each (ten views)."""
+from fer_utils.preprocess import TTA_MODES as TTA_MODES  # re-exported: transforms name their TTA modes
+from fer_utils.preprocess import face_inputs
+from fer_utils.preprocess import tta_views as preprocess_tta_views
 
 
 def _tail(channels: int, mean: Sequence[float], std: Sequence[float]) -> list:
@@ -98,37 +97,36 @@ def train_transform(
     return augmentation_transform(image_size, Augmentation.uniform(strength), mean, std, channels)
 
 
-def eval_transform(
-    image_size: int, mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5), channels: int = 3
-) -> v2.Compose:
+class EvalTransform:
     """Deterministic transform for validation, test and inference: scale to 0..1, resize, normalize.
 
-    The resize runs on floats (plain bilinear for upsampling), not on uint8 where torchvision
-    rounds with fixed-point arithmetic, so other runtimes (the browser demo) can match it exactly.
+    A torch face of shape ``(1, H, W)`` (or a batch ``(N, 1, H, W)``) goes through
+    :func:`fer_utils.preprocess.face_inputs`, the one preprocessing the Predictor (with or without
+    torch), the ONNX export and evaluation share.
     """
-    return v2.Compose(
-        [
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Resize((image_size, image_size), antialias=True),
-            v2.Grayscale(num_output_channels=channels),
-            v2.Normalize(mean=list(mean)[:channels], std=list(std)[:channels]),
-        ]
-    )
+
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], channels: int = 3) -> None:
+        self.image_size, self.mean, self.std, self.channels = image_size, tuple(mean), tuple(std), channels
+
+    def __call__(self, face: torch.Tensor) -> torch.Tensor:
+        array = face.numpy()
+        batch = array.reshape(-1, *array.shape[-2:])
+        out = face_inputs(batch, self.image_size, self.mean, self.std, self.channels)
+        return torch.from_numpy(out if face.ndim == 4 else out[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"EvalTransform(image_size={self.image_size}, mean={self.mean}, std={self.std}, channels={self.channels})"
+        )
+
+
+def eval_transform(
+    image_size: int, mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5), channels: int = 3
+) -> EvalTransform:
+    """The deterministic transform (see :class:`EvalTransform`)."""
+    return EvalTransform(image_size, mean, std, channels)
 
 
 def tta_views(batch: torch.Tensor, mode: str = "flip") -> torch.Tensor:
-    """Views of an already-transformed batch ``(B, C, H, W)`` as ``(V, B, C, H, W)``.
-
-    ``flip``: the batch and its mirror. ``crops``: five 90 % crops (corners and centre, resized
-    back) of the batch and of its mirror, the ten-crop scheme FER2013 papers use.
-    """
-    if mode not in TTA_MODES:
-        raise FERConfigError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {mode!r}")
-    views = [batch]
-    if mode in ("flip", "crops"):
-        views.append(TF.horizontal_flip(batch))
-    if mode == "crops":
-        size = batch.shape[-1]
-        crop = max(1, round(size * 0.9))
-        views = [TF.resize(c, [size, size], antialias=True) for view in views for c in TF.five_crop(view, [crop, crop])]
-    return torch.stack(views)
+    """:func:`fer_utils.preprocess.tta_views` for a torch batch ``(B, C, H, W)``, on its device."""
+    return torch.from_numpy(preprocess_tta_views(batch.detach().cpu().numpy(), mode)).to(batch.device)

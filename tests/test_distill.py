@@ -8,10 +8,10 @@ import pytest
 
 from fer_utils.checkpoints import read_checkpoint_meta
 from fer_utils.cli import main
+from fer_utils.config import RECIPES, TrainConfig
 from fer_utils.data import load_dataset, synthetic_faces, training_splits
 from fer_utils.distill import distillation_targets, load_teacher, save_teacher
 from fer_utils.errors import FERConfigError, FERDataError
-from fer_utils.training import RECIPES, TrainConfig
 
 QUICK = ["--epochs", "1", "--image-size", "32", "--no-pretrained", "--batch-size", "32", "--quiet", "--tta", "none"]
 

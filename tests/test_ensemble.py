@@ -107,7 +107,8 @@ def test_ensemble_gradcam_averages_the_members_maps(members, small_faces):
 
 def test_ensemble_exports_as_one_onnx_graph(members, tmp_path):
     pytest.importorskip("onnxruntime")
-    from fer_utils.export import export_onnx, onnx_metadata, onnx_probabilities
+    from fer_utils.export import export_onnx, onnx_metadata
+    from fer_utils.onnx_model import onnx_probabilities
 
     packed = save_ensemble(members[:2], tmp_path / "two.safetensors")
     result = export_onnx(packed, tmp_path / "two.onnx")

@@ -4,8 +4,9 @@ import torch
 
 from fer_utils.cli import main
 from fer_utils.errors import FERError
-from fer_utils.export import export_onnx, onnx_metadata, onnx_probabilities, parity_check
+from fer_utils.export import export_onnx, onnx_metadata, parity_check
 from fer_utils.inference import Predictor
+from fer_utils.onnx_model import onnx_probabilities
 
 
 @pytest.fixture(scope="module")

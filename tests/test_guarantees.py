@@ -224,7 +224,7 @@ def test_huge_photos_are_reported_in_their_own_pixels(tmp_path, untrained_checkp
 
 def test_a_damaged_or_foreign_onnx_cache_entry_is_rebuilt(untrained_checkpoint, tmp_path):
     from fer_utils.checkpoints import model_from_checkpoint
-    from fer_utils.runtime import cached_onnx
+    from fer_utils.export import cached_onnx
 
     model, checkpoint = model_from_checkpoint(untrained_checkpoint)
     path = cached_onnx(model, checkpoint, tmp_path)
@@ -236,7 +236,7 @@ def test_a_damaged_or_foreign_onnx_cache_entry_is_rebuilt(untrained_checkpoint, 
 
 
 def test_an_unwritable_onnx_cache_exports_once_for_the_process(untrained_checkpoint, tmp_path, capsys, monkeypatch):
-    import fer_utils.runtime as runtime
+    import fer_utils.export as runtime
     from fer_utils.checkpoints import model_from_checkpoint
 
     model, checkpoint = model_from_checkpoint(untrained_checkpoint)
@@ -265,7 +265,7 @@ def test_the_dataset_cache_sees_content_changes_that_keep_size_and_mtime(tmp_pat
 
 
 def test_a_truncated_dataset_cache_entry_is_rebuilt(class_folder_dataset):
-    from fer_utils.data.cache import default_cache_dir
+    from fer_utils.locations import default_cache_dir
 
     first = load_dataset(class_folder_dataset)
     entries = sorted(default_cache_dir().glob("faces-*.npz"), key=lambda p: p.stat().st_mtime)

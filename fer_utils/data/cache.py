@@ -17,13 +17,9 @@ import numpy as np
 
 from fer_utils.atomic import atomic_path
 from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
+from fer_utils.locations import default_cache_dir
 
 CACHE_VERSION = 2  # 2: ctime in the fingerprint, fingerprint stored in the entry
-
-
-def default_cache_dir() -> Path:
-    """``$FER_CACHE_DIR``, else ``~/.cache/fer_utils``."""
-    return Path(os.environ.get("FER_CACHE_DIR") or Path.home() / ".cache" / "fer_utils")
 
 
 def source_fingerprint(path: Path, options: dict) -> str:

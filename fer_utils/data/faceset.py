@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
+from fer_utils.data.images import Skipped as Skipped  # re-exported: datasets report skipped files
 from fer_utils.errors import FERDataError
 
 SPLIT_ALIASES: dict[str, str] = {
@@ -94,14 +95,6 @@ class FaceSet:
             np.concatenate([s.sources for s in sets]),
             soft,
         )
-
-
-@dataclass
-class Skipped:
-    """A file or row that was not loaded, and why."""
-
-    source: str
-    reason: str
 
 
 @dataclass

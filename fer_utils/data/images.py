@@ -6,13 +6,22 @@ import io
 import os
 import stat
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from fer_utils.data.faceset import Skipped
 from fer_utils.errors import FERDataError
+
+
+@dataclass
+class Skipped:
+    """A file or row that was not loaded, and why."""
+
+    source: str
+    reason: str
+
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 """File endings treated as images when scanning folders (case-insensitive)."""

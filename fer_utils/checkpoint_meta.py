@@ -1,0 +1,138 @@
+"""What a checkpoint says about itself, read without loading its weights (or importing torch).
+
+A ``.safetensors`` checkpoint stores its description (architecture, classes, input size,
+normalization, temperature, ensemble members) as JSON in the file's header. The Predictor, the
+ONNX cache and the CLI read it here, validated, before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+
+from fer_utils.errors import FERCheckpointError
+
+TEMPERATURE_RANGE = (0.05, 20.0)
+"""The temperatures a checkpoint may carry (and the fit searches): outside it, something is broken."""
+
+FORMAT = "fer_utils.checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "fer_utils"
+UNREADABLE = (SafetensorError, OSError, ValueError, RuntimeError)
+"""What safetensors raises for truncated, empty or foreign files."""
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """Read only the JSON description of a checkpoint (fast: no weights are loaded)."""
+    from safetensors import safe_open
+
+    path = existing_checkpoint(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            header = f.metadata() or {}
+    except UNREADABLE as err:
+        raise FERCheckpointError(unreadable_message(path, err)) from None
+    return parse_checkpoint_meta(path, header)
+
+
+def existing_checkpoint(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FERCheckpointError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise FERCheckpointError(
+            f"{path}: is a folder; pass the .safetensors file inside it (e.g. {path}/best.safetensors)"
+        )
+    return path
+
+
+def unreadable_message(path: Path, err: Exception) -> str:
+    return (
+        f"{path}: not a readable checkpoint ({err}); it may be truncated or another kind of file. "
+        "Use a .safetensors file written by `fer train`"
+    )
+
+
+def parse_checkpoint_meta(path: Path, header: dict[str, str]) -> dict[str, Any]:
+    if METADATA_KEY not in header:
+        raise FERCheckpointError(
+            f"{path}: a safetensors file, but not a fer_utils checkpoint (no '{METADATA_KEY}' "
+            "metadata); load plain weights with build_model(pretrained=FILE)"
+        )
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError:
+        raise FERCheckpointError(f"{path}: checkpoint metadata is not valid JSON") from None
+    missing = [k for k in ("arch", "classes", "image_size", "mean", "std") if k not in meta]
+    if meta.get("format") != FORMAT or missing:
+        raise FERCheckpointError(f"{path}: checkpoint metadata lacks {missing or 'the format tag'}")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise FERCheckpointError(
+            f"{path}: written by a newer fer_utils (format {meta['format_version']}); upgrade fer_utils"
+        )
+    problem = checkpoint_meta_problem(meta)
+    if problem:
+        raise FERCheckpointError(f"{path}: checkpoint metadata {problem}; the file was edited or is damaged")
+    return meta
+
+
+ENSEMBLE_ARCH = "ensemble"
+"""The ``arch`` of a checkpoint that packs several models; its ``members`` say how to build each."""
+
+MAX_IMAGE_SIZE = 1024
+"""The largest model input side a checkpoint may declare (TrainConfig allows the same)."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def checkpoint_meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the fields inference trusts (never trust a file's word blindly), or None."""
+    size, classes, channels = meta["image_size"], meta["classes"], meta.get("in_channels", 3)
+    if not (isinstance(size, int) and not isinstance(size, bool) and 16 <= size <= MAX_IMAGE_SIZE):
+        return f"says image_size {size!r}; it must be a whole number of pixels from 16 to {MAX_IMAGE_SIZE}"
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)):
+        return f"says classes {classes!r}; it must be a list of at least two class names"
+    if len(set(classes)) != len(classes):
+        return f"repeats a class name in {classes!r}"
+    if channels not in (1, 3):
+        return f"says in_channels {channels!r}; it must be 1 or 3"
+    for key in ("mean", "std"):
+        values = meta[key]
+        if not (isinstance(values, list) and len(values) in (1, 3) and all(_is_number(v) for v in values)):
+            return f"says {key} {values!r}; it must be 1 or 3 numbers"
+    if not all(v > 0 for v in meta["std"]):
+        return f"says std {meta['std']!r}; every value must be positive"
+    if not isinstance(meta["arch"], str):
+        return f"says arch {meta['arch']!r}; it must be an architecture name"
+    if "temperature" in meta:
+        low, high = TEMPERATURE_RANGE
+        value = meta["temperature"]
+        if not (_is_number(value) and low <= value <= high):
+            return f"says temperature {value!r}; it must be a number from {low} to {high}"
+    if meta["arch"] == ENSEMBLE_ARCH:
+        members = meta.get("members")
+        if not (isinstance(members, list) and members and all(isinstance(m, dict) for m in members)):
+            return "is an ensemble without a list of members"
+        if not all(isinstance(m.get("arch"), str) and m.get("arch") != ENSEMBLE_ARCH for m in members):
+            return "lists an ensemble member without a valid arch"
+        sizes = [m.get("image_size", size) for m in members]
+        if not all(isinstance(s, int) and not isinstance(s, bool) and size <= s <= MAX_IMAGE_SIZE for s in sizes):
+            return f"lists member image sizes {sizes!r}; each must be a whole number from {size} to {MAX_IMAGE_SIZE}"
+    return None
+
+
+CheckpointSource = str | os.PathLike | Sequence[str | os.PathLike]
+"""One checkpoint file, or several to average as an ensemble."""
+
+
+def checkpoint_files(source: CheckpointSource) -> list[Path]:
+    """The file(s) a CheckpointSource names: the inputs an output path must never replace."""
+    return [Path(source)] if isinstance(source, (str, os.PathLike)) else [Path(s) for s in source]

@@ -1,0 +1,92 @@
+"""Command-line flags shared by ``fer`` and ``python -m fer_utils.app``: which model, which device,
+which face detector and runtime, and the one Predictor they describe. A leaf both entry points
+import, so neither imports the other; the choices come from the library's own tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from fer_utils.detection import DETECTORS
+from fer_utils.errors import FERConfigError
+from fer_utils.inference import RUNTIMES, Predictor
+
+
+def check_device(name: str) -> str:
+    """Check a --device value before any work; the library's message, in flag words. ``auto`` and
+    ``cpu`` need no check (and no torch)."""
+    if name in ("auto", "cpu"):
+        return name
+    from fer_utils.devices import resolve_device
+
+    try:
+        resolve_device(name)
+    except FERConfigError as err:
+        raise FERConfigError(
+            str(err).replace("use device 'cpu'", "use --device cpu").replace("device '", "--device '")
+        ) from None
+    return name
+
+
+def device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU; default), cpu, cuda, cuda:N, mps"
+    )
+
+
+def photo_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of every command that finds faces in photos: device, detector, alignment, runtime."""
+    device_flag(parser)
+    parser.add_argument(
+        "--detector",
+        default="yunet",
+        choices=DETECTORS,
+        help="face detector (default yunet; haar needs OpenCV 4.x)",
+    )
+    parser.add_argument("--no-align", action="store_true", help="do not rotate faces to level the eyes before cropping")
+    parser.add_argument(
+        "--runtime",
+        default="auto",
+        choices=RUNTIMES,
+        help="classifier runtime: auto (ONNX Runtime on the CPU, exported once and cached; PyTorch when --device "
+        "names a GPU), onnx, torch",
+    )
+
+
+def photo_predictor(args: argparse.Namespace, tta: str = "none") -> Predictor:
+    """The Predictor that ``--checkpoint/--device/--detector/--no-align/--runtime`` describe."""
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint,
+        tta=tta,
+        device=check_device(args.device),
+        detector=args.detector,
+        runtime=args.runtime,
+        align=not args.no_align,
+    )
+    predictor.detector  # noqa: B018 - load it now: a detector this OpenCV lacks fails before any work
+    return predictor
+
+
+def overwrite_flag(parser: argparse.ArgumentParser, outputs: str) -> None:
+    parser.add_argument(
+        "--overwrite", action="store_true", help=f"replace an existing {outputs} (inputs are never replaced)"
+    )
+
+
+def checkpoint_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="default: the shipped model in models/; several files are averaged as an ensemble",
+    )
+
+
+def add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    """The app's flags, shared by ``fer serve`` and ``python -m fer_utils.app``."""
+    checkpoint_flag(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve your network")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="public gradio.live link (e.g. from Colab)")
+    photo_flags(parser)

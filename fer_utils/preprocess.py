@@ -1,0 +1,89 @@
+"""What the model sees: uint8 gray faces turned into its normalized input, and the test-time
+augmentation views of that input. NumPy and OpenCV only, so the same function serves the
+Predictor with or without torch installed, the evaluation DataLoaders (through
+``fer_utils.transforms.eval_transform``) and the ONNX export's calibration inputs.
+
+The resize runs on floats with OpenCV's bilinear filter, which samples at pixel centres exactly
+as PyTorch's ``interpolate(mode="bilinear", align_corners=False)`` and the browser demo do: for
+the enlargements the models need (48 px faces to 64-96 px) the three agree to float precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from fer_utils.errors import FERConfigError
+
+TTA_MODES = ("none", "flip", "crops")
+"""Test-time augmentation: the image alone; plus its mirror; plus five 90 % crops of each (ten views)."""
+
+CROP_FRACTION = 0.9
+"""Side of each of the five TTA crops, as a share of the input side."""
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W) float32 to (N, size, size) with a bilinear filter; when reducing, Pillow's
+    antialiased bilinear filter, which PyTorch's ``antialias=True`` resize reproduces."""
+    if images.shape[1:] == (size, size):
+        return images
+    if size >= max(images.shape[1:]):
+        return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR) for image in images])
+    return np.stack(
+        [np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)) for image in images]
+    )
+
+
+def face_inputs(
+    faces: np.ndarray | Sequence[np.ndarray],
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    channels: int = 3,
+) -> np.ndarray:
+    """The model input (N, channels, S, S) float32 for uint8 gray faces (N, H, W) of one size:
+    scaled to 0..1, resized to ``image_size``, repeated to ``channels``, normalized."""
+    batch = np.asarray(faces)
+    if batch.ndim != 3:
+        raise FERConfigError(f"faces must be an (N, H, W) stack of gray images, got shape {batch.shape}")
+    scaled = _resize(batch.astype(np.float32) / 255.0, image_size)
+    mean_ = np.asarray(list(mean)[:channels], dtype=np.float32).reshape(1, -1, 1, 1)
+    std_ = np.asarray(list(std)[:channels], dtype=np.float32).reshape(1, -1, 1, 1)
+    return np.ascontiguousarray((scaled[:, None] - mean_) / std_, dtype=np.float32)
+
+
+def tta_views(batch: np.ndarray, mode: str = "flip") -> np.ndarray:
+    """Views of a model input ``(B, C, H, W)`` as ``(V, B, C, H, W)``.
+
+    ``flip``: the batch and its mirror. ``crops``: five 90 % crops (corners and centre, resized
+    back) of the batch and of its mirror, the ten-crop scheme FER2013 papers use.
+    """
+    if mode not in TTA_MODES:
+        raise FERConfigError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+    views = [batch]
+    if mode in ("flip", "crops"):
+        views.append(batch[..., ::-1])
+    if mode == "crops":
+        b, c, size, _ = batch.shape
+        crop = max(1, round(size * CROP_FRACTION))
+        corners = [(0, 0), (0, size - crop), (size - crop, 0), (size - crop, size - crop)]
+        middle = round((size - crop) / 2.0)  # as torchvision's center_crop rounds
+        centre = (middle, middle)
+        views = [
+            _resize(
+                np.ascontiguousarray(view[..., y : y + crop, x : x + crop]).reshape(b * c, crop, crop), size
+            ).reshape(b, c, size, size)
+            for view in views
+            for y, x in (*corners, centre)
+        ]
+    return np.ascontiguousarray(np.stack(views), dtype=np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, C) logits, stable for large values."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
