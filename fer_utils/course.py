@@ -73,6 +73,37 @@ def dataset_path(fast_size: float = 0.3) -> str:
     return "synthetic"
 
 
+def setup(extras: str = "course") -> None:
+    """The rest of every notebook's first cell. In Colab (after the cell cloned the course), install
+    what this notebook needs: the package's extras (``course``, ``export``, ``app``; see
+    pyproject.toml), on top of what Colab already has. Everywhere, print what the lesson runs on."""
+    import importlib.metadata
+    import subprocess
+
+    if in_colab():
+        target = f"{repo_root()}[{extras}]" if extras else str(repo_root())
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "-e", target], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise SystemExit(f"Could not install the course ({target}): {last}")
+    from fer_utils import __version__
+
+    line = f"fer_utils {__version__}"
+    try:
+        line += f", torch {importlib.metadata.version('torch')}"
+    except importlib.metadata.PackageNotFoundError:
+        print(line + " (no torch: this install predicts with exported models only)")
+        return
+    import torch
+
+    gpu = torch.cuda.is_available()
+    print(f"{line}, {torch.get_num_threads()} CPU threads, GPU: {gpu}")
+    if in_colab() and not gpu:
+        print("Tip: Runtime > Change runtime type > T4 GPU, then rerun: training (04, 09) then runs on the GPU.")
+
+
 def repo_root() -> Path:
     """The repository folder (parent of fer_utils)."""
     return Path(__file__).resolve().parent.parent
