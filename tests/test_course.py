@@ -154,6 +154,7 @@ def test_the_colab_setup_cell_clones_installs_and_imports_the_course(tmp_path):
         capture_output=True,
         text=True,
         check=False,
+        cwd=tmp_path,
     )
     assert imported.returncode == 0 and str(tmp_path / "course") in imported.stdout, imported.stderr[-2000:]
 
