@@ -80,7 +80,7 @@ def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False)
         result = predictor.predict_image(image_path)
         annotated = annotate_image(image_path, result)
     except FERDataError as err:
-        raise gr.Error(f"Cannot read this image: {str(err).split(': ', 1)[-1]}") from None
+        raise gr.Error(f"Cannot read this image: {err.reason}") from None
     faces = [{"face": i, **face.to_dict()} for i, face in enumerate(result.faces)]
     summary = {"faces": faces, "reason": result.reason}
     label = result.faces[0].probabilities if result.faces else {}

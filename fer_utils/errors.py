@@ -8,7 +8,14 @@ class FERError(Exception):
 
 
 class FERDataError(FERError):
-    """A dataset, image or CSV cannot be used as given."""
+    """A dataset, image or CSV cannot be used as given. ``source`` names the file (or row) and
+    ``reason`` says what is wrong with it, so callers that list skipped files need not parse the
+    message; ``FERDataError(source=..., reason=...)`` reads ``source: reason``."""
+
+    def __init__(self, message: str = "", *, source: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message or f"{source}: {reason}")
+        self.source = source
+        self.reason = reason if reason is not None else message
 
 
 class FERCheckpointError(FERError):

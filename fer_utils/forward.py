@@ -20,13 +20,11 @@ def faces_loader(
     mean: Sequence[float],
     std: Sequence[float],
     batch_size: int = 256,
-    channels: int = 3,
-    num_workers: int = 0,
 ) -> DataLoader:
     """A deterministic DataLoader of eval-transformed faces (and their labels)."""
-    dataset = TorchFaceDataset(faces, eval_transform(image_size, mean, std, channels), use_soft_labels=False)
+    dataset = TorchFaceDataset(faces, eval_transform(image_size, mean, std), use_soft_labels=False)
     pin = torch.cuda.is_available()  # page-locked batches copy to a GPU asynchronously
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=pin)
 
 
 def tta_probabilities(logits: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, tta: str) -> torch.Tensor:

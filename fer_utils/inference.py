@@ -423,7 +423,7 @@ class Predictor:
             try:
                 results.append(self.predict_image(source, detect))
             except FERDataError as err:
-                skipped.append(Skipped(_source_name(source), str(err).split(": ", 1)[-1]))
+                skipped.append(Skipped(_source_name(source), err.reason))
             except FERError:
                 raise  # the model or its runtime failed, not this photo: every later photo would fail too
             except Exception as err:  # noqa: BLE001 - one odd photo never sinks the batch

@@ -350,7 +350,33 @@ def train(
         return _train_in_folder(config, train_set, val_set, Path(out_dir), resume, progress, data_info, on_epoch_end)
 
 
-def _train_in_folder(
+@dataclass
+class _Run:
+    """Everything one training run holds while it runs: built once by ``_prepare_run``."""
+
+    config: TrainConfig
+    world: World
+    device: torch.device
+    model: nn.Module  # the plain model: validated and saved
+    net: nn.Module  # what trains: the model, compiled and/or wrapped for DDP
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    loader: DataLoader
+    reseed: Callable[[int], None]
+    precision: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+    card: ModelCard
+    state: RunState
+    paths: dict[str, Path]
+    progress: bool
+
+    def schedule(self, step: int) -> float:
+        total = len(self.loader) * self.config.epochs
+        warmup = round(self.config.warmup_epochs * len(self.loader))
+        return self.config.lr * lr_factor(step, total, warmup, self.config.scheduler)
+
+
+def _prepare_run(
     config: TrainConfig,
     train_set: FaceSet,
     val_set: FaceSet,
@@ -358,9 +384,9 @@ def _train_in_folder(
     resume: str | os.PathLike | None,
     progress: bool,
     data_info: dict[str, Any] | None,
-    on_epoch_end: Callable[[dict[str, Any]], bool | None] | None,
-) -> TrainResult:
-    """``train`` once the run folder is this process's (see ``train``)."""
+) -> _Run:
+    """Check the data, join the process group, restore a resumed run, build model, optimizer,
+    loss and loader on the right device."""
     if train_set.classes != val_set.classes:
         raise FERConfigError("train and validation sets have different class lists")
     if len(train_set) == 0 or len(val_set) == 0:
@@ -375,8 +401,6 @@ def _train_in_folder(
         device = torch.device("cuda", world.local_rank)  # one GPU per process
         torch.cuda.set_device(device)
     join(world, device)
-    progress = progress and world.is_main
-    best_path, last_path, history_path = (out_dir / n for n in ("best.safetensors", "last.safetensors", "history.csv"))
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     if config.threads:
@@ -385,7 +409,7 @@ def _train_in_folder(
     card = model_card(config, classes)
     card.extra["data"] = data_info or {}
     torch.manual_seed(config.seed)  # the classifier's initial weights
-    checkpoint, run = restore_run(resume, config, classes) if resume is not None else (None, RunState())
+    checkpoint, state = restore_run(resume, config, classes) if resume is not None else (None, RunState())
 
     # The model: built on the CPU (weights load there), then moved; ``net`` is what trains.
     model = build_model(
@@ -401,119 +425,160 @@ def _train_in_folder(
     if world.distributed:
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     precision = resolve_precision(config.precision, device)
-    scaler = torch.amp.GradScaler(device.type) if precision == torch.float16 else None
-
+    scaler = torch.amp.GradScaler(device.type) if precision == torch.float16 else None  # fp16 only: bf16 needs none
     weights = class_weights(train_set).to(device) if config.class_weighting == "loss" else None
     criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
     loader, reseed = build_train_loader(train_set, config, world, device)
-    steps_per_epoch = len(loader)
-    total_steps, warmup_steps = steps_per_epoch * config.epochs, round(config.warmup_epochs * steps_per_epoch)
+    paths = {name: out_dir / f for name, f in RUN_FILES.items()}
+    return _Run(
+        config, world, device, model, net, optimizer, criterion, loader, reseed, precision, scaler, card, state,
+        paths, progress and world.is_main,
+    )  # fmt: skip
 
-    def schedule(step: int) -> float:
-        return config.lr * lr_factor(step, total_steps, warmup_steps, config.scheduler)
 
-    interrupted = stopped_early = False
-    epochs_bar = tqdm(
-        range(run.next_epoch, config.epochs),
-        desc="epochs",
-        disable=not progress,
-        unit="epoch",
-        initial=run.next_epoch,
-        total=config.epochs,
+RUN_FILES = {"best": "best.safetensors", "last": "last.safetensors", "history": "history.csv"}
+"""What a run folder holds: the best epoch's model, the last epoch's (with optimizer state, to
+resume from) and one history row per epoch."""
+
+
+def _run_epoch(run: _Run, epoch: int, val_set: FaceSet) -> dict[str, Any]:
+    """Train one epoch, validate on rank 0, and return its history row."""
+    started = time.perf_counter()
+    config = run.config
+    run.reseed(epoch)  # this epoch's shuffle and augmentation depend only on (seed, epoch): exact resume
+    set_backbone_trainable(run.model, epoch >= config.freeze_backbone_epochs)
+    stats = train_one_epoch(
+        run.net,
+        run.loader,
+        run.optimizer,
+        run.criterion,
+        run.schedule,
+        epoch * len(run.loader),
+        run.device,
+        run.precision,
+        run.scaler,
+        config.channels_last,
+        run.progress,
+        desc=f"epoch {epoch + 1}/{config.epochs}",
     )
+    loss_sum, correct, seen = sum_across(run.world, [stats.loss, stats.correct, stats.images], run.device)
+    train_seconds = time.perf_counter() - started
+    # Validation runs once, on rank 0, with the plain model; the others wait for its verdict.
+    metrics = from_main(run.world, validate(run.model, val_set, config) if run.world.is_main else None)
+    _refuse_non_finite(run.model, metrics, epoch, config, run.paths["last"])
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / seen,
+        "train_accuracy": correct / seen,
+        **metrics,
+        "lr": stats.lr,
+        "seconds": time.perf_counter() - started,
+        "train_images_per_s": seen / train_seconds,
+    }
+
+
+def _record_epoch(run: _Run, row: dict[str, Any]) -> bool:
+    """Add ``row`` to the run's state and save (rank 0): best (if improved), last, history.
+    Returns whether this epoch is the best so far."""
+    state, config = run.state, run.config
+    state.history.append(row)
+    state.next_epoch = row["epoch"]
+    improved = _is_better(row[config.monitor], state.best_value, config.monitor)
+    if improved:
+        state.best_value, state.best_epoch, state.bad_epochs = row[config.monitor], row["epoch"], 0
+    else:
+        state.bad_epochs += 1
+    if run.world.is_main:
+        saved = {"config": config.to_dict(), "metrics": row}
+        if improved:
+            save_checkpoint(run.paths["best"], run.model, run.card, **saved | {"metrics": {**row, "split": "val"}})
+        save_checkpoint(
+            run.paths["last"], run.model, run.card, **saved, optimizer=run.optimizer, training_state=state.to_meta()
+        )
+        write_text_atomic(run.paths["history"], pd.DataFrame(state.history).to_csv(index=False))
+    if run.progress:
+        tqdm.write(
+            f"epoch {row['epoch']}/{config.epochs}: train loss {row['train_loss']:.3f} "
+            f"acc {row['train_accuracy']:.3f} | val loss {row['val_loss']:.3f} "
+            f"acc {row['val_accuracy']:.3f} macro-F1 {row['val_macro_f1']:.3f} | "
+            f"{row['seconds']:.0f}s" + (" *best*" if improved else "")
+        )
+    return improved
+
+
+def _interrupted_note(run: _Run) -> str:
+    done = len(run.state.history)
+    if not done:
+        return "interrupted before the first epoch finished"
+    return f"interrupted after {done} finished epoch(s); continue with resume={str(run.paths['last'])!r}"
+
+
+def _dead_worker(err: RuntimeError, run: _Run) -> FERTrainingError | None:
+    """A FERTrainingError for a killed DataLoader worker (out of memory, a signal), else None."""
+    if "DataLoader worker" not in str(err):
+        return None
+    kept = (
+        f"the last finished epoch is kept: continue with resume={str(run.paths['last'])!r}"
+        if run.state.history
+        else "no epoch had finished"
+    )
+    return FERTrainingError(
+        f"a data-loading worker died ({str(err).splitlines()[0]}); this is usually the machine running out of "
+        f"memory. Use fewer workers (num_workers, now {run.config.num_workers}; 0 loads in the main process); {kept}"
+    )
+
+
+def _train_in_folder(
+    config: TrainConfig,
+    train_set: FaceSet,
+    val_set: FaceSet,
+    out_dir: Path,
+    resume: str | os.PathLike | None,
+    progress: bool,
+    data_info: dict[str, Any] | None,
+    on_epoch_end: Callable[[dict[str, Any]], bool | None] | None,
+) -> TrainResult:
+    """``train`` once the run folder is this process's (see ``train``): prepare, then per epoch
+    train + validate, record and save, until the last epoch, a stop, or Ctrl-C/SIGTERM."""
+    run = _prepare_run(config, train_set, val_set, out_dir, resume, progress, data_info)
+    interrupted = stopped_early = False
+    epochs = range(run.state.next_epoch, config.epochs)
+    bar = tqdm(epochs, desc="epochs", disable=not run.progress, unit="epoch", initial=epochs.start, total=config.epochs)
     try:
-        for epoch in epochs_bar:
-            started = time.perf_counter()
-            reseed(epoch)
-            set_backbone_trainable(model, epoch >= config.freeze_backbone_epochs)
-            stats = train_one_epoch(
-                net,
-                loader,
-                optimizer,
-                criterion,
-                schedule,
-                epoch * steps_per_epoch,
-                device,
-                precision,
-                scaler,
-                config.channels_last,
-                progress,
-                desc=f"epoch {epoch + 1}/{config.epochs}",
-            )
-            loss_sum, correct, seen = sum_across(world, [stats.loss, stats.correct, stats.images], device)
-            train_seconds = time.perf_counter() - started
-            # Validation runs once, on rank 0, with the plain model; the others wait for its verdict.
-            metrics = validate(model, val_set, config) if world.is_main else None
-            metrics = from_main(world, metrics)
-            _refuse_non_finite(model, metrics, epoch, config, last_path)
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": loss_sum / seen,
-                "train_accuracy": correct / seen,
-                **metrics,
-                "lr": stats.lr,
-                "seconds": time.perf_counter() - started,
-                "train_images_per_s": seen / train_seconds,
-            }
-            run.history.append(row)
-            run.next_epoch = epoch + 1
-            improved = _is_better(metrics[config.monitor], run.best_value, config.monitor)
-            if improved:
-                run.best_value, run.best_epoch, run.bad_epochs = metrics[config.monitor], epoch + 1, 0
-            else:
-                run.bad_epochs += 1
-            if world.is_main:
-                if improved:
-                    save_checkpoint(best_path, model, card, config=config.to_dict(), metrics={**row, "split": "val"})
-                save_checkpoint(
-                    last_path,
-                    model,
-                    card,
-                    config=config.to_dict(),
-                    metrics=row,
-                    optimizer=optimizer,
-                    training_state=run.to_meta(),
-                )
-                write_text_atomic(history_path, pd.DataFrame(run.history).to_csv(index=False))
-            epochs_bar.set_postfix(val_acc=f"{metrics['val_accuracy']:.3f}", best=run.best_epoch)
-            if progress:
-                tqdm.write(
-                    f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.3f} "
-                    f"acc {row['train_accuracy']:.3f} | val loss {metrics['val_loss']:.3f} "
-                    f"acc {metrics['val_accuracy']:.3f} macro-F1 {metrics['val_macro_f1']:.3f} | "
-                    f"{row['seconds']:.0f}s" + (" *best*" if improved else "")
-                )
+        for epoch in bar:
+            row = _run_epoch(run, epoch, val_set)
+            _record_epoch(run, row)
+            bar.set_postfix(val_acc=f"{row['val_accuracy']:.3f}", best=run.state.best_epoch)
             if on_epoch_end is not None and on_epoch_end(row):
                 break
-            if config.patience and run.bad_epochs >= config.patience:
+            if config.patience and run.state.bad_epochs >= config.patience:
                 stopped_early = True
-                if progress:
+                if run.progress:
                     tqdm.write(f"early stop: no improvement in {config.monitor} for {config.patience} epochs")
                 break
-        from_main(world, None)  # all processes wait until rank 0 has written its files
+        from_main(run.world, None)  # all processes wait until rank 0 has written its files
     except KeyboardInterrupt:
         interrupted = True
-        if progress:
-            done = len(run.history)
-            tqdm.write(
-                f"interrupted after {done} finished epoch(s); continue with resume={str(last_path)!r}"
-                if done
-                else "interrupted before the first epoch finished"
-            )
-        if not run.history:
+        if run.progress:
+            tqdm.write(_interrupted_note(run))
+        if not run.state.history:
             raise
+    except RuntimeError as err:
+        if (dead := _dead_worker(err, run)) is None:
+            raise
+        raise dead from None
     finally:
-        epochs_bar.close()
-        leave(world)
+        bar.close()
+        leave(run.world)
 
-    best_model, best_checkpoint = model_from_checkpoint(best_path, expect_classes=classes)
+    best_model, best_checkpoint = model_from_checkpoint(run.paths["best"], expect_classes=train_set.classes)
     return TrainResult(
         model=best_model,
-        history=pd.DataFrame(run.history),
+        history=pd.DataFrame(run.state.history),
         out_dir=out_dir,
-        best_checkpoint=best_path,
-        last_checkpoint=last_path,
-        best_epoch=run.best_epoch,
+        best_checkpoint=run.paths["best"],
+        last_checkpoint=run.paths["last"],
+        best_epoch=run.state.best_epoch,
         checkpoint=best_checkpoint,
         interrupted=interrupted,
         stopped_early=stopped_early,

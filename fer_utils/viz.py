@@ -164,13 +164,17 @@ def face_prediction_figure(
 
 
 def photo_prediction_figure(result, image: np.ndarray | None = None) -> Figure:
-    """The photo with boxes, landmarks and labels, and one probability chart per face found."""
+    """The photo, large, with boxes, landmarks and numbered labels (faces numbered left to right),
+    and below it one probability chart per face."""
     image = result.image if image is None else image
     n = len(result.faces)
-    fig, axes = plt.subplots(
-        1, 1 + n, figsize=(6 + 3 * n, 4.5), squeeze=False, gridspec_kw={"width_ratios": [2] + [1] * n}
-    )
-    ax = axes[0][0]
+    columns = max(1, min(n, 4))
+    chart_rows = -(-n // columns)
+    width = max(6.0, 3.0 * columns)
+    photo_height = min(6.0, width * image.shape[0] / image.shape[1]) + 0.4 if image is not None else 4.0
+    fig = plt.figure(figsize=(width, photo_height + 2.4 * chart_rows), layout="constrained")
+    grid = fig.add_gridspec(1 + chart_rows, columns, height_ratios=[photo_height] + [2.4] * chart_rows)
+    ax = fig.add_subplot(grid[0, :])
     ax.imshow(image, cmap="gray" if image is not None and image.ndim == 2 else None)
     ax.axis("off")
     ax.set_title(Path(result.source).name if n else f"{Path(result.source).name}: {result.reason}")
@@ -179,20 +183,22 @@ def photo_prediction_figure(result, image: np.ndarray | None = None) -> Figure:
             ax.add_patch(
                 plt.Rectangle((face.box.x, face.box.y), face.box.w, face.box.h, fill=False, color="orange", lw=2)
             )
-            ax.text(
-                face.box.x,
-                face.box.y - 4,
+            ax.text(  # inside the box's top edge: a label above the box would run into the title
+                face.box.x + 2,
+                face.box.y + 2,
                 f"{i}: {face.label} {face.score:.0%}",
                 color="black",
                 backgroundcolor="orange",
                 fontsize=9,
+                va="top",
+                clip_on=True,
             )
             if face.box.landmarks:  # YuNet: eyes, nose tip, mouth corners
                 xs, ys = zip(*face.box.landmarks, strict=True)
                 ax.plot(xs, ys, "o", color="cyan", markersize=3)
-        probability_bars(axes[0][1 + i], face.probabilities)
-        axes[0][1 + i].set_title(f"face {i}")
-    fig.tight_layout()
+        chart = fig.add_subplot(grid[1 + i // columns, i % columns])
+        probability_bars(chart, face.probabilities)
+        chart.set_title(f"face {i}: {face.label}")
     return fig
 
 
@@ -214,7 +220,9 @@ def misclassified_gallery_figure(
     wrong = np.flatnonzero(predicted != faces.labels)
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:limit]
     rows = max(1, -(-len(wrong) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.7, rows * 2.0), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(columns * 1.7, rows * 2.3 + 0.5), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), wrong, strict=False):
@@ -230,7 +238,6 @@ def misclassified_gallery_figure(
     fig.suptitle(
         f"{len(np.flatnonzero(predicted != faces.labels))} of {len(faces)} misclassified; most confident shown"
     )
-    fig.tight_layout()
     return fig
 
 

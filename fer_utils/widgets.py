@@ -149,7 +149,7 @@ class PhotoUploader:
                 try:
                     result = self.predictor.predict_image(content, keep_image=True)
                 except FERDataError as err:
-                    print(f"{name}: {str(err).split(': ', 1)[-1]}")
+                    print(f"{name}: {err.reason}")
                     continue
                 result.source = name
                 self.results.append(result)

@@ -146,6 +146,25 @@ def test_sigterm_stops_training_like_ctrl_c_and_says_how_to_resume(tmp_path):
     assert (out / "last.safetensors").is_file() and not (out / ".fer-train.lock").exists()
 
 
+def test_a_killed_data_loading_worker_is_one_line_that_keeps_the_run_resumable(tmp_path, capsys, monkeypatch):
+    import fer_utils.training as training
+
+    real, calls = training.train_one_epoch, []
+
+    def dies_in_the_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # what torch raises when the OOM killer takes a worker
+            raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", dies_in_the_second_epoch)
+    out = tmp_path / "run"
+    code = main(["train", "--data", "synthetic:0.03", "--out", str(out), "--epochs", "3", *QUICK])
+    message = one_line_error(capsys)
+    assert code == 1 and "data-loading worker died" in message and "num_workers" in message
+    assert str(out / "last.safetensors") in message and (out / "last.safetensors").is_file()
+
+
 # 2. The app serves only what it was sent; concurrent requests never mix -------------------------
 
 

@@ -97,7 +97,7 @@ def _read_or_skip(item: tuple[Path, int], size: int) -> np.ndarray | str:
     try:
         return read_face(item[0], size)
     except FERDataError as err:
-        return str(err).split(": ", 1)[-1]
+        return err.reason
     except Exception as err:  # noqa: BLE001 - one odd file never sinks a whole dataset
         return f"cannot decode ({type(err).__name__}: {err})"
 

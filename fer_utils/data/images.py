@@ -132,7 +132,7 @@ def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
         and not os.path.isdir(source)
         and not stat.S_ISREG(os.stat(source).st_mode)  # a FIFO or device would block or never end
     ):
-        raise FERDataError(f"{name}: not a regular file (a pipe, socket or device); give an image file")
+        raise FERDataError(source=name, reason="not a regular file (a pipe, socket or device); give an image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -141,21 +141,25 @@ def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
                 image = Image.open(fp)
                 image.load()
     except FileNotFoundError:
-        raise FERDataError(f"{name}: file not found (or a broken symbolic link)") from None
+        raise FERDataError(source=name, reason="file not found (or a broken symbolic link)") from None
     except IsADirectoryError:
-        raise FERDataError(f"{name}: is a folder, not an image") from None
+        raise FERDataError(source=name, reason="is a folder, not an image") from None
     except PermissionError:
-        raise FERDataError(f"{name}: cannot read (permission denied); check the file's permissions") from None
+        raise FERDataError(
+            source=name, reason="cannot read (permission denied); check the file's permissions"
+        ) from None
     except UnidentifiedImageError:
         raise FERDataError(
-            f"{name}: not an image file Pillow can read (is it really {Path(name).suffix or 'an image'}?)"
+            source=name, reason=f"not an image file Pillow can read (is it really {Path(name).suffix or 'an image'}?)"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise FERDataError(f"{name}: image too large to open safely ({err}); downscale it first") from None
+        raise FERDataError(source=name, reason=f"image too large to open safely ({err}); downscale it first") from None
     except MemoryError:
-        raise FERDataError(f"{name}: image too large to decode in the memory available; downscale it first") from None
+        raise FERDataError(
+            source=name, reason="image too large to decode in the memory available; downscale it first"
+        ) from None
     except Exception as err:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error, ... on bad bytes
-        raise FERDataError(f"{name}: corrupt or truncated image ({type(err).__name__}: {err})") from None
+        raise FERDataError(source=name, reason=f"corrupt or truncated image ({type(err).__name__}: {err})") from None
     return _exif_upright(image)
 
 
