@@ -20,10 +20,10 @@ def annotate_image(source, result) -> Image.Image:
     reduced to at most ``ANNOTATION_MAX_SIDE`` pixels per side."""
     from PIL import ImageDraw, ImageFont
 
-    from fer_utils.data.images import open_image, to_grayscale_array
+    from fer_utils.data.images import HIGH_BIT_DEPTH_MODES, open_image, to_grayscale_array
 
     image = open_image(source)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # scaled, not clipped, and reduced
+    if image.mode in HIGH_BIT_DEPTH_MODES:  # scaled, not clipped, and reduced
         image = Image.fromarray(to_grayscale_array(image))
     image = image.convert("RGB")
     factor = -(-max(image.size) // ANNOTATION_MAX_SIDE)

@@ -10,7 +10,13 @@ In Colab, ``--share`` (or ``build_app(predictor).launch(share=True)``) prints a 
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
+import shutil
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -122,11 +128,50 @@ def build_app(predictor: Predictor):
     return demo
 
 
+def sweep_stale_files(folder: Path, older_than: float) -> int:
+    """Delete the files under ``folder`` last modified more than ``older_than`` seconds ago (and
+    the folders that leaves empty); returns how many files went."""
+    cutoff, removed = time.time() - older_than, 0
+    for path in sorted(folder.rglob("*"), reverse=True):  # files before the folders that hold them
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        except OSError:
+            continue  # in use or already gone: the next sweep tries again
+    return removed
+
+
+def private_upload_folder() -> Path:
+    """A folder of this server process for everything clients send: Gradio's uploads and annotated
+    copies (``GRADIO_TEMP_DIR``) and the raw temporary files of uploads still arriving, which
+    Gradio's ``delete_cache`` never sees (an upload the client aborts leaves one behind). A daemon
+    thread deletes whatever is older than ``DELETE_CACHE`` allows; the folder goes when the process ends."""
+    folder = Path(tempfile.mkdtemp(prefix="fer-app-")).resolve()
+    (folder / "partial").mkdir()
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    tempfile.tempdir = str(folder / "partial")  # where the multipart parser writes uploads in flight
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    every, older_than = DELETE_CACHE
+
+    def sweep() -> None:
+        while True:
+            time.sleep(every)
+            sweep_stale_files(folder, older_than)
+
+    threading.Thread(target=sweep, name="fer-app-sweeper", daemon=True).start()
+    return folder
+
+
 def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
     """Launch the app (blocking) with a bounded queue, so a burst of uploads waits its turn
-    instead of piling up, and several requests run at once, so one slow photo cannot starve the rest."""
+    instead of piling up, and several requests run at once, so one slow photo cannot starve the rest.
+    Uploads live in a folder of this process (:func:`private_upload_folder`), swept and then removed."""
     if (warning := exposure_warning(host, share)) is not None:
         print(warning, file=sys.stderr)
+    private_upload_folder()
     build_app(predictor).queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE).launch(
         server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE
     )

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from fer_utils.errors import FERConfigError
 
+DEFAULT_DROPOUT = 0.2
+"""Dropout before the classifier: the shipped recipe, and what a checkpoint that does not say was built with."""
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -86,7 +86,7 @@ ENSEMBLE_ARCH = "ensemble"
 """The ``arch`` of a checkpoint that packs several models; its ``members`` say how to build each."""
 
 MAX_IMAGE_SIZE = 1024
-"""The largest model input side a checkpoint may declare (TrainConfig allows the same)."""
+"""The largest model input side a checkpoint may declare or a TrainConfig ask for."""
 
 
 def _is_number(value: Any) -> bool:

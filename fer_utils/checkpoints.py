@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fer_utils.architectures import DEFAULT_DROPOUT
 from fer_utils.atomic import atomic_path, check_outputs
 from fer_utils.calibration import TemperatureScaled, base_model
 from fer_utils.checkpoint_meta import (
@@ -259,11 +260,17 @@ def load_model_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
     model.load_state_dict(checkpoint.model_state)
 
 
+def _dropout_of(meta: dict[str, Any]) -> float:
+    """The dropout a checkpoint (or ensemble member) was built with: its config's, else its own
+    field, else the default every checkpoint before the field existed used."""
+    return float(meta.get("config", {}).get("dropout", meta.get("dropout", DEFAULT_DROPOUT)))
+
+
 def _member_description(meta: dict[str, Any], source: str) -> dict[str, Any]:
     """What rebuilding one ensemble member needs, plus where it came from and how it scored."""
     return {
         "arch": meta["arch"],
-        "dropout": float(meta.get("config", {}).get("dropout", meta.get("dropout", 0.2))),
+        "dropout": _dropout_of(meta),
         "in_channels": int(meta.get("in_channels", 3)),
         "image_size": int(meta["image_size"]),
         "source": meta.get("source", source),
@@ -281,7 +288,7 @@ def _build_described(meta: dict[str, Any]) -> nn.Module:
             m["arch"],
             num_classes=len(meta["classes"]),
             pretrained=False,
-            dropout=float(m.get("config", {}).get("dropout", m.get("dropout", 0.2))),
+            dropout=_dropout_of(m),
             in_channels=int(m.get("in_channels", 3)),
         )
 

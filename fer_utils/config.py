@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fer_utils.architectures import arch_spec
+from fer_utils.architectures import DEFAULT_DROPOUT, arch_spec
+from fer_utils.checkpoint_meta import MAX_IMAGE_SIZE
 from fer_utils.errors import FERConfigError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -39,7 +40,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     class_weighting: str = "none"
     augment: float = 0.5  # augmentation strength 0..1
-    dropout: float = 0.2
+    dropout: float = DEFAULT_DROPOUT
     freeze_backbone_epochs: int = 0  # train only the classifier for the first N epochs
     val_fraction: float = 0.1  # used only when the dataset has no validation split
     seed: int = 0
@@ -79,7 +80,10 @@ class TrainConfig:
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (16 <= self.image_size <= 1024, f"image_size must be between 16 and 1024, got {self.image_size}"),
+            (
+                16 <= self.image_size <= MAX_IMAGE_SIZE,
+                f"image_size must be between 16 and {MAX_IMAGE_SIZE}, got {self.image_size}",
+            ),
             (0 <= self.augment <= 1, f"augment must be between 0 and 1, got {self.augment}"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),

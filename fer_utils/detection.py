@@ -54,7 +54,7 @@ YUNET_CROP_SCALE = 0.97
 
 YUNET_SCORE_THRESHOLD = 0.6
 YUNET_NMS_THRESHOLD = 0.3
-YUNET_MAX_SIDE = 1024
+YUNET_MAX_SIDE = 1024  # also the Haar detector's working size
 """Photos are searched at up to this many pixels (YuNet works best on faces of 10-300 px)."""
 YUNET_RETRY_SIDE = 320
 """When nothing is found, the photo is searched again at this size (close-ups that fill the frame)."""
@@ -165,7 +165,7 @@ def yunet_model_path(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def _quiet_opencv(cv2) -> Iterator[None]:
+def quiet_opencv(cv2) -> Iterator[None]:
     """OpenCV's own log at ERROR level for the block only (its warnings are not the user's problem)."""
     logging = getattr(getattr(cv2, "utils", None), "logging", None)
     if logging is None:
@@ -207,7 +207,7 @@ class YuNetDetector:
         self.max_side, self.retry_side, self.min_face = max_side, retry_side, min_face
         path = Path(model) if model else yunet_model_path()
         try:
-            with _quiet_opencv(cv2):  # OpenCV 5 warns that YuNet's graph ignores setPreferableTarget
+            with quiet_opencv(cv2):  # OpenCV 5 warns that YuNet's graph ignores setPreferableTarget
                 self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, nms_threshold, 5000)
                 self._net.setInputSize((64, 64))
                 _, probe = self._net.detect(np.zeros((64, 64, 3), dtype=np.uint8))
@@ -296,7 +296,7 @@ class HaarDetector:
     name = "haar"
 
     def __init__(
-        self, scale_factor: float = 1.1, min_neighbors: int = 4, min_face: int = 24, max_side: int = 1024
+        self, scale_factor: float = 1.1, min_neighbors: int = 4, min_face: int = 24, max_side: int = YUNET_MAX_SIDE
     ) -> None:
         cv2 = _cv2()
         folder = getattr(getattr(cv2, "data", None), "haarcascades", None)

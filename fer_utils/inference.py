@@ -146,7 +146,7 @@ class Predictor:
         self._configure(checkpoint.classes, checkpoint.image_size, checkpoint.meta, tta, detector, runtime, align)
         self.device = model_device(model) if device is None else resolve_device(device)
         self._model: Any = model.to(self.device).eval()
-        self.checkpoint: Checkpoint | None = checkpoint
+        self._checkpoint: Checkpoint | None = checkpoint
         self.sources = [checkpoint.path] if checkpoint.path is not None else []
         if runtime == "auto":
             runtime = "onnx" if self.device.type == "cpu" and _has_onnxruntime() else "torch"
@@ -199,7 +199,7 @@ class Predictor:
         info = classifier.info
         self = cls.__new__(cls)
         self._configure(info.classes, info.image_size, info.to_dict(), tta, detector, "onnx", align)
-        self.device, self._model, self.checkpoint = None, None, None
+        self.device, self._model, self._checkpoint = None, None, None
         self.sources = list(sources) or [Path(path)]
         self.runtime, self.threads, self._onnx = "onnx", threads, classifier
         return self
@@ -267,10 +267,17 @@ class Predictor:
                 from fer_utils.checkpoints import load_model
                 from fer_utils.devices import resolve_device
 
-                model, self.checkpoint = load_model(self.sources if len(self.sources) > 1 else self.sources[0])
+                model, self._checkpoint = load_model(self.sources if len(self.sources) > 1 else self.sources[0])
                 self.device = resolve_device("cpu")
                 self._model = model.eval()
         return self._model
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The loaded checkpoint behind :attr:`model` (loaded with it, on first use)."""
+        if self._checkpoint is None:
+            self.model  # noqa: B018 - loads model and checkpoint together
+        return self._checkpoint
 
     @property
     def name(self) -> str:
@@ -279,7 +286,7 @@ class Predictor:
             return " + ".join(str(s) for s in self.sources)
         from fer_utils.checkpoints import checkpoint_name
 
-        return checkpoint_name(self.checkpoint)
+        return checkpoint_name(self._checkpoint)
 
     @property
     def detector(self) -> Detector:
@@ -319,7 +326,8 @@ class Predictor:
             if self._onnx is None:
                 from fer_utils.export import cached_onnx
 
-                self._onnx = OnnxClassifier(cached_onnx(self.model, self.checkpoint, key=self._cache_key), self.threads)
+                model = self.model
+                self._onnx = OnnxClassifier(cached_onnx(model, self.checkpoint, key=self._cache_key), self.threads)
         return self._onnx.logits(inputs)
 
     def inputs(self, faces: Sequence[np.ndarray]) -> np.ndarray:

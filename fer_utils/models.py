@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_utils.architectures import arch_spec
+from fer_utils.architectures import DEFAULT_DROPOUT, arch_spec
 from fer_utils.errors import FERConfigError
 
 CHECKPOINT_PREFIX = "model."
@@ -96,7 +96,7 @@ def build_model(
     arch: str = "efficientnet-lite0",
     num_classes: int = 7,
     pretrained: bool | str = False,
-    dropout: float = 0.2,
+    dropout: float = DEFAULT_DROPOUT,
     in_channels: int = 3,
     freeze_backbone: bool = False,
 ) -> nn.Module:

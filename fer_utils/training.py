@@ -51,6 +51,25 @@ from fer_utils.runs import check_resume_folder, claim_run_folder, sigterm_as_int
 from fer_utils.transforms import train_transform
 
 
+def _no_training_state(path: str | os.PathLike) -> FERCheckpointError:
+    return FERCheckpointError(
+        f"{path}: holds no training state; resume from the last.safetensors that training writes, "
+        "not from best.safetensors"
+    )
+
+
+def _refuse_unsafe_changes(path: str | os.PathLike, saved: TrainConfig, wanted: TrainConfig) -> None:
+    """FERConfigError naming every setting a resumed run may not change (see ``RESUMABLE_CHANGES``)."""
+    refused = unsafe_changes(saved, wanted)
+    if refused:
+        raise FERConfigError(
+            f"{path}: a resumed run keeps its saved settings; cannot change "
+            + ", ".join(f"{k} (saved {a!r}, asked {b!r})" for k, (a, b) in refused.items())
+            + f". Only {', '.join(sorted(RESUMABLE_CHANGES))} may change "
+            "(resume_config(checkpoint) gives the saved settings); start a new run for the rest"
+        )
+
+
 def resume_config(checkpoint: str | os.PathLike, **changes: Any) -> TrainConfig:
     """The configuration saved in a ``last.safetensors``, with ``changes`` applied.
 
@@ -58,22 +77,13 @@ def resume_config(checkpoint: str | os.PathLike, **changes: Any) -> TrainConfig:
     """
     meta = read_checkpoint_meta(checkpoint)
     if "config" not in meta or "training_state" not in meta:
-        raise FERCheckpointError(
-            f"{checkpoint}: holds no training state; resume from the last.safetensors that training writes, "
-            "not from best.safetensors"
-        )
+        raise _no_training_state(checkpoint)
     saved = TrainConfig.from_dict(meta["config"])
     unknown = set(changes) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise FERConfigError(f"unknown TrainConfig field(s): {', '.join(sorted(unknown))}")
     wanted = dataclasses.replace(saved, **changes)
-    refused = unsafe_changes(saved, wanted)
-    if refused:
-        raise FERConfigError(
-            f"{checkpoint}: a resumed run keeps its saved settings; cannot change "
-            + ", ".join(f"{k} (saved {a!r}, asked {b!r})" for k, (a, b) in refused.items())
-            + f". Only {', '.join(sorted(RESUMABLE_CHANGES))} may change; start a new run for the rest"
-        )
+    _refuse_unsafe_changes(checkpoint, saved, wanted)
     return wanted
 
 
@@ -158,22 +168,13 @@ def restore_run(
     checkpoint = load_checkpoint(resume)
     state = checkpoint.meta.get("training_state")
     if state is None or checkpoint.optimizer_state is None:
-        raise FERCheckpointError(
-            f"{resume}: holds no training state; resume from the last.safetensors "
-            "that training writes, not from best.safetensors"
-        )
+        raise _no_training_state(resume)
     if checkpoint.classes != classes or checkpoint.arch != config.arch:
         raise FERCheckpointError(
             f"{resume}: was trained as {checkpoint.arch} on {', '.join(checkpoint.classes)}; "
             f"this run is {config.arch} on {', '.join(classes)}"
         )
-    refused = unsafe_changes(TrainConfig.from_dict(checkpoint.meta.get("config", {})), config)
-    if refused:
-        raise FERConfigError(
-            f"{resume}: config differs from the saved run in "
-            + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in refused.items())
-            + "; resume with the saved settings (resume_config(checkpoint)) or start a new run"
-        )
+    _refuse_unsafe_changes(resume, TrainConfig.from_dict(checkpoint.meta.get("config", {})), config)
     run = RunState(state["epoch"] + 1, state["history"], state["best_value"], state["best_epoch"], state["bad_epochs"])
     return checkpoint, run
 

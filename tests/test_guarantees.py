@@ -186,6 +186,52 @@ def test_the_app_refuses_server_paths_it_was_not_sent(photo, untrained_checkpoin
     assert annotated.size == (640, 480) and summary["faces"]
 
 
+ABORTED_UPLOAD = """
+import socket, sys, time
+from pathlib import Path
+from fer_utils import app
+from fer_utils.inference import Predictor
+
+folder = app.private_upload_folder()
+predictor = Predictor.from_checkpoint(sys.argv[1], runtime="torch")
+demo = app.build_app(predictor).queue()
+demo.launch(server_name="127.0.0.1", server_port=int(sys.argv[2]), prevent_thread_lock=True)
+body = b"--b\\r\\nContent-Disposition: form-data; name=\\"files\\"; filename=\\"p.jpg\\"\\r\\n\\r\\n" + b"x" * 300_000
+with socket.create_connection(("127.0.0.1", int(sys.argv[2]))) as s:
+    s.sendall(b"POST /gradio_api/upload HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: multipart/form-data; boundary=b\\r\\n"
+              b"Content-Length: 900000\\r\\n\\r\\n" + body)
+    time.sleep(1.0)  # the client walks away with two thirds of the upload unsent
+time.sleep(1.0)
+left = [p for p in folder.rglob("*") if p.is_file()]
+print("left", len(left), all(p.is_relative_to(folder) for p in left))
+print("swept", app.sweep_stale_files(folder, older_than=0), len([p for p in folder.rglob("*") if p.is_file()]))
+demo.close()
+"""
+
+
+def test_an_aborted_upload_stays_in_the_apps_own_folder_and_is_swept(untrained_checkpoint, tmp_path):
+    import socket as socket_module
+
+    with socket_module.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # anything written outside the app's folder shows up here
+    done = subprocess.run(
+        [sys.executable, "-c", ABORTED_UPLOAD, str(untrained_checkpoint), str(port)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in done.stdout.strip().splitlines() if " " in line)
+    assert lines["left"].startswith(("1 True", "2 True")), done.stdout  # the partial file, in the app's folder
+    assert lines["swept"].endswith(" 0"), done.stdout
+    stray = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert stray == [], stray  # nothing outside it; and the folder itself went with the process
+
+
 def test_serving_beyond_this_machine_says_who_can_reach_it():
     from fer_utils.app import exposure_warning
 

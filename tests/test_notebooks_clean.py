@@ -25,4 +25,12 @@ def test_notebook_is_stripped_and_follows_conventions(path):
     assert "Learning objectives" in "".join(cells[0]["source"])
     assert "in sys.modules" in "".join(cells[1]["source"])
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), "no parameters cell"
-    assert "Exercises" in "".join(cells[-1]["source"])
+    exercises = next(i for i, c in enumerate(cells) if "## Exercises" in "".join(c["source"]))
+    text = "".join(cells[exercises]["source"])
+    assert "**Build it**" in text and "**Why**" in text, f"{path.name}: exercises need one to build and one why"
+    solutions = cells[exercises + 1 :]
+    assert solutions, f"{path.name}: the solutions are code cells after the exercises"
+    for cell in solutions:  # runnable: nbval executes them with the lesson (FAST mode in CI)
+        assert cell["cell_type"] == "code" and "solution" in cell["metadata"].get("tags", []), path.name
+        assert cell["metadata"].get("jupyter", {}).get("source_hidden"), f"{path.name}: fold solutions"
+    assert "<details><summary>Solution" not in text, f"{path.name}: a solution in markdown is never run"

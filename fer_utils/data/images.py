@@ -39,6 +39,9 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+"""Pillow modes with more than 8 bits per pixel: scaled by their range, never clipped, to 8 bits."""
+
 MAX_WORKING_SIDE = 8192
 """Larger images are reduced (by an integer box filter) before any float conversion, so a tiny
 file that decodes to a huge picture costs bounded memory and time. Face detection works at
@@ -70,7 +73,7 @@ def to_grayscale_array(image: Image.Image, max_side: int | None = MAX_WORKING_SI
     ``max_side`` are reduced first (see ``MAX_WORKING_SIDE``); work stays in uint8/float32.
     """
     factor = _reduce_factor(image.size, max_side)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if image.mode in HIGH_BIT_DEPTH_MODES:
         values = np.asarray(image)
         if factor > 1:  # area average without a full-size float copy; Pillow's reduce() rejects 16-bit modes
             import cv2
