@@ -77,7 +77,6 @@ def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False)
     import gradio as gr
 
     from fer_utils.annotate import annotate_image
-    from fer_utils.explain import overlay
 
     if not image_path:
         raise gr.Error("Upload a photo or take one with the webcam first.")
@@ -92,7 +91,16 @@ def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False)
     label = result.faces[0].probabilities if result.faces else {}
     overlays = []
     if gradcam and result.faces:
-        cams = predictor.gradcam([f.face for f in result.faces])
+        try:
+            from fer_utils.explain import overlay
+
+            cams = predictor.gradcam([f.face for f in result.faces])
+        except ImportError:
+            raise gr.Error(
+                "Grad-CAM needs PyTorch, which this server does not have (pip install 'fer_utils[course]')"
+            ) from None
+        except FERError as err:
+            raise gr.Error(f"Grad-CAM is not available for this model: {err}") from None
         overlays = [
             (np.asarray(overlay(f.face, cam)), f"face {i}: {f.label}")
             for i, (f, cam) in enumerate(zip(result.faces, cams, strict=True))

@@ -144,19 +144,11 @@ def _resumed_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fer_utils.atomic import write_text_atomic
-    from fer_utils.checkpoints import git_commit, update_checkpoint_metadata
+    from fer_utils.checkpoints import git_commit
     from fer_utils.data import training_splits
     from fer_utils.distributed import launched_world
-    from fer_utils.evaluation import evaluate_checkpoint
+    from fer_utils.run_report import write_run_report
     from fer_utils.training import train
-    from fer_utils.viz import (
-        class_distribution_figure,
-        confusion_matrix_figure,
-        sample_grid_figure,
-        save_figure,
-        training_curves_figure,
-    )
 
     out = Path(args.out)
     if args.resume is not None:
@@ -194,37 +186,29 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    figures = out / "figures"
-    save_figure(training_curves_figure(result.history), figures / "training_curves.png")
-    save_figure(class_distribution_figure(dataset), figures / "class_distribution.png")
-    save_figure(sample_grid_figure(train_set), figures / "samples.png")
-    split = dataset.default_eval_split()
-    eval_set = dataset.split(split) if split != "all" else val_set
-    split = split if split != "all" else "val"
-    metrics = {}
-    for tta in dict.fromkeys(("none", args.tta)):
-        report = evaluate_checkpoint((result.model, result.checkpoint), eval_set, tta=tta, split=split)
-        metrics[f"tta_{tta}"] = report.to_dict()
-        if tta == args.tta:
-            save_figure(confusion_matrix_figure(report), figures / "confusion_matrix.png")
-            print(report.summary())
-    metrics["best_epoch"] = result.best_epoch
-    update_checkpoint_metadata(
-        result.best_checkpoint,
-        {
-            "evaluation": {
-                key: {k: value[k] for k in ("split", "tta", "n", "accuracy", "macro_f1")}
-                for key, value in metrics.items()
-                if key.startswith("tta_")
-            }
-        },
-    )
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    print(
-        f"saved: {result.best_checkpoint} (best epoch {result.best_epoch}), {out / 'metrics.json'}, "
-        f"{out / 'history.csv'}, {figures}/"
-    )
+    run = write_run_report(result, dataset, train_set, val_set, args.tta)
+    print(run.report.summary())
+    print(run.saved_line(result))
     return 0
+
+
+def add_train_parser(sub: Any) -> None:
+    """``fer train``: its flags, next to ``cmd_train``."""
+    p = sub.add_parser("train", help="train a model, evaluate it, save checkpoint, metrics and figures")
+    _data_args(p)
+    p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
+    p.add_argument("--resume", default=None, metavar="FILE", help="continue from a last.safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    p.add_argument("--tta", default="flip", choices=TTA_MODES, help="TTA for the final report")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--recipe",
+        default="cpu",
+        choices=list(RECIPES),
+        help="starting values: cpu (default; Lite0 64 px) or gpu (B0 224 px, 30 epochs, cuda); flags override",
+    )
+    _config_flags(p)
+    p.set_defaults(func=cmd_train)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -281,6 +265,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_evaluate_parser(sub: Any) -> None:
+    """``fer evaluate``: its flags, next to ``cmd_evaluate``."""
+    p = sub.add_parser("evaluate", help="score a checkpoint on a labelled dataset")
+    _data_args(p)
+    checkpoint_flag(p)
+    p.add_argument(
+        "--split",
+        default=None,
+        help="train, val (PublicTest), test (PrivateTest), all, or a,b (default: test, else val, else all)",
+    )
+    p.add_argument("--tta", default="none", choices=TTA_MODES)
+    device_flag(p)
+    p.add_argument("--json", default=None, metavar="OUT", help="write metrics as JSON")
+    p.add_argument("--figure", default=None, metavar="PNG", help="save the confusion matrix")
+    p.add_argument("--reliability", default=None, metavar="PNG", help="save the reliability diagram (calibration)")
+    overwrite_flag(p, "--json/--figure/--reliability")
+    p.set_defaults(func=cmd_evaluate)
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from fer_utils.checkpoints import read_checkpoint_meta
     from fer_utils.evaluation import calibrate_checkpoint
@@ -305,6 +308,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(result.summary())
     print(f"wrote {result.out} (the same weights, with the temperature in its metadata)")
     return 0
+
+
+def add_calibrate_parser(sub: Any) -> None:
+    """``fer calibrate``: its flags, next to ``cmd_calibrate``."""
+    p = sub.add_parser(
+        "calibrate", help="fit a temperature that makes a checkpoint's confidences honest, and store it in a copy"
+    )
+    _data_args(p)
+    p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
+    p.add_argument("--split", default=None, help="the faces to fit on (default: val, the selection split)")
+    device_flag(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="the calibrated .safetensors to write")
+    overwrite_flag(p, "--out")
+    p.set_defaults(func=cmd_calibrate)
 
 
 def _data_inputs(args: argparse.Namespace) -> list[str]:
@@ -365,6 +382,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_predict_parser(sub: Any) -> None:
+    """``fer predict``: its flags, next to ``cmd_predict``."""
+    p = sub.add_parser("predict", help="find faces in photos (or take face crops) and predict their expressions")
+    p.add_argument("paths", nargs="+", metavar="PHOTO_OR_DIR", help="image files or folders (searched recursively)")
+    checkpoint_flag(p)
+    p.add_argument(
+        "--tta",
+        nargs="?",
+        const="flip",
+        default="none",
+        choices=TTA_MODES,
+        help="test-time augmentation (--tta alone = flip)",
+    )
+    p.add_argument("--no-detect", action="store_true", help="inputs are face crops: skip face detection")
+    photo_flags(p)
+    p.add_argument("--annotate", default=None, metavar="OUT_DIR", help="save each photo with boxes and labels")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", default=None, metavar="OUT", help="write every face's result as JSON")
+    out.add_argument("--csv", default=None, metavar="OUT", help="write one row per face as CSV")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    overwrite_flag(p, "--json/--csv")
+    p.set_defaults(func=cmd_predict)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from fer_utils.export import export_onnx
     from fer_utils.inference import default_checkpoint
@@ -414,6 +455,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_export_parser(sub: Any) -> None:
+    """``fer export``: its flags, next to ``cmd_export``."""
+    p = sub.add_parser("export", help="export a checkpoint to ONNX and check it against PyTorch")
+    checkpoint_flag(p)
+    p.add_argument(
+        "--format",
+        default="onnx",
+        choices=["onnx", "web"],
+        help="onnx: one model file; web: fill the static demo folder (web/) with model and runtime",
+    )
+    p.add_argument("--out", required=True, metavar="PATH", help="the .onnx file, or the web/ folder")
+    p.add_argument("--int8", action="store_true", help="static int8 quantization, calibrated on training faces")
+    p.add_argument(
+        "--calibration-data",
+        default=None,
+        metavar="PATH",
+        help="dataset whose training faces calibrate --int8 (default: $FER_DATA_DIR, else synthetic)",
+    )
+    p.add_argument("--no-check", action="store_true", help="skip the PyTorch/ONNX Runtime parity check")
+    overwrite_flag(p, "--out (for web: its model.onnx and model.json)")
+    p.set_defaults(func=cmd_export)
+
+
 def cmd_teacher(args: argparse.Namespace) -> int:
     from fer_utils.data import training_splits
     from fer_utils.distill import face_keys, save_teacher
@@ -438,6 +502,18 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_teacher_parser(sub: Any) -> None:
+    """``fer teacher``: its flags, next to ``cmd_teacher``."""
+    p = sub.add_parser("teacher", help="store a model's (or ensemble's) probabilities on the training faces")
+    _data_args(p)
+    checkpoint_flag(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="the .npz to write (a few hundred KB)")
+    p.add_argument("--tta", default="flip", choices=TTA_MODES, help="TTA for the teacher (default flip)")
+    device_flag(p)
+    overwrite_flag(p, "--out")
+    p.set_defaults(func=cmd_teacher)
+
+
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from fer_utils.checkpoints import read_checkpoint_meta, save_ensemble
 
@@ -445,6 +521,18 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     meta = read_checkpoint_meta(out)
     print(f"wrote {out} ({len(meta['members'])} members, {out.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def add_ensemble_parser(sub: Any) -> None:
+    """``fer ensemble``: its flags, next to ``cmd_ensemble``."""
+    p = sub.add_parser(
+        "ensemble", help="pack several checkpoints into one ensemble checkpoint (probabilities averaged)"
+    )
+    p.add_argument("members", nargs="+", metavar="CHECKPOINT", help="checkpoints with the same classes and input size")
+    p.add_argument("--out", required=True, metavar="FILE", help="the ensemble .safetensors to write")
+    p.add_argument("--half", action="store_true", help="store float16 weights: half the size, loaded as float32")
+    overwrite_flag(p, "--out")
+    p.set_defaults(func=cmd_ensemble)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -455,12 +543,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_serve_parser(sub: Any) -> None:
+    """``fer serve``: its flags, next to ``cmd_serve``."""
+    p = sub.add_parser("serve", help="web app (Gradio): upload or webcam -> faces, probabilities, Grad-CAM")
+    add_serve_flags(p)
+    p.set_defaults(func=cmd_serve)
+
+
 def cmd_webcam(args: argparse.Namespace) -> int:
     from fer_utils.webcam import run_webcam
 
     results = run_webcam(photo_predictor(args), camera=args.camera)
     print(f"{len(results)} frames, {sum(len(r.faces) for r in results)} faces")
     return 0
+
+
+def add_webcam_parser(sub: Any) -> None:
+    """``fer webcam``: its flags, next to ``cmd_webcam``."""
+    p = sub.add_parser("webcam", help="live camera: boxes, labels and FPS (needs desktop opencv-python)")
+    p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
+    photo_flags(p)
+    checkpoint_flag(p)
+    p.set_defaults(func=cmd_webcam)
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
@@ -494,123 +598,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``fer`` (exposed for docs and tests)."""
-    parser = OneLineParser(prog="fer", description="Facial expression recognition: train, evaluate, predict.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a model, evaluate it, save checkpoint, metrics and figures")
-    _data_args(p)
-    p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
-    p.add_argument("--resume", default=None, metavar="FILE", help="continue from a last.safetensors")
-    p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
-    p.add_argument("--tta", default="flip", choices=TTA_MODES, help="TTA for the final report")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--recipe",
-        default="cpu",
-        choices=list(RECIPES),
-        help="starting values: cpu (default; Lite0 64 px) or gpu (B0 224 px, 30 epochs, cuda); flags override",
-    )
-    _config_flags(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("teacher", help="store a model's (or ensemble's) probabilities on the training faces")
-    _data_args(p)
-    checkpoint_flag(p)
-    p.add_argument("--out", required=True, metavar="FILE", help="the .npz to write (a few hundred KB)")
-    p.add_argument("--tta", default="flip", choices=TTA_MODES, help="TTA for the teacher (default flip)")
-    device_flag(p)
-    overwrite_flag(p, "--out")
-    p.set_defaults(func=cmd_teacher)
-
-    p = sub.add_parser("evaluate", help="score a checkpoint on a labelled dataset")
-    _data_args(p)
-    checkpoint_flag(p)
-    p.add_argument(
-        "--split",
-        default=None,
-        help="train, val (PublicTest), test (PrivateTest), all, or a,b (default: test, else val, else all)",
-    )
-    p.add_argument("--tta", default="none", choices=TTA_MODES)
-    device_flag(p)
-    p.add_argument("--json", default=None, metavar="OUT", help="write metrics as JSON")
-    p.add_argument("--figure", default=None, metavar="PNG", help="save the confusion matrix")
-    p.add_argument("--reliability", default=None, metavar="PNG", help="save the reliability diagram (calibration)")
-    overwrite_flag(p, "--json/--figure/--reliability")
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser(
-        "calibrate", help="fit a temperature that makes a checkpoint's confidences honest, and store it in a copy"
-    )
-    _data_args(p)
-    p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
-    p.add_argument("--split", default=None, help="the faces to fit on (default: val, the selection split)")
-    device_flag(p)
-    p.add_argument("--out", required=True, metavar="FILE", help="the calibrated .safetensors to write")
-    overwrite_flag(p, "--out")
-    p.set_defaults(func=cmd_calibrate)
-
-    p = sub.add_parser("predict", help="find faces in photos (or take face crops) and predict their expressions")
-    p.add_argument("paths", nargs="+", metavar="PHOTO_OR_DIR", help="image files or folders (searched recursively)")
-    checkpoint_flag(p)
-    p.add_argument(
-        "--tta",
-        nargs="?",
-        const="flip",
-        default="none",
-        choices=TTA_MODES,
-        help="test-time augmentation (--tta alone = flip)",
-    )
-    p.add_argument("--no-detect", action="store_true", help="inputs are face crops: skip face detection")
-    photo_flags(p)
-    p.add_argument("--annotate", default=None, metavar="OUT_DIR", help="save each photo with boxes and labels")
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", default=None, metavar="OUT", help="write every face's result as JSON")
-    out.add_argument("--csv", default=None, metavar="OUT", help="write one row per face as CSV")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    overwrite_flag(p, "--json/--csv")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("export", help="export a checkpoint to ONNX and check it against PyTorch")
-    checkpoint_flag(p)
-    p.add_argument(
-        "--format",
-        default="onnx",
-        choices=["onnx", "web"],
-        help="onnx: one model file; web: fill the static demo folder (web/) with model and runtime",
-    )
-    p.add_argument("--out", required=True, metavar="PATH", help="the .onnx file, or the web/ folder")
-    p.add_argument("--int8", action="store_true", help="static int8 quantization, calibrated on training faces")
-    p.add_argument(
-        "--calibration-data",
-        default=None,
-        metavar="PATH",
-        help="dataset whose training faces calibrate --int8 (default: $FER_DATA_DIR, else synthetic)",
-    )
-    p.add_argument("--no-check", action="store_true", help="skip the PyTorch/ONNX Runtime parity check")
-    overwrite_flag(p, "--out (for web: its model.onnx and model.json)")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser(
-        "ensemble", help="pack several checkpoints into one ensemble checkpoint (probabilities averaged)"
-    )
-    p.add_argument("members", nargs="+", metavar="CHECKPOINT", help="checkpoints with the same classes and input size")
-    p.add_argument("--out", required=True, metavar="FILE", help="the ensemble .safetensors to write")
-    p.add_argument("--half", action="store_true", help="store float16 weights: half the size, loaded as float32")
-    overwrite_flag(p, "--out")
-    p.set_defaults(func=cmd_ensemble)
-
-    p = sub.add_parser("serve", help="web app (Gradio): upload or webcam -> faces, probabilities, Grad-CAM")
-    add_serve_flags(p)
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("webcam", help="live camera: boxes, labels and FPS (needs desktop opencv-python)")
-    p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
-    photo_flags(p)
-    checkpoint_flag(p)
-    p.set_defaults(func=cmd_webcam)
-
+def add_data_parser(sub: Any) -> None:
+    """``fer data``: its flags, next to ``cmd_data_info``."""
     p = sub.add_parser("data", help="inspect datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     info = data_sub.add_parser("info", help="format, splits, class counts and skipped files of a dataset")
@@ -621,6 +610,26 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--no-cache", action="store_true")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_data_info, quiet=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``fer`` (exposed for docs and tests): one sub-parser per command,
+    each built next to its handler."""
+    parser = OneLineParser(prog="fer", description="Facial expression recognition: train, evaluate, predict.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (
+        add_train_parser,
+        add_teacher_parser,
+        add_evaluate_parser,
+        add_calibrate_parser,
+        add_predict_parser,
+        add_export_parser,
+        add_ensemble_parser,
+        add_serve_parser,
+        add_webcam_parser,
+        add_data_parser,
+    ):
+        add(sub)
     return parser
 
 

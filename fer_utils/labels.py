@@ -142,3 +142,22 @@ def ferplus_votes_to_targets(
     probs = emotion_votes[keep] / kept_sum[keep, None]
     assert probs.shape[1] == len(classes)
     return keep, probs.astype(np.float32)
+
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+"""Our split keys, in order: training, validation (selection; FER2013's PublicTest), test (FER2013's
+PrivateTest). A dataset that is not split has one split ``all``."""
+
+FER2013_USAGES: dict[str, str] = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+"""FER2013's name (``Usage`` column, file-name prefix) for each split key."""
+
+SPLIT_ALIASES: dict[str, str] = {
+    **{key: key for key in SPLITS},
+    **{usage.lower(): key for key, usage in FER2013_USAGES.items()},
+    "valid": "val",
+    "validation": "val",
+    "public_test": "val",
+    "testing": "test",
+    "private_test": "test",
+}
+"""Every name a user, a folder or a FER2013 file gives a split, mapped to our split keys."""

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("checkpoints", "forward", "distill"),
     ("evaluation", "explain", "export", "training"),
     ("inference",),
-    ("viz", "widgets", "webcam", "cli_flags"),
+    ("viz", "widgets", "webcam", "cli_flags", "run_report"),
     ("app",),
     ("cli", "course"),
 ]

@@ -12,21 +12,10 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 from fer_utils.data.images import Skipped as Skipped  # re-exported: datasets report skipped files
 from fer_utils.errors import FERDataError
+from fer_utils.labels import SPLIT_ALIASES, SPLITS
 
-SPLIT_ALIASES: dict[str, str] = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "publictest": "val",
-    "public_test": "val",
-    "test": "test",
-    "privatetest": "test",
-    "private_test": "test",
-    "all": "all",
-}
-"""User-facing split names (FER2013 Usage values included) mapped to our split keys."""
+SPLIT_NAMES: dict[str, str] = {**SPLIT_ALIASES, "all": "all"}
+"""What ``LoadedDataset.split`` accepts: every split alias, and ``all``."""
 
 
 @dataclass
@@ -109,7 +98,7 @@ class LoadedDataset:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        order = ("train", "val", "test", "all")
+        order = (*SPLITS, "all")
         self.splits = dict(sorted(self.splits.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 9))
 
     def split(self, name: str) -> FaceSet:
@@ -117,7 +106,7 @@ class LoadedDataset:
         parts = [p.strip() for p in name.split(",") if p.strip()]
         keys = []
         for part in parts:
-            key = SPLIT_ALIASES.get(part.lower())
+            key = SPLIT_NAMES.get(part.lower())
             if key is None or key not in self.splits:
                 raise FERDataError(f"split {part!r} not found in {self.source}: it has {', '.join(self.splits)}")
             keys.append(key)

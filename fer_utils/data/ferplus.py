@@ -13,7 +13,7 @@ from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
 from fer_utils.data.fer2013_csv import USAGE_TO_SPLIT, csv_rows, load_fer2013_csv, read_csv_header
 from fer_utils.data.folders import decode_faces
 from fer_utils.errors import FERDataError
-from fer_utils.labels import FERPLUS_MODE_ALIASES, FERPLUS_VOTE_COLUMNS, class_names, ferplus_votes_to_targets
+from fer_utils.labels import FERPLUS_MODE_ALIASES, FERPLUS_VOTE_COLUMNS, SPLITS, class_names, ferplus_votes_to_targets
 
 
 def _dropped(mode: str, keep: np.ndarray, include_contempt: bool, unit: str) -> str:
@@ -75,9 +75,7 @@ def load_ferplus(
         labels, soft = targets, None
     kept = FaceSet(faces.images[keep], labels, classes, faces.sources[keep], soft)
     split_of = np.array([USAGE_TO_SPLIT.get(u.lower(), "all") for u, k in zip(usages, keep, strict=False) if k])
-    splits = {
-        name: kept.subset(split_of == name) for name in ("train", "val", "test", "all") if (split_of == name).any()
-    }
+    splits = {name: kept.subset(split_of == name) for name in (*SPLITS, "all") if (split_of == name).any()}
     notes = [f"FER+ {_dropped(mode, keep, include_contempt, 'rows')}"]
     return LoadedDataset(splits, f"ferplus-{mode}", str(ferplus_csv), classes, [], notes)
 

@@ -17,20 +17,12 @@ from tqdm.auto import tqdm
 from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
 from fer_utils.data.images import DEFAULT_FACE_SIZE, files_under, is_image_file, read_face
 from fer_utils.errors import FERDataError
-from fer_utils.labels import CONTEMPT, EMOTIONS, canonical_name, class_names
+from fer_utils.labels import CONTEMPT, EMOTIONS, FER2013_USAGES, SPLIT_ALIASES, SPLITS, canonical_name, class_names
 
-SPLIT_FOLDERS: dict[str, str] = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "test": "test",
-    "testing": "test",
-}
+SPLIT_FOLDERS: dict[str, str] = SPLIT_ALIASES
 """Top-level folder names of split layouts, mapped to split keys."""
 
-FILE_PREFIX_SPLITS: dict[str, str] = {"training_": "train", "publictest_": "val", "privatetest_": "test"}
+FILE_PREFIX_SPLITS: dict[str, str] = {f"{usage.lower()}_": key for key, usage in FER2013_USAGES.items()}
 
 
 @dataclass
@@ -137,11 +129,7 @@ def split_by_file_prefix(faces: FaceSet, default: str) -> dict[str, FaceSet]:
     if not faces.sources.size or any(p is None for p in prefixes):
         return {default: faces}
     prefixes_arr = np.array(prefixes)
-    return {
-        split: faces.subset(prefixes_arr == split)
-        for split in ("train", "val", "test")
-        if (prefixes_arr == split).any()
-    }
+    return {split: faces.subset(prefixes_arr == split) for split in SPLITS if (prefixes_arr == split).any()}
 
 
 def is_split_layout(root: Path) -> bool:

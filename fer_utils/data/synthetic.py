@@ -54,7 +54,9 @@ def _jittered(expression: Expression, rng: np.random.Generator) -> Expression:
 
 
 def draw_face(expression: Expression, rng: np.random.Generator, size: int = DEFAULT_FACE_SIZE) -> np.ndarray:
-    """Draw one face with the given expression and random pose/lighting; returns (size, size) uint8."""
+    """Draw one face with the given expression and random pose/lighting; returns (size, size) uint8.
+
+    Long on purpose: one drawing step per facial part, top to bottom, reads like the face it makes."""
     s = size * 4  # draw at 4x and downsample for antialiasing
     background = rng.uniform(20, 235)
     skin = float(np.clip(background + rng.choice([-1, 1]) * rng.uniform(40, 110), 60, 225))

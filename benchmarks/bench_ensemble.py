@@ -1,0 +1,72 @@
+"""Choose ensemble members by measurement: every candidate member's probabilities on the selection
+split (PublicTest) once, then every combination's accuracy and macro-F1, averaged in NumPy.
+
+    python benchmarks/bench_ensemble.py --data $FER_DATA_DIR models/fer2013_ensemble.safetensors runs/*/best.safetensors
+
+An ensemble file counts as its members. Selection uses the validation split only (the held-back
+test split is never read here); prints a table, best first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+from fer_utils.calibration import base_model
+from fer_utils.checkpoints import load_model
+from fer_utils.data import load_dataset
+from fer_utils.evaluation import evaluate_model
+from fer_utils.models import Ensemble
+
+
+def member_probabilities(path: Path, faces) -> dict[str, np.ndarray]:
+    model, checkpoint = load_model(path)
+    model = base_model(model)
+    mean, std = checkpoint.meta["mean"], checkpoint.meta["std"]
+    if isinstance(model, Ensemble):
+        sizes = model.sizes or [checkpoint.image_size] * len(model.members)
+        names = [f"{path.stem}[{i}]@{s}" for i, s in enumerate(sizes)]
+        return {
+            n: evaluate_model(m, faces, s, mean, std).probabilities
+            for n, m, s in zip(names, model.members, sizes, strict=True)
+        }
+    return {
+        f"{path.parent.name}@{checkpoint.image_size}": evaluate_model(
+            model, faces, checkpoint.image_size, mean, std
+        ).probabilities
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--min-size", type=int, default=2)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    faces = load_dataset(args.data, progress=False).split(args.split)
+    probs: dict[str, np.ndarray] = {}
+    for path in args.checkpoints:
+        probs.update(member_probabilities(path, faces))
+    for name, p in probs.items():
+        print(f"member {name}: accuracy {(p.argmax(1) == faces.labels).mean():.4f}")
+    rows = []
+    names = list(probs)
+    for k in range(args.min_size, len(names) + 1):
+        for combo in itertools.combinations(names, k):
+            mean = np.mean([probs[n] for n in combo], axis=0)
+            predicted = mean.argmax(1)
+            rows.append(((predicted == faces.labels).mean(), f1_score(faces.labels, predicted, average="macro"), combo))
+    rows.sort(key=lambda r: -r[0])
+    print(f"\n{len(rows)} combinations on {args.split} ({len(faces)} faces), best first:")
+    for accuracy, macro_f1, combo in rows[: args.top]:
+        print(f"{accuracy:.4f}  macro-F1 {macro_f1:.4f}  {' + '.join(combo)}")
+
+
+if __name__ == "__main__":
+    main()
