@@ -1,7 +1,8 @@
-# Three commands do everything:  make lab   (setup + JupyterLab on the notebooks)
+# Three commands do everything:  make lab   (the learner's environment + JupyterLab on the notebooks)
 #                                make demo  (setup + train/evaluate on synthetic faces)
 #                                make test  (setup + the whole test suite)
-# All create .venv on first use and reuse it afterwards.
+# Each creates its environment on first use and reuses it afterwards: make lab .venv-learner
+# (requirements.txt + requirements-lab.txt, no test tools), make demo and make test .venv.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,8 +25,8 @@ $(STAMP): $(REQUIREMENTS) requirements-lab.txt requirements-dev.txt pyproject.to
 # JupyterLab on the course (ipywidgets 8 and its extension come with requirements-lab.txt).
 # As root (containers, some cloud VMs) JupyterLab needs --allow-root; LAB_FLAGS adds your own flags.
 LAB_FLAGS ?=
-lab: setup
-	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS)
+lab: learner
+	$(LEARNER_VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS)
 
 # EDITABLE_LOCK: CI installs both environments at once (`make -j`) and sets it to `flock FILE`, so
 # the two editable installs of this folder never write its egg-info at the same time.

@@ -26,6 +26,7 @@ from fer_utils.cli_flags import (
 )
 from fer_utils.config import RECIPES
 from fer_utils.errors import FERError, FEROutputError
+from fer_utils.inference import SHIPPED_MODEL
 from fer_utils.labels import FERPLUS_MODE_ALIASES
 from fer_utils.preprocess import TTA_MODES
 
@@ -316,7 +317,7 @@ def add_calibrate_parser(sub: Any) -> None:
         "calibrate", help="fit a temperature that makes a checkpoint's confidences honest, and store it in a copy"
     )
     _data_args(p)
-    p.add_argument("--checkpoint", default=None, metavar="FILE", help="default: the shipped model in models/")
+    p.add_argument("--checkpoint", default=None, metavar="FILE", help=f"default: models/{SHIPPED_MODEL}")
     p.add_argument("--split", default=None, help="the faces to fit on (default: val, the selection split)")
     device_flag(p)
     p.add_argument("--out", required=True, metavar="FILE", help="the calibrated .safetensors to write")
@@ -386,7 +387,7 @@ def add_predict_parser(sub: Any) -> None:
     """``fer predict``: its flags, next to ``cmd_predict``."""
     p = sub.add_parser("predict", help="find faces in photos (or take face crops) and predict their expressions")
     p.add_argument("paths", nargs="+", metavar="PHOTO_OR_DIR", help="image files or folders (searched recursively)")
-    checkpoint_flag(p)
+    checkpoint_flag(p, photos=True)
     p.add_argument(
         "--tta",
         nargs="?",
@@ -563,7 +564,7 @@ def add_webcam_parser(sub: Any) -> None:
     p = sub.add_parser("webcam", help="live camera: boxes, labels and FPS (needs desktop opencv-python)")
     p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
     photo_flags(p)
-    checkpoint_flag(p)
+    checkpoint_flag(p, photos=True)
     p.set_defaults(func=cmd_webcam)
 
 

@@ -9,7 +9,7 @@ import argparse
 
 from fer_utils.detection import DETECTORS
 from fer_utils.errors import FERConfigError
-from fer_utils.inference import RUNTIMES, Predictor
+from fer_utils.inference import RUNTIMES, SHIPPED_MODEL, SHIPPED_PHOTO_MODEL, Predictor
 
 
 def check_device(name: str) -> str:
@@ -73,19 +73,23 @@ def overwrite_flag(parser: argparse.ArgumentParser, outputs: str) -> None:
     )
 
 
-def checkpoint_flag(parser: argparse.ArgumentParser) -> None:
+def checkpoint_flag(parser: argparse.ArgumentParser, photos: bool = False) -> None:
+    """``--checkpoint``; commands on photos default to the model shipped for photos (FER+ labels),
+    the others to the FER2013 model."""
+    shipped = SHIPPED_PHOTO_MODEL if photos else SHIPPED_MODEL
     parser.add_argument(
         "--checkpoint",
         nargs="+",
         default=None,
         metavar="FILE",
-        help="default: the shipped model in models/; several files are averaged as an ensemble",
+        help=f"default: models/{shipped}; several files are averaged as an ensemble"
+        + ("; an exported .onnx file runs without torch" if photos else ""),
     )
 
 
 def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     """The app's flags, shared by ``fer serve`` and ``python -m fer_utils.app``."""
-    checkpoint_flag(parser)
+    checkpoint_flag(parser, photos=True)
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve your network")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="public gradio.live link (e.g. from Colab)")

@@ -156,7 +156,7 @@ def test_library_resume_with_another_config_is_refused(interrupted_run):
     faces = synthetic_faces(2, seed=1)
     config = TrainConfig.from_dict({**read_checkpoint_meta(interrupted_run / "last.safetensors")["config"]})
     config.label_smoothing = 0.3
-    with pytest.raises(FERConfigError, match=r"label_smoothing \(saved 0.1, now 0.3\)"):
+    with pytest.raises(FERConfigError, match=r"label_smoothing \(saved 0.1, asked 0.3\)"):
         train(config, faces, faces, interrupted_run, resume=interrupted_run / "last.safetensors")
 
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model 
 
 @pytest.fixture(scope="module")
 def predictor():
-    return Predictor.from_checkpoint()  # the default is the shipped model
+    return Predictor.from_checkpoint(SHIPPED)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,14 @@ def faces():
         val = load_dataset(os.environ["FER_DATA_DIR"], progress=False).splits["val"]
         return val.subset(np.arange(0, len(val), 6))  # ~600 PublicTest faces, all classes
     return synthetic_faces(40, seed=4)
+
+
+def test_photos_default_to_the_model_trained_on_ten_peoples_labels(monkeypatch):
+    from fer_utils.inference import SHIPPED_PHOTO_MODEL, default_photo_checkpoint
+
+    monkeypatch.delenv("FER_CHECKPOINT", raising=False)
+    assert default_photo_checkpoint() == REPO_MODELS_DIR / SHIPPED_PHOTO_MODEL
+    assert Predictor.from_checkpoint(runtime="onnx").name == str(REPO_MODELS_DIR / SHIPPED_PHOTO_MODEL)
 
 
 def agreement(predictor, a, b):
