@@ -95,15 +95,15 @@ def _is_number(value: Any) -> bool:
 
 def checkpoint_meta_problem(meta: dict[str, Any]) -> str | None:
     """What is wrong with the fields inference trusts (never trust a file's word blindly), or None."""
-    size, classes, channels = meta["image_size"], meta["classes"], meta.get("in_channels", 3)
+    size, classes, channels = meta["image_size"], meta["classes"], meta.get("in_channels", 3)  # older files say 3
     if not (isinstance(size, int) and not isinstance(size, bool) and 16 <= size <= MAX_IMAGE_SIZE):
         return f"says image_size {size!r}; it must be a whole number of pixels from 16 to {MAX_IMAGE_SIZE}"
     if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)):
         return f"says classes {classes!r}; it must be a list of at least two class names"
     if len(set(classes)) != len(classes):
         return f"repeats a class name in {classes!r}"
-    if channels not in (1, 3):
-        return f"says in_channels {channels!r}; it must be 1 or 3"
+    if channels != 3:
+        return f"says in_channels {channels!r}; the course's models take 3 channels (the gray face repeated)"
     for key in ("mean", "std"):
         values = meta[key]
         if not (isinstance(values, list) and len(values) in (1, 3) and all(_is_number(v) for v in values)):

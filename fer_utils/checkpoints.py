@@ -74,7 +74,6 @@ class ModelCard:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    in_channels: int = 3
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_meta(self) -> dict[str, Any]:
@@ -84,7 +83,6 @@ class ModelCard:
             "image_size": self.image_size,
             "mean": list(self.mean),
             "std": list(self.std),
-            "in_channels": self.in_channels,
             **self.extra,
         }
 
@@ -271,7 +269,6 @@ def _member_description(meta: dict[str, Any], source: str) -> dict[str, Any]:
     return {
         "arch": meta["arch"],
         "dropout": _dropout_of(meta),
-        "in_channels": int(meta.get("in_channels", 3)),
         "image_size": int(meta["image_size"]),
         "source": meta.get("source", source),
         "evaluation": meta.get("evaluation", {}),
@@ -289,7 +286,6 @@ def _build_described(meta: dict[str, Any]) -> nn.Module:
             num_classes=len(meta["classes"]),
             pretrained=False,
             dropout=_dropout_of(m),
-            in_channels=int(m.get("in_channels", 3)),
         )
 
     if meta["arch"] == ENSEMBLE_ARCH:
@@ -333,7 +329,7 @@ def model_from_checkpoint(
     return model.eval(), checkpoint
 
 
-PREPROCESSING_KEYS = ("classes", "mean", "std", "in_channels")
+PREPROCESSING_KEYS = ("classes", "mean", "std")
 """What every member of an ensemble must share. Input sizes may differ: such an ensemble takes the
 stored 48x48 face and enlarges it for each member (``Ensemble``'s ``sizes``)."""
 
@@ -364,7 +360,7 @@ def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None 
             )
         model = base_model(model)
         for key in PREPROCESSING_KEYS:
-            if checkpoint.meta.get(key, 3) != first.meta.get(key, 3):
+            if checkpoint.meta.get(key) != first.meta.get(key):
                 raise FERCheckpointError(
                     f"{checkpoint.path}: its {key} ({checkpoint.meta.get(key)}) differs from {first.path}'s "
                     f"({first.meta.get(key)}); ensemble members must share classes and normalization"
@@ -385,7 +381,7 @@ def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None 
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        **{key: first.meta.get(key, 3) for key in PREPROCESSING_KEYS},
+        **{key: first.meta.get(key) for key in PREPROCESSING_KEYS},
         "image_size": DEFAULT_FACE_SIZE if mixed else sizes[0],
         "arch": ENSEMBLE_ARCH,
         "members": described,
@@ -419,7 +415,6 @@ def save_ensemble(
         int(meta["image_size"]),
         tuple(meta["mean"]),
         tuple(meta["std"]),
-        int(meta["in_channels"]),
         extra={"members": meta["members"]},
     )
     return save_checkpoint(out, model, card, half=half)

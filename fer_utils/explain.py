@@ -41,7 +41,7 @@ def gradcam_target_layer(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
-def _map_sides(model: nn.Module, image_size: int, in_channels: int = 3) -> list[tuple[nn.Module, int]]:
+def _map_sides(model: nn.Module, image_size: int) -> list[tuple[nn.Module, int]]:
     """Each stage (timm ``blocks``, efficientnet-pytorch ``_blocks``) and the last convolution,
     with the side of its output map at ``image_size``."""
     stages = getattr(model, "blocks", None)
@@ -58,7 +58,7 @@ def _map_sides(model: nn.Module, image_size: int, in_channels: int = 3) -> list[
     try:
         with torch.no_grad():
             device = next(model.parameters()).device
-            model(torch.zeros(1, in_channels, image_size, image_size, device=device))
+            model(torch.zeros(1, 3, image_size, image_size, device=device))
     finally:
         for hook in hooks:
             hook.remove()

@@ -97,7 +97,6 @@ def build_model(
     num_classes: int = 7,
     pretrained: bool | str = False,
     dropout: float = DEFAULT_DROPOUT,
-    in_channels: int = 3,
     freeze_backbone: bool = False,
 ) -> nn.Module:
     """Build a classifier for ``num_classes`` expressions.
@@ -110,22 +109,16 @@ def build_model(
     if spec.backend == "efficientnet_pytorch":
         from efficientnet_pytorch import EfficientNet
 
-        model = EfficientNet.from_name(
-            spec.backend_name, num_classes=num_classes, dropout_rate=dropout, in_channels=in_channels
-        )
+        model = EfficientNet.from_name(spec.backend_name, num_classes=num_classes, dropout_rate=dropout)
     else:
         import timm
 
         try:
-            model = timm.create_model(
-                spec.backend_name, pretrained=False, num_classes=num_classes, drop_rate=dropout, in_chans=in_channels
-            )
+            model = timm.create_model(spec.backend_name, pretrained=False, num_classes=num_classes, drop_rate=dropout)
         except RuntimeError as err:
             raise FERConfigError(f"timm cannot build {spec.backend_name!r}: {err}") from None
     reset_classifier(model)
     if pretrained:
-        if in_channels != 3:
-            raise FERConfigError("ImageNet weights need in_channels=3 (gray faces are repeated to 3 channels)")
         if isinstance(pretrained, (str, os.PathLike)):
             load_backbone_weights(model, read_state_dict(pretrained), str(pretrained))
         elif (local := offline_weights_file(arch)) is not None:

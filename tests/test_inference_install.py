@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-VENV = Path(os.environ.get("FER_INFERENCE_VENV") or REPO / ".venv-inference")
+VENV = (REPO / os.environ.get("FER_INFERENCE_VENV", ".venv-inference")).resolve()  # make passes it relative
 PHOTO = REPO / "fer_utils" / "assets" / "astronaut.jpg"
 
 pytestmark = pytest.mark.skipif(
