@@ -48,11 +48,20 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--min-size", type=int, default=2)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--cache", type=Path, default=None, help="keep each checkpoint's probabilities here (.npz)")
     args = parser.parse_args()
     faces = load_dataset(args.data, progress=False).split(args.split)
     probs: dict[str, np.ndarray] = {}
     for path in args.checkpoints:
-        probs.update(member_probabilities(path, faces))
+        stored = args.cache / f"{path.parent.name}-{path.stem}-{args.split}.npz" if args.cache else None
+        if stored is not None and stored.is_file():
+            probs.update(dict(np.load(stored)))
+            continue
+        found = member_probabilities(path, faces)
+        if stored is not None:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(stored, **found)
+        probs.update(found)
     for name, p in probs.items():
         print(f"member {name}: accuracy {(p.argmax(1) == faces.labels).mean():.4f}")
     rows = []

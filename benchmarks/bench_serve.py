@@ -3,7 +3,7 @@
 Prints figures; asserts nothing. Traffic goes to 127.0.0.1 only, bounded in count.
 
     python benchmarks/bench_serve.py [--checkpoint FILE] [--requests 20]
-    python benchmarks/bench_serve.py --soak 60 --clients 20
+    python benchmarks/bench_serve.py --soak 60 --clients 20 [--before REV]
 
 - The cost of one hostile upload: a 16-bit 9400x9400 PNG (about 170 KB on disk) decoded by
   ``open_image`` + ``to_grayscale_array``: wall time and peak memory (tracemalloc sees numpy).
@@ -18,7 +18,10 @@ Prints figures; asserts nothing. Traffic goes to 127.0.0.1 only, bounded in coun
 from __future__ import annotations
 
 import argparse
+import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -121,7 +124,8 @@ def soak(predictor: Predictor, seconds: float, clients: int, photos: list[Path])
 
     expected = {str(p): [(f.box.x, f.box.y) for f in predictor.predict_image(p).faces] for p in photos}
     port = free_port()
-    demo = app.build_app(predictor).queue(default_concurrency_limit=app.CONCURRENCY, max_size=app.QUEUE_SIZE)
+    queue = getattr(app, "QUEUE_SIZE", None)  # older versions (bench --before) had no bound
+    demo = app.build_app(predictor).queue(default_concurrency_limit=app.CONCURRENCY, max_size=queue)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     url = f"http://127.0.0.1:{port}/"
     latencies: list[float] = []
@@ -164,13 +168,36 @@ def soak(predictor: Predictor, seconds: float, clients: int, photos: list[Path])
         print("first errors: " + "; ".join(errors[:3]))
 
 
+def soak_revision(revision: str, argv: list[str]) -> None:
+    """The same soak against an older commit's fer_utils (same machine, same run), for before/after figures."""
+    repo = Path(__file__).resolve().parent.parent
+    argv = [a for i, a in enumerate(argv) if a != "--before" and (i == 0 or argv[i - 1] != "--before")]
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch) / "before"
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "--detach", str(tree), revision], check=True)
+        try:
+            print(f"before ({revision}):", flush=True)
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            done = subprocess.run([sys.executable, __file__, *argv], env=env, check=False)
+            if done.returncode:
+                print(f"before ({revision}): the server process ended with exit code {done.returncode}")
+        finally:
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--soak", type=float, default=0, metavar="SECONDS", help="run the soak test instead")
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument(
+        "--before", default=None, metavar="REV", help="with --soak: soak this older commit first (a git worktree)"
+    )
     args = parser.parse_args()
+    if args.before and args.soak:
+        soak_revision(args.before, sys.argv[1:])
+        print("now:")
     predictor = Predictor.from_checkpoint(args.checkpoint)
     if args.soak:
         with tempfile.TemporaryDirectory() as tmp:
