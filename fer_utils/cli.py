@@ -235,7 +235,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _report_skips(dataset)
     split = args.split or dataset.default_eval_split()
     faces = dataset.split(split)
-    report = evaluate_checkpoint(checkpoint, faces, tta=args.tta, split=split, device=args.device)
+    modes = list(dict.fromkeys(args.tta))
+    if len(modes) > 1:  # the other modes first, one line each; the first one is reported in full below
+        from fer_utils.checkpoints import load_model
+
+        loaded = load_model(checkpoint if len(checkpoint) > 1 else checkpoint[0])
+        for mode in modes[1:]:
+            other = evaluate_checkpoint(loaded, faces, tta=mode, split=split, device=args.device)
+            print(f"tta {mode}: accuracy {other.accuracy:.4f}, macro-F1 {other.macro_f1:.4f}, ECE {other.ece:.4f}")
+        checkpoint = loaded
+    report = evaluate_checkpoint(checkpoint, faces, tta=modes[0], split=split, device=args.device)
     report.info["data"] = dataset.source
     print(report.summary())
     if note := optimism_note(split):
@@ -276,7 +285,13 @@ def add_evaluate_parser(sub: Any) -> None:
         default=None,
         help="train, val (PublicTest), test (PrivateTest), all, or a,b (default: test, else val, else all)",
     )
-    p.add_argument("--tta", default="none", choices=TTA_MODES)
+    p.add_argument(
+        "--tta",
+        nargs="+",
+        default=["none"],
+        choices=TTA_MODES,
+        help="test-time augmentation; several (e.g. --tta none flip crops) compare them, the first is reported in full",
+    )
     device_flag(p)
     p.add_argument("--json", default=None, metavar="OUT", help="write metrics as JSON")
     p.add_argument("--figure", default=None, metavar="PNG", help="save the confusion matrix")

@@ -123,3 +123,10 @@ def test_bad_flag_values_are_one_line_usage_errors(capsys):
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2
     assert err == "fer: error: argument --epochs: invalid int value: 'many' (see `fer train --help`)"
+
+
+def test_evaluate_compares_several_tta_modes_in_one_run(trained, capsys):
+    args = ["evaluate", "--data", "synthetic:0.05", "--checkpoint", str(trained / "best.safetensors")]
+    assert main([*args, "--split", "test", "--tta", "none", "flip", "crops"]) == 0
+    out = capsys.readouterr().out
+    assert "tta flip: accuracy" in out and "tta crops: accuracy" in out and "tta none:" not in out
