@@ -18,7 +18,6 @@ Prints figures; asserts nothing. Traffic goes to 127.0.0.1 only, bounded in coun
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
@@ -177,8 +176,12 @@ def soak_revision(revision: str, argv: list[str]) -> None:
         subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "--detach", str(tree), revision], check=True)
         try:
             print(f"before ({revision}):", flush=True)
-            env = {**os.environ, "PYTHONPATH": str(tree)}
-            done = subprocess.run([sys.executable, __file__, *argv], env=env, check=False)
+            launch = (  # an editable install's import hook would otherwise serve this checkout's fer_utils
+                "import runpy, sys; tree, script = sys.argv[1:3]; sys.argv = sys.argv[2:]; "
+                "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in str(getattr(f, '__module__', ''))]; "
+                "sys.path.insert(0, tree); runpy.run_path(script, run_name='__main__')"
+            )
+            done = subprocess.run([sys.executable, "-c", launch, str(tree), __file__, *argv], check=False)
             if done.returncode:
                 print(f"before ({revision}): the server process ended with exit code {done.returncode}")
         finally:

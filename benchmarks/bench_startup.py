@@ -25,6 +25,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PHOTO = REPO / "fer_utils" / "assets" / "astronaut.jpg"
 
+LAUNCH = (
+    "import runpy, sys; source = sys.argv.pop(1); "
+    "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in str(getattr(f, '__module__', ''))]; "
+    "sys.path.insert(0, source); runpy.run_module('fer_utils.cli', run_name='__main__', alter_sys=True)"
+)
+"""``fer`` from the checkout at argv[1]: an editable install's import hook would otherwise answer
+``import fer_utils`` with this checkout whatever PYTHONPATH says."""
+
 
 def measure(command: list[str], env: dict[str, str], repeat: int) -> float:
     """Median wall seconds of ``command`` over ``repeat`` runs, after one warm-up run."""
@@ -46,9 +54,9 @@ def peak_of(command: list[str], env: dict[str, str]) -> float:
     return int(done.stderr.strip().splitlines()[-1]) / 1024
 
 
-def imports_torch(python: str, code: str, env: dict[str, str]) -> bool:
+def imports_torch(python: str, code: str, env: dict[str, str], source: Path) -> bool:
     done = subprocess.run(
-        [python, "-c", f"import sys\n{code}\nprint('torch' in sys.modules)"],
+        [python, "-c", f"import sys\n{code}\nprint('torch' in sys.modules)", str(source)],
         env=env,
         capture_output=True,
         text=True,
@@ -62,15 +70,15 @@ def folder_mb(path: Path) -> float:
 
 
 def report(label: str, source: Path, python: str, repeat: int, cache: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(source), "FER_CACHE_DIR": str(cache), "PYTHONWARNINGS": "ignore"}
-    fer = [python, "-m", "fer_utils.cli"]
+    env = {**os.environ, "FER_CACHE_DIR": str(cache), "PYTHONWARNINGS": "ignore"}
+    fer = [python, "-c", LAUNCH, str(source)]
     help_wall = measure([*fer, "--help"], env, repeat)
     help_peak = peak_of([*fer, "--help"], env)
     predict = [*fer, "predict", str(PHOTO), "--checkpoint", str(REPO / "models" / "fer2013_ensemble.safetensors")]
     subprocess.run(predict, env=env, capture_output=True, check=True)  # export into the cache once
     predict_wall = measure(predict, env, repeat)
     predict_peak = peak_of(predict, env)
-    bare = imports_torch(python, "import fer_utils", env)
+    bare = imports_torch(python, LAUNCH.split("runpy.run_module")[0] + "import fer_utils", env, source)
     print(
         f"{label:>10}: fer --help {help_wall:.2f} s, {help_peak:.0f} MB | fer predict (cache warm) "
         f"{predict_wall:.2f} s, {predict_peak:.0f} MB | import fer_utils imports torch: {bare}"

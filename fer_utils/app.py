@@ -17,9 +17,11 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from fer_utils.errors import FERDataError, FERError
 from fer_utils.inference import Predictor
@@ -71,6 +73,15 @@ def exposure_warning(host: str, share: bool) -> str | None:
     return None
 
 
+def _unique(image: Image.Image) -> Image.Image:
+    """``image`` with a text chunk naming this response. Gradio stores each output under a name
+    derived from its bytes and writes it there non-atomically, so two requests with the same photo
+    would write and serve one file at once (the soak saw clients get cut-off downloads); with the
+    chunk (kept in PNG outputs) every response's file is its own."""
+    image.info["fer-response"] = uuid.uuid4().hex
+    return image
+
+
 def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False):
     """The app's one endpoint: (annotated photo, first face's probabilities, all faces as JSON,
     Grad-CAM overlays)."""
@@ -83,7 +94,7 @@ def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False)
     try:
         image_path = str(uploaded_file(image_path))
         result = predictor.predict_image(image_path)
-        annotated = annotate_image(image_path, result)
+        annotated = _unique(annotate_image(image_path, result))
     except FERDataError as err:
         raise gr.Error(f"Cannot read this image: {err.reason}") from None
     faces = [{"face": i, **face.to_dict()} for i, face in enumerate(result.faces)]
@@ -102,7 +113,7 @@ def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False)
         except FERError as err:
             raise gr.Error(f"Grad-CAM is not available for this model: {err}") from None
         overlays = [
-            (np.asarray(overlay(f.face, cam)), f"face {i}: {f.label}")
+            (_unique(Image.fromarray(np.asarray(overlay(f.face, cam)))), f"face {i}: {f.label}")
             for i, (f, cam) in enumerate(zip(result.faces, cams, strict=True))
         ]
     return annotated, label, summary, overlays
@@ -119,14 +130,19 @@ def build_app(predictor: Predictor):
         )
         with gr.Row():
             with gr.Column():
-                image = gr.Image(sources=["upload", "webcam"], type="filepath", label="photo")
+                # image_mode=None: Gradio hands over the uploaded file itself. Its default ("RGB") re-saves
+                # every gray or RGBA upload under a name derived from the content, non-atomically, so
+                # concurrent uploads of the same photo read each other's half-written files (the soak
+                # in benchmarks/bench_serve.py saw 8 of 366 requests fail that way); our loader
+                # handles every mode, 16-bit included, and EXIF rotation itself.
+                image = gr.Image(sources=["upload", "webcam"], type="filepath", image_mode=None, label="photo")
                 gradcam = gr.Checkbox(label="show Grad-CAM (what the model looked at)", value=False)
                 button = gr.Button("Analyze", variant="primary")
             with gr.Column():
-                annotated = gr.Image(label="faces found", type="pil")
+                annotated = gr.Image(label="faces found", type="pil", format="png")
                 label = gr.Label(num_top_classes=7, label="first face")
         faces = gr.JSON(label="all faces")
-        cams = gr.Gallery(label="Grad-CAM", columns=4, height="auto")
+        cams = gr.Gallery(label="Grad-CAM", columns=4, height="auto", format="png")
         button.click(
             lambda path, cam: analyze(predictor, path, cam),
             inputs=[image, gradcam],
