@@ -94,10 +94,14 @@ def test_default_gradcam_resolves_facial_parts(predictor, faces):
     if faces.sources[0].startswith("synthetic"):
         pytest.skip("the parts' share needs real, aligned faces (FER_DATA_DIR)")
     sample = faces.images[:30]
-    fine, last = (
-        face_part_share(predictor.gradcam(sample)),
-        face_part_share(predictor.gradcam(sample, layer="last", method="gradcam")),
-    )
-    # measured on the single model, 209 PublicTest faces: 0.479 against 0.399 (area 0.386)
-    assert fine["eyes and brows"] + fine["mouth"] > last["eyes and brows"] + last["mouth"]
-    assert fine["mouth"] > 2 * last["mouth"]
+    single = Predictor.from_checkpoint(REPO_MODELS_DIR / "fer2013_efficientnet-lite0.safetensors", runtime="torch")
+    for model, mouth_factor in ((single, 2.0), (predictor, 1.2)):
+        fine, last = (
+            face_part_share(model.gradcam(sample)),
+            face_part_share(model.gradcam(sample, layer="last", method="gradcam")),
+        )
+        # measured on the single model, 209 PublicTest faces (bench_gradcam.py): 0.479 against 0.399
+        # (area 0.386), mouth 0.172 against 0.041; the five-member ensemble, whose 80 px member's last
+        # map is 3x3, on these 30 faces: mouth 0.179 against 0.117
+        assert fine["eyes and brows"] + fine["mouth"] > last["eyes and brows"] + last["mouth"]
+        assert fine["mouth"] > mouth_factor * last["mouth"]
