@@ -248,6 +248,7 @@ class Predictor:
                 )
             return cls.from_onnx(files[0], tta, detector, align, threads)
         wants_gpu = str(device) not in ("auto", "cpu")
+        key: str | None = None  # the files' hash, once computed: the cached export's name
         if runtime == "onnx" or (runtime == "auto" and not wants_gpu and _has_onnxruntime()):
             for f in files:
                 read_checkpoint_meta(f)  # a missing, damaged or foreign file fails here, in one line
@@ -266,7 +267,7 @@ class Predictor:
         predictor = cls(model, checkpoint, tta, detector, device, runtime, align, threads)
         predictor.sources = files
         if predictor.runtime == "onnx":
-            predictor._cache_key = key if runtime != "torch" and "key" in locals() else checkpoint_key(files)
+            predictor._cache_key = key or checkpoint_key(files)
         return predictor
 
     @property
