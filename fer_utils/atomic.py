@@ -12,15 +12,17 @@ from fer_utils.errors import FEROutputError
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it over ``path`` in one step.
 
     The temp file lives in the same folder so ``os.replace`` is atomic; on error it is removed
-    and whatever was at ``path`` before is untouched.
+    and whatever was at ``path`` before is untouched. ``keep_suffix``: the temporary name ends
+    with ``path``'s suffix, for writers that choose the format from it (OpenCV's VideoWriter).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    suffix = ".tmp" + (path.suffix if keep_suffix else "")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -25,7 +25,7 @@ from fer_utils.cli_flags import (
     photo_predictor,
 )
 from fer_utils.config import RECIPES
-from fer_utils.errors import FERError, FEROutputError
+from fer_utils.errors import FERDataError, FERError, FEROutputError
 from fer_utils.inference import SHIPPED_MODEL
 from fer_utils.labels import FERPLUS_MODE_ALIASES
 from fer_utils.preprocess import TTA_MODES
@@ -583,6 +583,93 @@ def add_webcam_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_webcam)
 
 
+def cmd_video(args: argparse.Namespace) -> int:
+    from fer_utils.video import FrameSelection, analyze_videos, camera_index, expand_video_paths
+
+    check_outputs(
+        {
+            "CSV results": args.csv,
+            "JSON results": args.json,
+            "annotated video": args.annotate,
+            "timeline plot": args.plot,
+        },
+        inputs=[*(p for p in args.inputs if camera_index(p) is None), *(args.checkpoint or [])],
+        overwrite=args.overwrite,
+    )
+    selection = FrameSelection(args.every, args.fps, args.start, args.end)
+    sources, skipped = expand_video_paths(args.inputs)
+    if not sources:
+        raise FERDataError("; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
+    predictor = photo_predictor(args)
+    report = analyze_videos(
+        lambda: predictor.video_analyzer(args.smooth),
+        sources,
+        selection,
+        model=predictor.name,
+        csv_path=args.csv,
+        json_path=args.json,
+        annotate_path=args.annotate,
+        plot_path=args.plot,
+        progress=not args.quiet,
+    )
+    for summary in report.summaries:
+        print(summary.line())
+    for s in [*skipped, *report.skipped]:
+        print(f"skipped: {s.source}: {s.reason}", file=sys.stderr)
+    for run in report.runs:
+        if run.truncated:
+            print(
+                f"note: {run.info.source}: ended after {run.decoded} of the {run.info.frames} frames its container "
+                "announces (a truncated or damaged file); the frames before are analysed",
+                file=sys.stderr,
+            )
+    written = [str(p) for p in (args.csv, args.json, args.annotate, args.plot) if p]
+    analysed = sum(r.analysed for r in report.runs)
+    print(
+        f"{len(report.runs)} videos, {analysed} frames analysed, {report.rows} faces in "
+        f"{len(report.summaries)} tracks" + (f"; wrote {', '.join(written)}" if written else ""),
+        file=sys.stderr,
+    )
+    if report.interrupted:
+        kept = f"; the {report.rows} rows so far are in {', '.join(written)}" if written else ""
+        print(f"fer: interrupted at {report.interrupted}{kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def add_video_parser(sub: Any) -> None:
+    """``fer video``: its flags, next to ``cmd_video``."""
+    from fer_utils.video import DEFAULT_SMOOTHING
+
+    p = sub.add_parser(
+        "video",
+        help="expressions over time in videos (or a camera): faces tracked, smoothed, one row per face per frame",
+    )
+    p.add_argument("inputs", nargs="+", metavar="VIDEO", help="video files, folders of videos, or a camera number")
+    checkpoint_flag(p, photos=True)
+    photo_flags(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--every", type=int, default=1, metavar="N", help="analyse every Nth frame (default 1: all)")
+    which.add_argument("--fps", type=float, default=None, metavar="F", help="analyse about F frames per second")
+    p.add_argument("--start", type=float, default=0.0, metavar="SECONDS", help="start here (default 0)")
+    p.add_argument("--end", type=float, default=None, metavar="SECONDS", help="stop here (default: the end)")
+    p.add_argument(
+        "--smooth",
+        type=float,
+        default=DEFAULT_SMOOTHING,
+        metavar="SECONDS",
+        help=f"time constant of each track's probability smoothing (default {DEFAULT_SMOOTHING}; 0 = raw; "
+        "the raw values are always in the raw_* columns)",
+    )
+    p.add_argument("--csv", default=None, metavar="OUT", help="one row per face per analysed frame")
+    p.add_argument("--json", default=None, metavar="OUT", help="the same rows plus per-track summaries")
+    p.add_argument("--annotate", default=None, metavar="OUT.mp4", help="a copy with boxes, track ids and labels")
+    p.add_argument("--plot", default=None, metavar="OUT.png", help="each track's probabilities over time")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    overwrite_flag(p, "output")
+    p.set_defaults(func=cmd_video)
+
+
 def cmd_data_info(args: argparse.Namespace) -> int:
     dataset = _load(args)
     table = dataset.class_count_table()
@@ -643,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_ensemble_parser,
         add_serve_parser,
         add_webcam_parser,
+        add_video_parser,
         add_data_parser,
     ):
         add(sub)

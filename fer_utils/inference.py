@@ -33,12 +33,21 @@ from fer_utils.data.images import (
     load_gray,
     square_resize,
 )
-from fer_utils.detection import CROP_MAX_SIDE, DETECTORS, Detector, FaceBox, create_detector, crop_face
+from fer_utils.detection import (
+    CROP_MAX_SIDE,
+    DETECTORS,
+    VIDEO_MAX_SIDE,
+    Detector,
+    FaceBox,
+    create_detector,
+    crop_face,
+)
 from fer_utils.errors import FERCheckpointError, FERConfigError, FERDataError, FERError
 from fer_utils.locations import REPO_MODELS_DIR
 from fer_utils.onnx_model import OnnxClassifier, cache_entry, checkpoint_key, verified
 from fer_utils.preprocess import TTA_MODES, face_inputs, softmax, tta_views
 from fer_utils.results import FaceResult, ImageResult
+from fer_utils.video import DEFAULT_SMOOTHING, FrameAnalyzer, FrameSelection, VideoResult, analyze_video, open_video
 
 if TYPE_CHECKING:
     import torch
@@ -454,3 +463,33 @@ class Predictor:
             except Exception as err:  # noqa: BLE001 - one odd photo never sinks the batch
                 skipped.append(Skipped(_source_name(source), f"cannot process ({type(err).__name__}: {err})"))
         return results, skipped
+
+    def video_analyzer(self, smooth: float = DEFAULT_SMOOTHING) -> FrameAnalyzer:
+        """A :class:`~fer_utils.video.FrameAnalyzer` over this model: frames in, tracked and smoothed
+        faces out (``smooth`` seconds; 0 = raw). It has a detector of its own, searching frames at
+        ``VIDEO_MAX_SIDE`` px, unless this Predictor was given a detector object."""
+        if self._detector is not None and not isinstance(self._detector, str):
+            detector = self._detector
+        else:
+            detector = create_detector(self._detector or DETECTORS[0], VIDEO_MAX_SIDE)
+        return FrameAnalyzer(self, detector, smooth)
+
+    def predict_video(
+        self,
+        source: str | os.PathLike | int,
+        every: int = 1,
+        fps: float | None = None,
+        start: float = 0.0,
+        end: float | None = None,
+        smooth: float = DEFAULT_SMOOTHING,
+        progress: bool = False,
+        keep_frames: bool = True,
+    ) -> VideoResult:
+        """Analyse a video file (or camera number): iterate over the result for each analysed
+        frame's tracked faces, or call ``.to_dataframe()`` / ``.summaries()``. ``every``/``fps``
+        choose the frames, ``start``/``end`` (seconds) the stretch; ``smooth`` is the smoothing
+        time constant in seconds. A file that is not a readable video raises FERDataError now."""
+        selection = FrameSelection(every, fps, start, end)
+        open_video(source)[0].release()  # a bad file fails here, before any frame
+        frames = analyze_video(self.video_analyzer(smooth), source, selection, progress=progress)
+        return VideoResult(frames, self.classes, keep_frames)

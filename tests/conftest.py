@@ -116,3 +116,35 @@ def hand_edited(source: Path, out: Path, updates: dict) -> Path:
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
     save_file(tensors, str(out), metadata={"fer_utils": json.dumps({**meta, **updates})})
     return out
+
+
+def write_face_video(
+    path: Path,
+    positions,
+    n_frames: int = 60,
+    fps: float = 30.0,
+    shape=(240, 320),
+    size: int = 100,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> Path:
+    """An MP4 (OpenCV's VideoWriter) of detectable synthetic faces: ``positions(frame)`` gives the
+    (x, y) of each face in that frame, or None where a face is absent; ``noise`` adds per-frame
+    Gaussian noise (std in grey levels) so predictions vary from frame to frame."""
+    import cv2
+
+    faces = synthetic_faces(4, seed=5)
+    patches = [cv2.resize(faces.images[i], (size, size), interpolation=cv2.INTER_CUBIC) for i in DETECTABLE]
+    rng = np.random.default_rng(seed)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (shape[1], shape[0]))
+    for i in range(n_frames):
+        canvas = np.full(shape, 110, np.float32)
+        for where, patch in zip(positions(i), patches, strict=False):
+            if where is not None:
+                x, y = where
+                canvas[y : y + size, x : x + size] = patch
+        if noise:
+            canvas += rng.normal(0, noise, shape)
+        writer.write(cv2.cvtColor(np.clip(canvas, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    return path
