@@ -20,6 +20,7 @@ from fer_utils.cli_flags import (
     check_device,
     checkpoint_flag,
     device_flag,
+    smooth_flag,
     overwrite_flag,
     photo_flags,
     photo_predictor,
@@ -569,8 +570,9 @@ def add_serve_parser(sub: Any) -> None:
 def cmd_webcam(args: argparse.Namespace) -> int:
     from fer_utils.webcam import run_webcam
 
-    results = run_webcam(photo_predictor(args), camera=args.camera)
-    print(f"{len(results)} frames, {sum(len(r.faces) for r in results)} faces")
+    results = run_webcam(photo_predictor(args), camera=args.camera, smooth=args.smooth)
+    tracks = {f.track for r in results for f in r.faces}
+    print(f"{len(results)} frames, {sum(len(r.faces) for r in results)} faces in {len(tracks)} tracks")
     return 0
 
 
@@ -578,6 +580,7 @@ def add_webcam_parser(sub: Any) -> None:
     """``fer webcam``: its flags, next to ``cmd_webcam``."""
     p = sub.add_parser("webcam", help="live camera: boxes, labels and FPS (needs desktop opencv-python)")
     p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
+    smooth_flag(p)
     photo_flags(p)
     checkpoint_flag(p, photos=True)
     p.set_defaults(func=cmd_webcam)
@@ -639,8 +642,6 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 def add_video_parser(sub: Any) -> None:
     """``fer video``: its flags, next to ``cmd_video``."""
-    from fer_utils.video import DEFAULT_SMOOTHING
-
     p = sub.add_parser(
         "video",
         help="expressions over time in videos (or a camera): faces tracked, smoothed, one row per face per frame",
@@ -653,14 +654,7 @@ def add_video_parser(sub: Any) -> None:
     which.add_argument("--fps", type=float, default=None, metavar="F", help="analyse about F frames per second")
     p.add_argument("--start", type=float, default=0.0, metavar="SECONDS", help="start here (default 0)")
     p.add_argument("--end", type=float, default=None, metavar="SECONDS", help="stop here (default: the end)")
-    p.add_argument(
-        "--smooth",
-        type=float,
-        default=DEFAULT_SMOOTHING,
-        metavar="SECONDS",
-        help=f"time constant of each track's probability smoothing (default {DEFAULT_SMOOTHING}; 0 = raw; "
-        "the raw values are always in the raw_* columns)",
-    )
+    smooth_flag(p)
     p.add_argument("--csv", default=None, metavar="OUT", help="one row per face per analysed frame")
     p.add_argument("--json", default=None, metavar="OUT", help="the same rows plus per-track summaries")
     p.add_argument("--annotate", default=None, metavar="OUT.mp4", help="a copy with boxes, track ids and labels")

@@ -10,6 +10,7 @@ import argparse
 from fer_utils.detection import DETECTORS
 from fer_utils.errors import FERConfigError
 from fer_utils.inference import RUNTIMES, SHIPPED_MODEL, SHIPPED_PHOTO_MODEL, Predictor
+from fer_utils.video import DEFAULT_SMOOTHING
 
 
 def check_device(name: str) -> str:
@@ -94,3 +95,15 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="public gradio.live link (e.g. from Colab)")
     photo_flags(parser)
+
+
+def smooth_flag(parser: argparse.ArgumentParser) -> None:
+    """``--smooth``: the time constant of each tracked face's probability smoothing (video, webcam)."""
+    parser.add_argument(
+        "--smooth",
+        type=float,
+        default=DEFAULT_SMOOTHING,
+        metavar="SECONDS",
+        help=f"time constant of each face's probability smoothing over time (default {DEFAULT_SMOOTHING}; "
+        "0 = raw; `fer video` also writes the raw values, in its raw_* columns)",
+    )

@@ -4,8 +4,8 @@ A video gives a list of boxes per frame; which box is which person is not known.
 keeps the boxes it saw last, scores every (track, new box) pair by their overlap (IoU,
 intersection over union) and lets SciPy's Hungarian solver (``linear_sum_assignment``) pick the
 pairing with the largest total overlap. A box left over starts a new track; a track that finds no
-box keeps its id for ``max_gap`` seconds (a blink of the detector, a hand in front of the face),
-then ends. Ids are never reused.
+box keeps its id for ``max_gap`` seconds and at least two analysed frames (a blink of the
+detector, a hand in front of the face), then ends. Ids are never reused.
 
 Labels flicker because each frame is classified on its own. :class:`ProbabilitySmoother` keeps
 an exponential moving average of each track's probabilities with a time constant in seconds, so
@@ -31,7 +31,12 @@ move a fraction of their width between analysed frames; someone else's face in t
 rarely overlaps this much."""
 
 MAX_GAP_SECONDS = 1.0
-"""A track that finds no box keeps its id this long (detector misses, brief occlusions)."""
+"""A track that finds no box keeps its id this long (detector misses, brief occlusions)..."""
+
+MIN_MISSED_FRAMES = 2
+"""... and for at least this many analysed frames without it: when frames are analysed slowly (a
+live camera on a slow machine, ``--fps 0.5``), a face seen in consecutive analysed frames keeps its
+id however much time passed between them."""
 
 
 def iou_matrix(a: Sequence[FaceBox], b: Sequence[FaceBox]) -> np.ndarray:
@@ -70,6 +75,7 @@ class _Track:
     id: int
     box: FaceBox
     last_seen: float
+    missed: int = 0  # analysed frames since it was last seen
 
 
 @dataclass
@@ -90,11 +96,13 @@ class IoUTracker:
             raise FERConfigError(f"max_gap must be >= 0 seconds, got {self.max_gap}")
 
     def update(self, boxes: Sequence[FaceBox], time_s: float) -> list[int]:
-        self._tracks = [t for t in self._tracks if time_s - t.last_seen <= self.max_gap]
+        self._tracks = [t for t in self._tracks if time_s - t.last_seen <= self.max_gap or t.missed < MIN_MISSED_FRAMES]
         ids: list[int | None] = [None] * len(boxes)
+        for track in self._tracks:
+            track.missed += 1
         for i, j in match_boxes([t.box for t in self._tracks], boxes, self.min_iou):
             track = self._tracks[i]
-            track.box, track.last_seen = boxes[j], time_s
+            track.box, track.last_seen, track.missed = boxes[j], time_s, 0
             ids[j] = track.id
         for j, box in enumerate(boxes):
             if ids[j] is None:

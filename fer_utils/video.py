@@ -136,6 +136,13 @@ class FrameAnalyzer:
         self.tracker = IoUTracker(max_gap=max_gap)
         self.smoother = ProbabilitySmoother(smooth)
 
+    def warm_up(self) -> FrameAnalyzer:
+        """Load the detector and the classifier now (the first call of each loads or exports a
+        model), so a live camera's first frames are not seconds apart and do not start new tracks."""
+        self.detector.detect(np.zeros((64, 64), np.uint8))
+        self.predictor.predict_arrays([np.zeros((48, 48), np.uint8)])
+        return self
+
     def analyze(self, gray: np.ndarray, time_s: float, frame: int = 0, source: str = "") -> FrameResult:
         """The faces of one grayscale frame taken at ``time_s`` seconds, with track ids."""
         boxes = sorted(self.detector.detect(gray), key=lambda b: (b.x, b.y))

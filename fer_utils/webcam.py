@@ -13,7 +13,8 @@ from typing import Protocol
 import numpy as np
 
 from fer_utils.errors import FERConfigError, FERDataError
-from fer_utils.inference import ImageResult, Predictor
+from fer_utils.inference import Predictor
+from fer_utils.video import DEFAULT_SMOOTHING, FrameAnalyzer, FrameResult, draw_tracks
 
 
 class Capture(Protocol):
@@ -22,25 +23,14 @@ class Capture(Protocol):
 
 
 def annotate_frame(
-    predictor: Predictor, frame_bgr: np.ndarray, fps: float | None = None
-) -> tuple[np.ndarray, ImageResult]:
-    """Detect and classify faces in a BGR camera frame; return the frame with boxes, labels and FPS drawn."""
+    analyzer: FrameAnalyzer, frame_bgr: np.ndarray, time_s: float, fps: float | None = None
+) -> tuple[np.ndarray, FrameResult]:
+    """Detect, classify, track and smooth the faces of a BGR camera frame taken at ``time_s``;
+    return the frame with boxes, track ids, smoothed labels and FPS drawn."""
     import cv2
 
-    result = predictor.predict_image(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY), detect=True)
-    out = frame_bgr.copy()
-    for face in result.faces:
-        b = face.box
-        cv2.rectangle(out, (b.x, b.y), (b.x + b.w, b.y + b.h), (0, 200, 255), 2)
-        cv2.putText(
-            out,
-            f"{face.label} {face.score:.0%}",
-            (b.x, max(15, b.y - 8)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.7,
-            (0, 200, 255),
-            2,
-        )
+    result = analyzer.analyze(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY), time_s)
+    out = draw_tracks(frame_bgr.copy(), result.faces)
     if fps is not None:
         cv2.putText(out, f"{fps:.1f} FPS", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 0), 2)
     return out, result
@@ -52,11 +42,14 @@ def run_webcam(
     capture: Capture | None = None,
     show: bool = True,
     max_frames: int | None = None,
-) -> list[ImageResult]:
+    smooth: float = DEFAULT_SMOOTHING,
+) -> list[FrameResult]:
     """Run the live loop until ``q``/Esc (or ``max_frames``); returns every frame's result.
 
-    A window needs desktop OpenCV (``pip install opencv-python``); the headless wheel this
-    project installs has no GUI. ``capture`` may be any object with ``read()``/``release()``.
+    Faces are tracked and their probabilities smoothed over ``smooth`` seconds, as in ``fer
+    video``, so labels do not flicker. A window needs desktop OpenCV (``pip install
+    opencv-python``); the headless wheel this project installs has no GUI. ``capture`` may be any
+    object with ``read()``/``release()``.
     """
     import cv2
 
@@ -66,14 +59,16 @@ def run_webcam(
             raise FERDataError(
                 f"camera {camera} cannot be opened (no camera, or in use; in Colab use colab_snapshot())"
             )
-    results: list[ImageResult] = []
-    fps, last = None, time.perf_counter()
+    analyzer = predictor.video_analyzer(smooth).warm_up()
+    results: list[FrameResult] = []
+    fps, start = None, time.perf_counter()
+    last = start
     try:
         while max_frames is None or len(results) < max_frames:
             ok, frame = capture.read()
             if not ok:
                 break
-            annotated, result = annotate_frame(predictor, frame, fps)
+            annotated, result = annotate_frame(analyzer, frame, time.perf_counter() - start, fps)
             results.append(result)
             now = time.perf_counter()
             fps = 1.0 / max(now - last, 1e-6) if fps is None else 0.9 * fps + 0.1 / max(now - last, 1e-6)

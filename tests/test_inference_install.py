@@ -48,3 +48,16 @@ def test_a_checkpoint_without_its_export_is_one_line_naming_the_fix(tmp_path, un
     done = fer("predict", str(PHOTO), "--checkpoint", str(untrained_checkpoint), cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "fer export" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_fer_video_runs_an_exported_model_without_torch(tmp_path, untrained_checkpoint):
+    pytest.importorskip("onnxruntime")
+    from conftest import write_face_video
+    from fer_utils.export import export_onnx
+
+    model = export_onnx(untrained_checkpoint, tmp_path / "model.onnx").path
+    video = write_face_video(tmp_path / "clip.mp4", lambda i: [(110, 70)], n_frames=10)
+    done = fer("video", str(video), "--checkpoint", str(model), "--csv", "out.csv", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = (tmp_path / "out.csv").read_text().splitlines()
+    assert len(rows) == 11 and rows[0].startswith("file,frame,time_s,track,x,y,w,h,label,score")

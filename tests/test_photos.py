@@ -301,6 +301,7 @@ def test_webcam_loop_annotates_frames(predictor):
     camera = FakeCamera()
     results = run_webcam(predictor, capture=camera, show=False)
     assert len(results) == 3 and all(len(r.faces) == 1 for r in results) and camera.released
+    assert {r.faces[0].track for r in results} == {0}  # one person, tracked across frames
 
 
 def test_real_photo_face_is_found_and_cropped(predictor):

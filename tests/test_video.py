@@ -76,8 +76,11 @@ def test_a_track_keeps_its_id_over_a_short_gap_and_ends_after_a_long_one():
     assert tracker.update([], 0.5) == []
     assert tracker.update([box(10)], 0.9) == [0]  # back within the gap: same person
     assert tracker.update([], 1.5) == []
+    assert tracker.update([], 2.0) == []
     assert tracker.update([box(10)], 2.5) == [1]  # gone longer than max_gap: a new track
     assert tracker.active == [1]
+    # frames analysed seconds apart (a slow camera loop): a face in consecutive ones keeps its id
+    assert tracker.update([box(12)], 10.0) == [1]
 
 
 @pytest.mark.parametrize("fps", [10, 30])
