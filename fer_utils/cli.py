@@ -20,10 +20,10 @@ from fer_utils.cli_flags import (
     check_device,
     checkpoint_flag,
     device_flag,
-    smooth_flag,
     overwrite_flag,
     photo_flags,
     photo_predictor,
+    smooth_flag,
 )
 from fer_utils.config import RECIPES
 from fer_utils.errors import FERDataError, FERError, FEROutputError
