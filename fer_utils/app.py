@@ -1,5 +1,6 @@
 """A small Gradio web app: upload a photo or use the webcam; see every face's expression,
-all probabilities and, optionally, Grad-CAM.
+all probabilities and, optionally, Grad-CAM; follow faces live from the camera; or upload a
+video for each person's expressions over time.
 
     fer serve [--checkpoint FILE] [--host 127.0.0.1] [--port 7860] [--share]
     python -m fer_utils.app ...
@@ -25,6 +26,7 @@ from PIL import Image
 
 from fer_utils.errors import FERDataError, FERError
 from fer_utils.inference import Predictor
+from fer_utils.video import DEFAULT_SMOOTHING, FrameAnalyzer
 
 MAX_FILE_SIZE = "10mb"
 """Uploads above this are refused by Gradio before they reach the model."""
@@ -119,35 +121,132 @@ def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False)
     return annotated, label, summary, overlays
 
 
+def analyze_video_upload(
+    predictor: Predictor, video_path: str | None, smooth: float = DEFAULT_SMOOTHING, progress=None
+):
+    """The video tab: (timeline plot, per-track summary table, CSV of every face in every frame)
+    for an uploaded video, through the same code as ``fer video``. The outputs are written into a
+    fresh folder among the uploads, so the sweeper removes them with the upload."""
+    import gradio as gr
+
+    from fer_utils.video import FrameSelection, analyze_videos
+
+    if not video_path:
+        raise gr.Error("Upload a video first.")
+    try:
+        path = uploaded_file(video_path)
+        out = Path(tempfile.mkdtemp(prefix="video-", dir=upload_folder()))
+        csv_path, plot_path = out / f"{path.stem}_faces.csv", out / f"{path.stem}_timeline.png"
+        report = analyze_videos(
+            lambda: predictor.video_analyzer(smooth),
+            [str(path)],
+            FrameSelection(),
+            model=predictor.name,
+            csv_path=csv_path,
+            plot_path=plot_path,
+            progress=progress is not None,
+        )
+    except FERDataError as err:
+        raise gr.Error(f"Cannot read this video: {err.reason}") from None
+    if not report.summaries:
+        raise gr.Error("No face was found in this video.")
+    import pandas as pd  # Gradio's own dependency
+
+    table = pd.DataFrame(
+        {
+            "track": s.track,
+            "from (s)": round(s.start_s, 2),
+            "to (s)": round(s.end_s, 2),
+            "frames": s.frames,
+            "dominant": s.dominant,
+            **{c: f"{v:.0%}" for c, v in s.shares.items()},
+            "label changes": len(s.changes),
+        }
+        for s in report.summaries
+    )
+    return str(plot_path), table, str(csv_path)
+
+
+def live_frame(predictor: Predictor, frame: np.ndarray | None, analyzer: FrameAnalyzer | None):
+    """The live camera tab, one frame of the stream: faces tracked and smoothed across the
+    session's frames (its own FrameAnalyzer, kept in the session state), drawn on the frame."""
+    import cv2
+
+    from fer_utils.video import draw_tracks
+
+    if frame is None:
+        return None, analyzer
+    if analyzer is None:
+        analyzer = predictor.video_analyzer().warm_up()
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    result = analyzer.analyze(gray, time.monotonic())
+    drawn = draw_tracks(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), result.faces)
+    return cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB), analyzer
+
+
 def build_app(predictor: Predictor):
-    """The Gradio Blocks app around ``predictor`` (not launched)."""
+    """The Gradio Blocks app around ``predictor`` (not launched): a photo tab, a live camera tab
+    (tracked, smoothed labels) and a video tab (timeline, per-track summary, CSV)."""
     import gradio as gr
 
     with gr.Blocks(title="Facial expression recognition", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(
-            "# Facial expression recognition\nUpload a photo or use your webcam. Every face is found, "
-            "cropped and classified into angry, disgust, fear, happy, neutral, sad or surprise."
+            "# Facial expression recognition\nEvery face is found, cropped and classified into angry, "
+            "disgust, fear, happy, neutral, sad or surprise: in a photo, live from your camera, or over a video."
         )
-        with gr.Row():
-            with gr.Column():
-                # image_mode=None: Gradio hands over the uploaded file itself. Its default ("RGB") re-saves
-                # every gray or RGBA upload under a name derived from the content, non-atomically, so
-                # concurrent uploads of the same photo read each other's half-written files (the soak
-                # in benchmarks/bench_serve.py saw 8 of 366 requests fail that way); our loader
-                # handles every mode, 16-bit included, and EXIF rotation itself.
-                image = gr.Image(sources=["upload", "webcam"], type="filepath", image_mode=None, label="photo")
-                gradcam = gr.Checkbox(label="show Grad-CAM (what the model looked at)", value=False)
-                button = gr.Button("Analyze", variant="primary")
-            with gr.Column():
-                annotated = gr.Image(label="faces found", type="pil", format="png")
-                label = gr.Label(num_top_classes=7, label="first face")
-        faces = gr.JSON(label="all faces")
-        cams = gr.Gallery(label="Grad-CAM", columns=4, height="auto", format="png")
+        with gr.Tab("Photo"):
+            with gr.Row():
+                with gr.Column():
+                    # image_mode=None: Gradio hands over the uploaded file itself. Its default ("RGB")
+                    # re-saves every gray or RGBA upload under a name derived from the content,
+                    # non-atomically, so concurrent uploads of the same photo read each other's
+                    # half-written files (the soak in benchmarks/bench_serve.py saw 8 of 366 requests
+                    # fail that way); our loader handles every mode, 16-bit included, and EXIF itself.
+                    image = gr.Image(sources=["upload", "webcam"], type="filepath", image_mode=None, label="photo")
+                    gradcam = gr.Checkbox(label="show Grad-CAM (what the model looked at)", value=False)
+                    button = gr.Button("Analyze", variant="primary")
+                with gr.Column():
+                    annotated = gr.Image(label="faces found", type="pil", format="png")
+                    label = gr.Label(num_top_classes=7, label="first face")
+            faces = gr.JSON(label="all faces")
+            cams = gr.Gallery(label="Grad-CAM", columns=4, height="auto", format="png")
+        with gr.Tab("Live camera"):
+            gr.Markdown("Faces are tracked from frame to frame and their labels smoothed over half a second.")
+            with gr.Row():
+                camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="camera")
+                live = gr.Image(label="faces", type="numpy")
+            tracker = gr.State(None)
+        with gr.Tab("Video"):
+            with gr.Row():
+                with gr.Column():
+                    video = gr.Video(sources=["upload"], format=None, label=f"video (up to {MAX_FILE_SIZE})")
+                    smooth = gr.Slider(0, 2, value=DEFAULT_SMOOTHING, step=0.1, label="smoothing (seconds)")
+                    video_button = gr.Button("Analyze video", variant="primary")
+                with gr.Column():
+                    timeline = gr.Image(label="expressions over time, per person", type="filepath")
+            tracks = gr.Dataframe(label="per person (track)")
+            rows = gr.File(label="every face in every frame (CSV)")
         button.click(
             lambda path, cam: analyze(predictor, path, cam),
             inputs=[image, gradcam],
             outputs=[annotated, label, faces, cams],
             api_name="predict",
+        )
+        camera.stream(
+            lambda frame, state: live_frame(predictor, frame, state),
+            inputs=[camera, tracker],
+            outputs=[live, tracker],
+            stream_every=0.2,
+            time_limit=120,
+            concurrency_limit=CONCURRENCY,
+        )
+        video_button.click(
+            lambda path, seconds, progress=gr.Progress(track_tqdm=True): analyze_video_upload(  # noqa: B008
+                predictor, path, seconds, progress
+            ),
+            inputs=[video, smooth],
+            outputs=[timeline, tracks, rows],
+            api_name="video",
         )
     return demo
 

@@ -224,3 +224,19 @@ def test_gradio_app_answers_through_its_client(gradio_url, tmp_path):
     assert label["label"] == faces["faces"][0]["label"]
     assert len(cams) == 2 and Path(annotated).is_file()
     assert np.isclose(sum(faces["faces"][0]["probabilities"].values()), 1.0, atol=1e-4)
+
+
+def test_gradio_video_tab_gives_timeline_tracks_and_csv(gradio_url, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from conftest import write_face_video
+
+    video = write_face_video(tmp_path / "clip.mp4", lambda i: [(20 + i, 20), (200, 120 - i)], n_frames=30)
+    client = Client(gradio_url, verbose=False)
+    timeline, tracks, rows = client.predict(handle_file(str(video)), 0.5, api_name="/video")
+    assert [row[0] for row in tracks["data"]] == [0, 1]  # two people, one row each
+    lines = Path(rows).read_text().splitlines()
+    frames = tracks["headers"].index("frames")
+    assert lines[0].startswith("file,frame,time_s,track") and len(lines) - 1 == sum(r[frames] for r in tracks["data"])
+    assert len(lines) > 45  # 2 faces in 30 frames, a few missed
+    assert Path(timeline).stat().st_size > 10_000

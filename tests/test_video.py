@@ -299,3 +299,14 @@ def test_a_4k_video_gives_boxes_in_its_own_pixels(predictor, tmp_path):
     assert all(len(f.faces) == 1 for f in frames)
     face = frames[0].faces[0].box
     assert 1750 < face.x < 1950 and 850 < face.y < 1100 and face.w > 250
+
+
+def test_the_apps_live_camera_tracks_one_face_across_frames(predictor):
+    from fer_utils.app import live_frame
+
+    frame = np.repeat(face_photo()[..., None], 3, axis=2)
+    state = None
+    for _ in range(3):
+        drawn, state = live_frame(predictor, frame, state)  # Gradio hands the state back each frame
+    assert drawn.shape == frame.shape and not np.array_equal(drawn, frame)  # the box is drawn
+    assert state.tracker.active == [0]
