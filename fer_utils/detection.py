@@ -210,11 +210,13 @@ class YuNetDetector:
         self.cv2 = cv2
         self.max_side, self.retry_side, self.min_face = max_side, retry_side, min_face
         path = Path(model) if model else yunet_model_path()
+        self._settings = (str(path), "", (320, 320), score_threshold, nms_threshold, 5000)
+        self._sizes: dict[int, tuple[int, int]] = {}
         try:
             with quiet_opencv(cv2):  # OpenCV 5 warns that YuNet's graph ignores setPreferableTarget
-                self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, nms_threshold, 5000)
-                self._net.setInputSize((64, 64))
-                _, probe = self._net.detect(np.zeros((64, 64, 3), dtype=np.uint8))
+                self._net = cv2.FaceDetectorYN.create(*self._settings)
+                self._patch_net: object | None = None  # a second network for REFINE_SIDE patches
+                _, probe = self._detect_rows(self._net, np.zeros((64, 64), dtype=np.uint8))
         except cv2.error as err:
             raise FERConfigError(
                 f"{path}: not a YuNet face detector model OpenCV can run ({str(err).strip().splitlines()[-1][:120]}); "
@@ -223,15 +225,24 @@ class YuNetDetector:
         if probe is not None and (probe.ndim != 2 or probe.shape[1] != 15):
             raise FERConfigError(f"{path}: gives outputs of shape {probe.shape}, not YuNet's 15 columns per face")
 
-    def _run(self, gray: np.ndarray, max_side: int) -> list[FaceBox]:
+    def _detect_rows(self, net, gray: np.ndarray):
+        """Run ``net`` on ``gray``, resizing its input only when the size changes: OpenCV rebuilds
+        the network on every ``setInputSize``, which cost more than the detection itself when
+        video frames and 320 px refinement patches took turns on one network."""
+        size = (gray.shape[1], gray.shape[0])
+        if self._sizes.get(id(net)) != size:
+            net.setInputSize(size)
+            self._sizes[id(net)] = size
+        return net.detect(self.cv2.cvtColor(gray, self.cv2.COLOR_GRAY2BGR))
+
+    def _run(self, gray: np.ndarray, max_side: int, net=None) -> list[FaceBox]:
         height, width = gray.shape
         scale = min(1.0, max_side / max(height, width))
         small = gray
         if scale < 1:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             small = self.cv2.resize(gray, size, interpolation=self.cv2.INTER_AREA)
-        self._net.setInputSize((small.shape[1], small.shape[0]))
-        _, rows = self._net.detect(self.cv2.cvtColor(small, self.cv2.COLOR_GRAY2BGR))
+        _, rows = self._detect_rows(self._net if net is None else net, small)
         faces = []
         for row in [] if rows is None else rows:
             x, y, w, h = (float(v) / scale for v in row[:4])
@@ -269,7 +280,10 @@ class YuNetDetector:
             matrix = cv2.getRotationMatrix2D((cx, cy), refined.eye_angle(), zoom)
             matrix[:, 2] += (REFINE_SIDE / 2 - cx, REFINE_SIDE / 2 - cy)
             patch = cv2.warpAffine(gray, matrix, (REFINE_SIDE, REFINE_SIDE), borderMode=cv2.BORDER_REPLICATE)
-            found = self._run(patch, REFINE_SIDE)
+            if self._patch_net is None:
+                with quiet_opencv(cv2):
+                    self._patch_net = cv2.FaceDetectorYN.create(*self._settings)
+            found = self._run(patch, REFINE_SIDE, self._patch_net)
             if not found:
                 break
             face = min(
