@@ -37,18 +37,12 @@ def rss_mb() -> float:
 
 
 def face_patch(side: int) -> np.ndarray:
-    """The sample portrait's face, cut square around YuNet's box, at ``side`` px (BGR)."""
+    """The sample portrait's face at ``side`` px, in BGR."""
     import cv2
 
-    from fer_utils.course import sample_photo
-    from fer_utils.detection import YuNetDetector
+    from fer_utils.course import sample_face
 
-    image = cv2.imread(str(sample_photo()))
-    box = YuNetDetector().detect(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))[0]
-    half = int(max(box.w, box.h) * 0.8)
-    cx, cy = box.x + box.w // 2, box.y + box.h // 2
-    crop = image[max(0, cy - half) : cy + half, max(0, cx - half) : cx + half]
-    return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(sample_face(side), cv2.COLOR_GRAY2BGR)
 
 
 def write_video(path: Path, size: tuple[int, int], faces: int, seconds: float) -> Path:

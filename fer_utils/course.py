@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from fer_utils.errors import FERConfigError
 
 T = TypeVar("T", int, float, str, bool)
@@ -140,6 +142,23 @@ def sample_photo() -> Path:
     """A sample portrait for the lessons: NASA's public-domain photo of astronaut Eileen Collins
     (the one scikit-image ships as ``data.astronaut()``), stored in the package as a JPEG."""
     return Path(__file__).resolve().parent / "assets" / "astronaut.jpg"
+
+
+def sample_face(side: int = 160) -> np.ndarray:
+    """The sample portrait's face as a ``side`` x ``side`` grayscale patch, cut square around
+    YuNet's box with some margin: a real face to paste into made-up videos (notebook 10,
+    benchmarks/bench_video.py)."""
+    import cv2
+
+    from fer_utils.data.images import load_gray
+    from fer_utils.detection import YuNetDetector
+
+    gray, _ = load_gray(sample_photo())
+    box = YuNetDetector().detect(gray)[0]
+    half = int(max(box.w, box.h) * 0.8)
+    cx, cy = box.x + box.w // 2, box.y + box.h // 2
+    crop = gray[max(0, cy - half) : cy + half, max(0, cx - half) : cx + half]
+    return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
 
 
 REPOSITORY = "https://github.com/fer-course/fer-course"
