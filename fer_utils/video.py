@@ -25,7 +25,7 @@ import numpy as np
 
 from fer_utils.atomic import atomic_path
 from fer_utils.data.images import Skipped, files_under
-from fer_utils.detection import Detector, FaceBox, crop_face
+from fer_utils.detection import Detector, FaceBox, crop_face, quiet_opencv
 from fer_utils.errors import FERConfigError, FERDataError
 from fer_utils.tracking import MAX_GAP_SECONDS, IoUTracker, ProbabilitySmoother
 
@@ -204,6 +204,9 @@ def open_video(source: str | os.PathLike | int) -> tuple[Any, VideoInfo]:
     readable video (a folder, an image, an audio-only file, a damaged file, an absent camera)."""
     import cv2
 
+    # FFmpeg writes its own complaints about a bad file straight to stderr ("moov atom not found");
+    # the reason is given in our one line instead. Read once, when OpenCV loads its FFmpeg backend.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     index = camera_index(source)
     if index is None:
         path = Path(source)
@@ -211,7 +214,8 @@ def open_video(source: str | os.PathLike | int) -> tuple[Any, VideoInfo]:
             raise FERDataError(source=str(path), reason="is a folder; give video files (`fer video` takes folders)")
         if not path.is_file():
             raise FERDataError(source=str(path), reason="no such file")
-        capture = cv2.VideoCapture(str(path))
+        with quiet_opencv(cv2):
+            capture = cv2.VideoCapture(str(path))
         if not capture.isOpened() or capture.get(cv2.CAP_PROP_FRAME_WIDTH) <= 0:
             capture.release()
             raise FERDataError(
@@ -220,7 +224,8 @@ def open_video(source: str | os.PathLike | int) -> tuple[Any, VideoInfo]:
                 "or a damaged or unsupported file)",
             )
     else:
-        capture = cv2.VideoCapture(index)
+        with quiet_opencv(cv2):  # OpenCV logs each backend it tried
+            capture = cv2.VideoCapture(index)
         if not capture.isOpened():
             raise FERDataError(source=f"camera {index}", reason="cannot be opened (no camera, or in use)")
     frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -727,7 +732,7 @@ def analyze_videos(
             open_video(source)[0].release()
             readable.append(source)
         except FERDataError as err:
-            report.skipped.append(Skipped(str(source), err.reason))
+            report.skipped.append(Skipped(err.source or str(source), err.reason))
     if not readable:
         raise FERDataError("; ".join(f"{s.source}: {s.reason}" for s in report.skipped[:3]) or "no video given")
     if annotate_path is not None and len(readable) != 1:

@@ -310,3 +310,17 @@ def test_the_apps_live_camera_tracks_one_face_across_frames(predictor):
         drawn, state = live_frame(predictor, frame, state)  # Gradio hands the state back each frame
     assert drawn.shape == frame.shape and not np.array_equal(drawn, frame)  # the box is drawn
     assert state.tracker.active == [0]
+
+
+def test_a_bad_file_or_absent_camera_is_one_line_on_the_real_stderr(tmp_path, untrained_checkpoint):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")  # FFmpeg itself would print "moov atom not found" here
+    for source, named in ((str(text), str(text)), ("97", "camera 97")):
+        done = subprocess.run(
+            [sys.executable, "-m", "fer_utils.cli", "video", source, "--checkpoint", str(untrained_checkpoint)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 1 and done.stderr.startswith(f"fer: error: {named}: "), done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr
