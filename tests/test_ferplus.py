@@ -89,3 +89,37 @@ def test_a_ferplus_label_file_with_a_bad_row_names_the_row(tmp_path):
     (folder / "label.csv").write_text((folder / "label.csv").read_text() + "fer0000009.png,box,1,2\n")
     with pytest.raises(FERDataError, match="row 3 has 4 fields"):
         load_dataset(tmp_path, cache=False)
+
+
+def test_the_same_faces_are_found_across_jpeg_and_png_copies(tmp_path, small_faces):
+    """FER+'s PNGs and Kaggle's JPEGs hold one image differently: match_faces pairs them anyway,
+    and finds nothing for a face that is not there."""
+    import io
+
+    from fer_utils.data.duplicates import match_faces
+    from fer_utils.data.faceset import FaceSet
+
+    def jpeg(image: np.ndarray) -> np.ndarray:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=92)
+        return np.asarray(Image.open(buffer))
+
+    order = np.random.default_rng(0).permutation(len(small_faces))
+    recoded = FaceSet(
+        np.stack([jpeg(im) for im in small_faces.images[order]]),
+        small_faces.labels[order],
+        small_faces.classes,
+        small_faces.sources[order],
+    )
+    stranger = FaceSet(255 - small_faces.images[:1], small_faces.labels[:1], small_faces.classes, ["x"])
+    assert (match_faces(recoded, small_faces) == order).all()
+    assert (match_faces(stranger, small_faces) == -1).all()
+
+
+def test_a_ferplus_folder_is_read_whole_with_its_raw_votes(tmp_path):
+    from fer_utils.data.ferplus import read_ferplus_folder
+
+    folder = _write_ferplus_folder(tmp_path / "FER2013Valid", FERPLUS_VOTES)
+    faces, votes = read_ferplus_folder(folder)
+    assert len(faces) == len(FERPLUS_VOTES) and votes.tolist() == FERPLUS_VOTES  # nothing dropped
+    assert [faces.classes[k] for k in faces.labels[:2]] == ["happy", "neutral"]

@@ -13,7 +13,14 @@ from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
 from fer_utils.data.fer2013_csv import USAGE_TO_SPLIT, csv_rows, load_fer2013_csv, read_csv_header
 from fer_utils.data.folders import decode_faces
 from fer_utils.errors import FERDataError
-from fer_utils.labels import FERPLUS_MODE_ALIASES, FERPLUS_VOTE_COLUMNS, SPLITS, class_names, ferplus_votes_to_targets
+from fer_utils.labels import (
+    FERPLUS_MODE_ALIASES,
+    FERPLUS_VOTE_COLUMNS,
+    SPLITS,
+    canonical_name,
+    class_names,
+    ferplus_votes_to_targets,
+)
 
 
 def _dropped(mode: str, keep: np.ndarray, include_contempt: bool, unit: str) -> str:
@@ -120,6 +127,23 @@ def read_ferplus_label_file(path: str | os.PathLike) -> tuple[list[str], np.ndar
     if not names:
         raise FERDataError(f"{path}: holds no rows")
     return names, np.array(votes, dtype=np.float32)
+
+
+def read_ferplus_folder(folder: str | os.PathLike) -> tuple[FaceSet, np.ndarray]:
+    """One folder of FER+'s image layout as it is: every face (labelled by its vote majority,
+    ties and not-a-face included, for display) and the raw N x 10 vote counts in
+    ``FERPLUS_VOTE_COLUMNS`` order; nothing dropped. For lessons and label comparisons; training
+    uses :func:`load_ferplus_folders`."""
+    folder = Path(folder)
+    names, votes = read_ferplus_label_file(folder / FERPLUS_LABEL_FILE)
+    classes = class_names(False)
+    columns = [[canonical_name(c) for c in FERPLUS_VOTE_COLUMNS].index(k) for k in classes]
+    labels = votes[:, columns].argmax(axis=1)
+    items = [(folder / name, int(k)) for name, k in zip(names, labels, strict=True)]
+    faces, skipped = decode_faces(items, classes, 48, progress=False)
+    if skipped:
+        raise FERDataError(source=skipped[0].source, reason=f"cannot read this FER+ face ({skipped[0].reason})")
+    return faces, votes
 
 
 def vote_agreement(votes: np.ndarray) -> dict[str, float]:
