@@ -309,6 +309,55 @@ def read_frames(capture: Any, info: VideoInfo, selection: FrameSelection, decode
         yield Frame(index, t, image, selected)
 
 
+PREFETCH_FRAMES = 4
+"""Frames decoded ahead in a background thread while the current one is analysed (OpenCV
+releases the GIL while it decodes, so decoding and analysis overlap on two cores)."""
+
+
+def prefetched(frames: Iterator[Frame], depth: int = PREFETCH_FRAMES) -> Iterator[Frame]:
+    """``frames``, decoded ``depth`` ahead by a background thread. Closing this generator (the end,
+    an error, Ctrl-C) stops the thread and waits for it, so the capture can be released safely."""
+    import queue
+    import threading
+
+    done = object()
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                while not stop.is_set():
+                    try:
+                        buffer.put(frame, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(done)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            buffer.put(err)
+
+    worker = threading.Thread(target=produce, name="fer-video-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full buffer
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
+
+
 # --- per-track summaries ----------------------------------------------------------------------
 
 
@@ -553,7 +602,7 @@ def analyze_video(
     last: list[TrackedFace] = []
     decoded = analysed = 0
     try:
-        for frame in read_frames(capture, info, selection, decode_all=annotate is not None):
+        for frame in prefetched(read_frames(capture, info, selection, decode_all=annotate is not None)):
             decoded += 1
             bar.update(1)
             if frame.selected:
