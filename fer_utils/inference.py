@@ -464,14 +464,17 @@ class Predictor:
                 skipped.append(Skipped(_source_name(source), f"cannot process ({type(err).__name__}: {err})"))
         return results, skipped
 
-    def video_analyzer(self, smooth: float = DEFAULT_SMOOTHING) -> FrameAnalyzer:
+    def video_analyzer(self, smooth: float = DEFAULT_SMOOTHING, detect_size: int = VIDEO_MAX_SIDE) -> FrameAnalyzer:
         """A :class:`~fer_utils.video.FrameAnalyzer` over this model: frames in, tracked and smoothed
         faces out (``smooth`` seconds; 0 = raw). It has a detector of its own, searching frames at
-        ``VIDEO_MAX_SIDE`` px, unless this Predictor was given a detector object."""
+        up to ``detect_size`` px (larger finds smaller faces, slower), unless this Predictor was
+        given a detector object."""
+        if detect_size < 64:
+            raise FERConfigError(f"detect_size must be at least 64 px, got {detect_size}")
         if self._detector is not None and not isinstance(self._detector, str):
             detector = self._detector
         else:
-            detector = create_detector(self._detector or DETECTORS[0], VIDEO_MAX_SIDE)
+            detector = create_detector(self._detector or DETECTORS[0], detect_size)
         return FrameAnalyzer(self, detector, smooth)
 
     def predict_video(
@@ -484,12 +487,14 @@ class Predictor:
         smooth: float = DEFAULT_SMOOTHING,
         progress: bool = False,
         keep_frames: bool = True,
+        detect_size: int = VIDEO_MAX_SIDE,
     ) -> VideoResult:
         """Analyse a video file (or camera number): iterate over the result for each analysed
         frame's tracked faces, or call ``.to_dataframe()`` / ``.summaries()``. ``every``/``fps``
         choose the frames, ``start``/``end`` (seconds) the stretch; ``smooth`` is the smoothing
-        time constant in seconds. A file that is not a readable video raises FERDataError now."""
+        time constant in seconds; ``detect_size`` as in :meth:`video_analyzer`. A file that is not
+        a readable video raises FERDataError now."""
         selection = FrameSelection(every, fps, start, end)
         open_video(source)[0].release()  # a bad file fails here, before any frame
-        frames = analyze_video(self.video_analyzer(smooth), source, selection, progress=progress)
+        frames = analyze_video(self.video_analyzer(smooth, detect_size), source, selection, progress=progress)
         return VideoResult(frames, self.classes, keep_frames)

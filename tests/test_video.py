@@ -324,3 +324,20 @@ def test_a_bad_file_or_absent_camera_is_one_line_on_the_real_stderr(tmp_path, un
         )
         assert done.returncode == 1 and done.stderr.startswith(f"fer: error: {named}: "), done.stderr
         assert done.stderr.count("\n") == 1, done.stderr
+
+
+def test_a_larger_detect_size_finds_smaller_faces(predictor, tmp_path):
+    import cv2
+
+    from fer_utils.course import sample_face
+
+    frame = np.full((720, 1280), 100, np.uint8)
+    frame[300:370, 600:670] = sample_face(70)  # a face about 35 px wide in a 720p frame
+    video = tmp_path / "small.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30, (1280, 720))
+    for _ in range(3):
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    assert predictor.predict_video(video).to_dataframe().empty  # the default searches at 640 px
+    found = predictor.predict_video(video, detect_size=1280).to_dataframe()
+    assert len(found) == 3 and (found.x.between(590, 640)).all()
