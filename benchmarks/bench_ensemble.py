@@ -4,12 +4,14 @@ split (PublicTest) once, then every combination's accuracy and macro-F1, average
     python benchmarks/bench_ensemble.py --data $FER_DATA_DIR models/fer2013_ensemble.safetensors runs/*/best.safetensors
 
 An ensemble file counts as its members. Selection uses the validation split only (the held-back
-test split is never read here); prints a table, best first.
+test split is never read here); prints a table, best first. ``--cache DIR`` keeps each
+checkpoint's probabilities under a name holding a hash of the checkpoint file and of the faces.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from fer_utils.checkpoints import load_model
 from fer_utils.data import load_dataset
 from fer_utils.evaluation import evaluate_model
 from fer_utils.models import Ensemble
+from fer_utils.onnx_model import file_digest
 
 
 def member_probabilities(path: Path, faces) -> dict[str, np.ndarray]:
@@ -51,9 +54,13 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="keep each checkpoint's probabilities here (.npz)")
     args = parser.parse_args()
     faces = load_dataset(args.data, progress=False).split(args.split)
+    faces_hash = hashlib.sha256(faces.images.tobytes() + faces.labels.tobytes()).hexdigest()[:12]
     probs: dict[str, np.ndarray] = {}
     for path in args.checkpoints:
-        stored = args.cache / f"{path.parent.name}-{path.stem}-{args.split}.npz" if args.cache else None
+        # keyed by the checkpoint's bytes and the faces, so a rebuilt model or other data is never
+        # answered from an old entry of the same name
+        key = f"{file_digest(path)[:12]}-{faces_hash}"
+        stored = args.cache / f"{path.parent.name}-{path.stem}-{key}.npz" if args.cache else None
         if stored is not None and stored.is_file():
             probs.update(dict(np.load(stored)))
             continue

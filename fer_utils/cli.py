@@ -568,9 +568,10 @@ def add_serve_parser(sub: Any) -> None:
 
 
 def cmd_webcam(args: argparse.Namespace) -> int:
+    from fer_utils.video import CLASSIFIER_THREADS
     from fer_utils.webcam import run_webcam
 
-    results = run_webcam(photo_predictor(args), camera=args.camera, smooth=args.smooth)
+    results = run_webcam(photo_predictor(args, threads=CLASSIFIER_THREADS), camera=args.camera, smooth=args.smooth)
     tracks = {f.track for r in results for f in r.faces}
     print(f"{len(results)} frames, {sum(len(r.faces) for r in results)} faces in {len(tracks)} tracks")
     return 0
@@ -587,7 +588,7 @@ def add_webcam_parser(sub: Any) -> None:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from fer_utils.video import FrameSelection, analyze_videos, camera_index, expand_video_paths
+    from fer_utils.video import CLASSIFIER_THREADS, FrameSelection, analyze_videos, camera_index, expand_video_paths
 
     check_outputs(
         {
@@ -603,7 +604,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     sources, skipped = expand_video_paths(args.inputs)
     if not sources:
         raise FERDataError("; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
-    predictor = photo_predictor(args)
+    predictor = photo_predictor(args, threads=CLASSIFIER_THREADS)
     report = analyze_videos(
         lambda: predictor.video_analyzer(args.smooth, args.detect_size),
         sources,

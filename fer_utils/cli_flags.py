@@ -54,8 +54,9 @@ def photo_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def photo_predictor(args: argparse.Namespace, tta: str = "none") -> Predictor:
-    """The Predictor that ``--checkpoint/--device/--detector/--no-align/--runtime`` describe."""
+def photo_predictor(args: argparse.Namespace, tta: str = "none", threads: int = 0) -> Predictor:
+    """The Predictor that ``--checkpoint/--device/--detector/--no-align/--runtime`` describe;
+    ``threads``: the classifier's ONNX Runtime threads (0: all cores)."""
     predictor = Predictor.from_checkpoint(
         args.checkpoint,
         tta=tta,
@@ -63,6 +64,7 @@ def photo_predictor(args: argparse.Namespace, tta: str = "none") -> Predictor:
         detector=args.detector,
         runtime=args.runtime,
         align=not args.no_align,
+        threads=threads,
     )
     predictor.detector  # noqa: B018 - load it now: a detector this OpenCV lacks fails before any work
     return predictor
