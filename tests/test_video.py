@@ -341,3 +341,10 @@ def test_a_larger_detect_size_finds_smaller_faces(predictor, tmp_path):
     assert predictor.predict_video(video).to_dataframe().empty  # the default searches at 640 px
     found = predictor.predict_video(video, detect_size=1280).to_dataframe()
     assert len(found) == 3 and (found.x.between(590, 640)).all()
+
+
+def test_start_end_and_every_choose_the_frames(predictor, crossing_video):
+    stretch = [f.time_s for f in predictor.predict_video(crossing_video, start=0.5, end=1.0, every=3)]
+    assert stretch and min(stretch) >= 0.5 - 1e-6 and max(stretch) <= 1.0 + 1e-6
+    frames = [f.frame for f in predictor.predict_video(crossing_video, start=0.5, end=1.0, every=3)]
+    assert all(k % 3 == 0 for k in frames) and len(frames) == len(range(15, 31, 3))
