@@ -469,16 +469,31 @@ class TimelineSummary:
 # --- outputs ----------------------------------------------------------------------------------
 
 
-class CsvStream:
+class StagedOutput:
+    """An output written under a temporary name next to ``path`` and moved into place by
+    ``finish(keep=True)``; ``finish(keep=False)`` deletes it, leaving what was at ``path`` before."""
+
+    def __init__(self, path: str | os.PathLike, keep_suffix: bool = False) -> None:
+        self.path = Path(path)
+        self._context = atomic_path(self.path, keep_suffix=keep_suffix)
+        self.tmp = self._context.__enter__()
+
+    def finish(self, keep: bool) -> None:
+        if keep:
+            self._context.__exit__(None, None, None)
+        else:
+            dropped = RuntimeError("output dropped")
+            self._context.__exit__(type(dropped), dropped, None)
+
+
+class CsvStream(StagedOutput):
     """Rows written as frames are analysed, flushed every frame. The file appears at its name only
     when ``close`` is called (at the end, or after Ctrl-C with the rows so far): an interrupted run
-    leaves a valid CSV, a crash leaves the previous file untouched."""
+    leaves a valid CSV; a crash (``close(keep=False)``) leaves the previous file untouched."""
 
     def __init__(self, path: str | os.PathLike, classes: Sequence[str]) -> None:
-        self.path = Path(path)
-        self._context = atomic_path(self.path)
-        self._tmp = self._context.__enter__()
-        self._file = self._tmp.open("w", newline="", encoding="utf-8")
+        super().__init__(path)
+        self._file = self.tmp.open("w", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._file, fieldnames=csv_columns(classes), lineterminator="\n")
         self._writer.writeheader()
         self.rows = 0
@@ -490,12 +505,9 @@ class CsvStream:
         self._file.flush()
 
     def close(self, keep: bool = True) -> None:
-        """Move the file into place (``keep``) or drop it (an error before any useful row)."""
+        """Move the file into place (``keep``) or drop it (the run failed)."""
         self._file.close()
-        if keep:
-            self._context.__exit__(None, None, None)
-        else:
-            self._context.__exit__(RuntimeError, RuntimeError("dropped"), None)
+        self.finish(keep)
 
 
 TRACK_COLOURS = ((0, 200, 255), (255, 120, 0), (80, 220, 80), (200, 80, 255), (0, 80, 255), (255, 220, 0))
@@ -522,7 +534,7 @@ def draw_tracks(image_bgr: np.ndarray, faces: Iterable[TrackedFace]) -> np.ndarr
     return image_bgr
 
 
-class AnnotatedVideo:
+class AnnotatedVideo(StagedOutput):
     """An annotated copy (``--annotate OUT.mp4``): every source frame, at the source frame rate,
     with the boxes, track ids and smoothed labels of the last analysed frame drawn; written under
     a temporary name and moved into place by ``close``."""
@@ -530,13 +542,11 @@ class AnnotatedVideo:
     def __init__(self, path: str | os.PathLike, info: VideoInfo) -> None:
         import cv2
 
-        self.path = Path(path)
-        self._context = atomic_path(self.path, keep_suffix=True)
-        tmp = self._context.__enter__()
+        super().__init__(path, keep_suffix=True)
         fps = info.fps if info.fps > 0 else 30.0
-        self._writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (info.width, info.height))
+        self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (info.width, info.height))
         if not self._writer.isOpened():
-            self._context.__exit__(RuntimeError, RuntimeError("no writer"), None)
+            self.finish(keep=False)
             raise FERConfigError(f"{path}: OpenCV cannot write this video format; use a .mp4 or .avi name")
         self.size = (info.width, info.height)
 
@@ -547,9 +557,9 @@ class AnnotatedVideo:
             image_bgr = cv2.resize(image_bgr, self.size)
         self._writer.write(draw_tracks(image_bgr, faces))
 
-    def close(self) -> None:
+    def close(self, keep: bool = True) -> None:
         self._writer.release()
-        self._context.__exit__(None, None, None)
+        self.finish(keep)
 
 
 # --- the analysis loop ------------------------------------------------------------------------
@@ -677,14 +687,13 @@ class VideoResult:
         return self.summary.summaries()
 
 
-class JsonStream:
+class JsonStream(StagedOutput):
     """``--json``: the same rows as the CSV, streamed into a ``frames`` list, then the per-track
     summaries; like :class:`CsvStream`, the file appears complete (valid JSON) at ``close``."""
 
     def __init__(self, path: str | os.PathLike, classes: Sequence[str], model: str) -> None:
-        self.path = Path(path)
-        self._context = atomic_path(self.path)
-        self._file = self._context.__enter__().open("w", encoding="utf-8")
+        super().__init__(path)
+        self._file = self.tmp.open("w", encoding="utf-8")
         self._file.write(json.dumps({"classes": list(classes), "checkpoint": model})[:-1] + ', "rows": [\n')
         self.rows = 0
 
@@ -697,10 +706,7 @@ class JsonStream:
     def close(self, summaries: Sequence[TrackSummary], keep: bool = True) -> None:
         self._file.write('\n], "tracks": ' + json.dumps([s.to_dict() for s in summaries], indent=1) + "}\n")
         self._file.close()
-        if keep:
-            self._context.__exit__(None, None, None)
-        else:
-            self._context.__exit__(RuntimeError, RuntimeError("dropped"), None)
+        self.finish(keep)
 
 
 class TimelineSeries:
@@ -780,7 +786,8 @@ def analyze_videos(
     """Analyse ``sources`` one after another (a fresh tracker each), streaming rows to the CSV and
     JSON outputs; the CLI and the app run this. A source that is not a readable video is skipped
     with its reason. Ctrl-C stops cleanly: every row so far is kept in valid CSV/JSON files and
-    ``interrupted`` says where it stopped. Outputs appear whole, at their names, at the end."""
+    ``interrupted`` says where it stopped. Outputs appear whole, at their names, at the end; an
+    error that stops the run leaves whatever was at those names before."""
     report = VideoReport()
     readable = []
     for source in sources:
@@ -800,6 +807,7 @@ def analyze_videos(
     json_out = JsonStream(json_path, classes, model) if json_path else None
     annotated = None
     where = ""
+    failed = True  # until the loop ends or Ctrl-C stops it: a crash must not replace earlier outputs
     try:
         for source in readable:
             if annotate_path is not None:
@@ -821,16 +829,18 @@ def analyze_videos(
                         on_frame(result)
             except FERDataError as err:
                 report.skipped.append(Skipped(str(source), err.reason))
+        failed = False
     except KeyboardInterrupt:
         report.interrupted = where or "before the first frame"
+        failed = False
     finally:
         report.summaries = summary.summaries()
         if csv_out is not None:
-            csv_out.close()
+            csv_out.close(keep=not failed)
         if json_out is not None:
-            json_out.close(report.summaries)
+            json_out.close(report.summaries, keep=not failed)
         if annotated is not None:
-            annotated.close()
+            annotated.close(keep=not failed)
     analysed = sum(r.analysed for r in report.runs)
     if not analysed and not report.interrupted and report.skipped:
         raise FERDataError("; ".join(f"{s.source}: {s.reason}" for s in report.skipped[:3]))
