@@ -5,7 +5,8 @@ split (PublicTest) once, then every combination's accuracy and macro-F1, average
 
 An ensemble file counts as its members. Selection uses the validation split only (the held-back
 test split is never read here); prints a table, best first. ``--cache DIR`` keeps each
-checkpoint's probabilities under a name holding a hash of the checkpoint file and of the faces.
+checkpoint's probabilities under a name holding a hash of the checkpoint file and of the faces
+(and the TTA mode: ``--tta crops`` scores every combination with ten-crop TTA).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, log_loss
 
 from fer_utils.calibration import base_model
 from fer_utils.checkpoints import load_model
@@ -24,9 +25,10 @@ from fer_utils.data import load_dataset
 from fer_utils.evaluation import evaluate_model
 from fer_utils.models import Ensemble
 from fer_utils.onnx_model import file_digest
+from fer_utils.preprocess import TTA_MODES
 
 
-def member_probabilities(path: Path, faces) -> dict[str, np.ndarray]:
+def member_probabilities(path: Path, faces, tta: str = "none") -> dict[str, np.ndarray]:
     model, checkpoint = load_model(path)
     model = base_model(model)
     mean, std = checkpoint.meta["mean"], checkpoint.meta["std"]
@@ -34,12 +36,12 @@ def member_probabilities(path: Path, faces) -> dict[str, np.ndarray]:
         sizes = model.sizes or [checkpoint.image_size] * len(model.members)
         names = [f"{path.stem}[{i}]@{s}" for i, s in enumerate(sizes)]
         return {
-            n: evaluate_model(m, faces, s, mean, std).probabilities
+            n: evaluate_model(m, faces, s, mean, std, tta).probabilities
             for n, m, s in zip(names, model.members, sizes, strict=True)
         }
     return {
         f"{path.parent.name}@{checkpoint.image_size}": evaluate_model(
-            model, faces, checkpoint.image_size, mean, std
+            model, faces, checkpoint.image_size, mean, std, tta
         ).probabilities
     }
 
@@ -51,6 +53,13 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--min-size", type=int, default=2)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument(
+        "--tta",
+        default="none",
+        choices=TTA_MODES,
+        help="test-time augmentation of every member (each at its own input size: an ensemble's member "
+        "sees exactly what it sees inside the ensemble)",
+    )
     parser.add_argument("--cache", type=Path, default=None, help="keep each checkpoint's probabilities here (.npz)")
     args = parser.parse_args()
     faces = load_dataset(args.data, progress=False).split(args.split)
@@ -59,12 +68,12 @@ def main() -> None:
     for path in args.checkpoints:
         # keyed by the checkpoint's bytes and the faces, so a rebuilt model or other data is never
         # answered from an old entry of the same name
-        key = f"{file_digest(path)[:12]}-{faces_hash}"
+        key = f"{file_digest(path)[:12]}-{faces_hash}" + ("" if args.tta == "none" else f"-{args.tta}")
         stored = args.cache / f"{path.parent.name}-{path.stem}-{key}.npz" if args.cache else None
         if stored is not None and stored.is_file():
             probs.update(dict(np.load(stored)))
             continue
-        found = member_probabilities(path, faces)
+        found = member_probabilities(path, faces, args.tta)
         if stored is not None:
             stored.parent.mkdir(parents=True, exist_ok=True)
             np.savez(stored, **found)
@@ -77,11 +86,18 @@ def main() -> None:
         for combo in itertools.combinations(names, k):
             mean = np.mean([probs[n] for n in combo], axis=0)
             predicted = mean.argmax(1)
-            rows.append(((predicted == faces.labels).mean(), f1_score(faces.labels, predicted, average="macro"), combo))
+            rows.append(
+                (
+                    (predicted == faces.labels).mean(),
+                    f1_score(faces.labels, predicted, average="macro"),
+                    log_loss(faces.labels, mean, labels=range(mean.shape[1])),
+                    combo,
+                )
+            )
     rows.sort(key=lambda r: -r[0])
-    print(f"\n{len(rows)} combinations on {args.split} ({len(faces)} faces), best first:")
-    for accuracy, macro_f1, combo in rows[: args.top]:
-        print(f"{accuracy:.4f}  macro-F1 {macro_f1:.4f}  {' + '.join(combo)}")
+    print(f"\n{len(rows)} combinations on {args.split} ({len(faces)} faces, TTA {args.tta}), best first:")
+    for accuracy, macro_f1, loss, combo in rows[: args.top]:
+        print(f"{accuracy:.4f}  macro-F1 {macro_f1:.4f}  log-loss {loss:.4f}  {' + '.join(combo)}")
 
 
 if __name__ == "__main__":

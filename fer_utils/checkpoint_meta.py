@@ -28,6 +28,24 @@ UNREADABLE = (SafetensorError, OSError, ValueError, RuntimeError)
 """What safetensors raises for truncated, empty or foreign files."""
 
 
+def member_sizes(meta: dict[str, Any]) -> list[int]:
+    """The input size of each member of the model ``meta`` describes (one entry for a single
+    model): from a checkpoint's ``members`` or an export's ``member_sizes``."""
+    size = int(meta["image_size"])
+    if "member_sizes" in meta:
+        return [int(s) for s in meta["member_sizes"]]
+    members = meta.get("members")
+    if isinstance(members, list) and members:
+        return [int(m.get("image_size", size)) for m in members]
+    return [size]
+
+
+def resizes_input(meta: dict[str, Any]) -> bool:
+    """True when the model enlarges its input itself: an ensemble of members of several input
+    sizes takes the stored 48 px face, so its TTA crops are fed at their own size."""
+    return any(s != int(meta["image_size"]) for s in member_sizes(meta))
+
+
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     """Read only the JSON description of a checkpoint (fast: no weights are loaded)."""
     from safetensors import safe_open

@@ -32,7 +32,9 @@ from fer_utils.checkpoint_meta import (
     CheckpointSource,
     checkpoint_meta_problem,
     existing_checkpoint,
+    member_sizes,
     parse_checkpoint_meta,
+    resizes_input,
     unreadable_message,
 )
 from fer_utils.checkpoint_meta import (
@@ -289,9 +291,8 @@ def _build_described(meta: dict[str, Any]) -> nn.Module:
         )
 
     if meta["arch"] == ENSEMBLE_ARCH:
-        sizes = [int(m.get("image_size", meta["image_size"])) for m in meta["members"]]
-        mixed = any(size != int(meta["image_size"]) for size in sizes)
-        return Ensemble([single(m) for m in meta["members"]], sizes if mixed else None)
+        sizes = member_sizes(meta) if resizes_input(meta) else None
+        return Ensemble([single(m) for m in meta["members"]], sizes)
     return single(meta)
 
 

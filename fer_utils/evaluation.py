@@ -30,7 +30,7 @@ from fer_utils.checkpoints import (
 )
 from fer_utils.data.faceset import FaceSet
 from fer_utils.devices import resolve_device
-from fer_utils.forward import faces_loader, predict_batches
+from fer_utils.forward import predict_faces
 
 ECE_BINS = 15
 """Equal-width confidence bins of the expected calibration error (the usual choice, Guo et al. 2017)."""
@@ -205,7 +205,7 @@ def evaluate_model(
     split: str = "",
 ) -> EvaluationReport:
     """Run ``model`` over ``faces`` and score it against their labels."""
-    probabilities = predict_batches(model, faces_loader(faces, image_size, mean, std, batch_size), tta=tta)
+    probabilities = predict_faces(model, faces.images, image_size, mean, std, tta, batch_size)
     return EvaluationReport(faces.classes, faces.labels, probabilities, tta, split)
 
 

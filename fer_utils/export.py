@@ -2,7 +2,9 @@
 
 The ONNX graph takes ``input`` (N, 3, S, S) float32: a 48x48 gray face resized to S, scaled to
 0..1, repeated to 3 channels and normalized with the stored mean/std; it returns ``logits``
-(N, classes). The batch size is dynamic. ``metadata_props`` carry classes, image size, mean, std
+(N, classes). The batch size is dynamic; so are height and width for an ensemble of members of
+several sizes, which takes the 48x48 face (or a TTA crop of it) and enlarges it for each member
+itself. ``metadata_props`` carry classes, image size, mean, std
 and architecture as JSON/text, so a browser or server needs nothing else.
 """
 
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_utils.atomic import atomic_path, check_outputs, write_text_atomic
+from fer_utils.checkpoint_meta import member_sizes, resizes_input
 from fer_utils.checkpoints import Checkpoint, CheckpointSource, checkpoint_files, load_model
 from fer_utils.data.images import DEFAULT_FACE_SIZE, square_resize
 from fer_utils.errors import FERError
@@ -40,7 +43,7 @@ from fer_utils.onnx_model import (
     model_info,
     verified,
 )
-from fer_utils.preprocess import face_inputs
+from fer_utils.preprocess import crop_boxes, face_inputs
 
 PARITY_TOLERANCE = 1e-4
 """Largest allowed difference between PyTorch and ONNX Runtime probabilities (fp32 export)."""
@@ -64,15 +67,18 @@ def _export_graph(checkpoint: Checkpoint, model: torch.nn.Module, out: Path, ops
             module.set_swish(memory_efficient=False)
     size = checkpoint.image_size
     example = torch.zeros(2, 3, size, size)
+    any_size = resizes_input(checkpoint.meta)  # an ensemble that enlarges its input itself
+    axes = {0: "batch", 2: "height", 3: "width"} if any_size else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
+            side = torch.export.Dim("side", min=8, max=512)
             program = torch.onnx.export(
                 model,
                 (example,),
                 input_names=["input"],
                 output_names=["logits"],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                dynamic_shapes=({0: torch.export.Dim("batch"), **({2: side, 3: side} if any_size else {})},),
                 opset_version=opset,
                 dynamo=True,
                 verbose=False,
@@ -85,7 +91,7 @@ def _export_graph(checkpoint: Checkpoint, model: torch.nn.Module, out: Path, ops
                 str(out),
                 input_names=["input"],
                 output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                dynamic_axes={"input": axes, "logits": {0: "batch"}},
                 opset_version=opset,
                 dynamo=False,
             )
@@ -98,7 +104,7 @@ def _export_graph(checkpoint: Checkpoint, model: torch.nn.Module, out: Path, ops
         checkpoint.meta["mean"],
         checkpoint.meta["std"],
         checkpoint.arch,
-        len(checkpoint.meta.get("members", [])) or 1,
+        member_sizes(checkpoint.meta),
     )
     del proto.metadata_props[:]
     for key, value in meta.items():
@@ -125,6 +131,16 @@ def parity_check(
             f"(tolerance {tolerance:.0e}); the export is not faithful"
         )
     return difference
+
+
+def parity_inputs(checkpoint: Checkpoint, n: int) -> list[torch.Tensor]:
+    """Random inputs for the parity check: ``n`` at the model's input size, and ``n`` at the TTA
+    crops' size for a graph that takes any size (an ensemble that resizes its input itself)."""
+    generator = torch.Generator().manual_seed(0)
+    sides = [checkpoint.image_size]
+    if resizes_input(checkpoint.meta):
+        sides.append(crop_boxes(checkpoint.image_size)[0][2])
+    return [torch.randn(n, 3, side, side, generator=generator) for side in sides]
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> None:
@@ -196,10 +212,8 @@ def export_onnx(
                 fp32.unlink(missing_ok=True)
     difference = None
     if check and not int8:
-        generator = torch.Generator().manual_seed(0)
-        inputs = torch.randn(8, 3, ckpt.image_size, ckpt.image_size, generator=generator)
         try:
-            difference = parity_check(model, out, inputs)
+            difference = max(parity_check(model, out, inputs) for inputs in parity_inputs(ckpt, 8))
         except FERError:
             out.unlink(missing_ok=True)
             raise
@@ -330,9 +344,8 @@ def _export_checked(model: torch.nn.Module, checkpoint: Checkpoint, path: Path) 
                 raise  # the folder, not the exporter, failed: the caller falls back to a temporary folder
             except Exception:  # noqa: BLE001 - the TorchScript exporter is deprecated; fall back to dynamo
                 _export_graph(checkpoint, frozen, tmp, opset=18, dynamo=True)
-            generator = torch.Generator().manual_seed(0)
-            size = checkpoint.image_size
-            parity_check(model.cpu(), tmp, torch.randn(4, 3, size, size, generator=generator))
+            for inputs in parity_inputs(checkpoint, 4):
+                parity_check(model.cpu(), tmp, inputs)
             digest = file_digest(tmp)
         write_text_atomic(digest_file(path), digest + "\n")
     finally:

@@ -2,54 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from fer_utils.data.faceset import FaceSet, TorchFaceDataset
+from fer_utils.calibration import base_model
 from fer_utils.devices import model_device
-from fer_utils.transforms import eval_transform, tta_views
+from fer_utils.models import Ensemble
+from fer_utils.preprocess import tta_inputs
 
 
-def faces_loader(
-    faces: FaceSet,
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    batch_size: int = 256,
-) -> DataLoader:
-    """A deterministic DataLoader of eval-transformed faces (and their labels)."""
-    dataset = TorchFaceDataset(faces, eval_transform(image_size, mean, std), use_soft_labels=False)
-    pin = torch.cuda.is_available()  # page-locked batches copy to a GPU asynchronously
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=pin)
-
-
-def tta_probabilities(logits: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, tta: str) -> torch.Tensor:
-    """Softmax probabilities (B, C) of a transformed ``batch`` (B, C, H, W), averaged over its TTA
-    views; ``logits`` runs the model (PyTorch or ONNX Runtime) on all views at once."""
-    views = tta_views(batch, tta) if tta != "none" else batch.unsqueeze(0)
-    v, b = views.shape[:2]
-    return logits(views.flatten(0, 1)).float().softmax(dim=1).view(v, b, -1).mean(dim=0)
-
-
-def _channels_last(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda x: model(x.contiguous(memory_format=torch.channels_last))
+def resizes_input(model: nn.Module) -> bool:
+    """True for a model that resizes its input itself (an ensemble of members of several input
+    sizes): its TTA crops are fed at their own size, so each member enlarges them only once."""
+    inner = base_model(model)
+    return isinstance(inner, Ensemble) and inner.sizes is not None
 
 
 @torch.inference_mode()
-def predict_batches(model: nn.Module, loader: DataLoader, tta: str = "none", channels_last: bool = True) -> np.ndarray:
-    """Softmax probabilities (N, C) for every batch of ``loader``, averaged over TTA views."""
+def predict_faces(
+    model: nn.Module,
+    faces: np.ndarray,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    tta: str = "none",
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Softmax probabilities (N, C) of ``model`` for uint8 gray faces (N, H, H), averaged over the
+    TTA views (:func:`fer_utils.preprocess.tta_inputs`), ``batch_size`` faces at a time."""
     was_training = model.training
     model.eval()
     device = model_device(model)
+    keep_crop_size = resizes_input(model)
     outputs = []
     try:
-        for images, _ in loader:
-            images = images.to(device, non_blocking=True)
-            outputs.append(tta_probabilities(_channels_last(model) if channels_last else model, images, tta).cpu())
+        for start in range(0, len(faces), batch_size):
+            views = tta_inputs(
+                faces[start : start + batch_size], image_size, mean, std, tta, keep_crop_size=keep_crop_size
+            )
+            v, b = views.shape[:2]
+            inputs = torch.from_numpy(views.reshape(v * b, *views.shape[2:])).to(device, non_blocking=True)
+            logits = model(inputs.contiguous(memory_format=torch.channels_last))
+            outputs.append(logits.float().softmax(dim=1).view(v, b, -1).mean(dim=0).cpu())
     finally:
         model.train(was_training)
     if not outputs:

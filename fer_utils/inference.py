@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fer_utils.checkpoint_meta import CheckpointSource, checkpoint_files, read_checkpoint_meta
+from fer_utils.checkpoint_meta import CheckpointSource, checkpoint_files, read_checkpoint_meta, resizes_input
 from fer_utils.data.images import (
     DEFAULT_FACE_SIZE,
     ImageSource,
@@ -45,7 +45,7 @@ from fer_utils.detection import (
 from fer_utils.errors import FERCheckpointError, FERConfigError, FERDataError, FERError
 from fer_utils.locations import REPO_MODELS_DIR
 from fer_utils.onnx_model import OnnxClassifier, cache_entry, checkpoint_key, verified
-from fer_utils.preprocess import TTA_MODES, face_inputs, softmax, tta_views
+from fer_utils.preprocess import TTA_MODES, face_inputs, softmax, tta_inputs
 from fer_utils.results import FaceResult, ImageResult
 from fer_utils.video import DEFAULT_SMOOTHING, FrameAnalyzer, FrameSelection, VideoResult, analyze_video, open_video
 
@@ -202,6 +202,7 @@ class Predictor:
         self.image_size = int(image_size)
         self.mean, self.std = tuple(meta["mean"]), tuple(meta["std"])
         self.tta = tta
+        self._keep_crop_size = resizes_input(meta)
         self.align = align
         self._detector = detector  # a name (one detector per thread, made on first use) or the caller's object
         self._per_thread = threading.local()
@@ -359,8 +360,12 @@ class Predictor:
     def inputs(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """The normalized model input (N, 3, S, S) float32 for uint8 face crops of any size
         (each first resized to 48x48 like the training faces)."""
-        crops = np.stack([square_resize(np.ascontiguousarray(f, dtype=np.uint8), DEFAULT_FACE_SIZE) for f in faces])
-        return face_inputs(crops, self.image_size, self.mean, self.std)
+        return face_inputs(self._faces48(faces), self.image_size, self.mean, self.std)
+
+    @staticmethod
+    def _faces48(faces: Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 face crops of any size as the (N, 48, 48) stack the models were trained on."""
+        return np.stack([square_resize(np.ascontiguousarray(f, dtype=np.uint8), DEFAULT_FACE_SIZE) for f in faces])
 
     def input_tensor(self, faces: Sequence[np.ndarray]) -> torch.Tensor:
         """:meth:`inputs` as a torch tensor on this Predictor's device (Grad-CAM, notebooks)."""
@@ -373,8 +378,9 @@ class Predictor:
         averaged over the test-time augmentation views."""
         if not len(faces):
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        batch = self.inputs(faces)
-        views = tta_views(batch, self.tta) if self.tta != "none" else batch[None]
+        views = tta_inputs(
+            self._faces48(faces), self.image_size, self.mean, self.std, self.tta, keep_crop_size=self._keep_crop_size
+        )
         v, b = views.shape[:2]
         probabilities = softmax(self._logits(views.reshape(v * b, *views.shape[2:])))
         return probabilities.reshape(v, b, -1).mean(axis=0).astype(np.float32)

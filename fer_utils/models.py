@@ -178,9 +178,9 @@ class Ensemble(nn.Module):
     ``forward`` returns the log of the mean probability, so ``softmax`` of the output is exactly
     that mean: an ensemble drops in wherever a single model's logits are expected (evaluation,
     TTA, ONNX export, the browser demo). ``sizes`` (one per member) lets members of different
-    input sizes work together: the ensemble then takes the stored 48x48 face, normalized, and
-    enlarges it bilinearly for each member, which is exactly each member's own preprocessing
-    (normalizing and bilinear resizing commute).
+    input sizes work together: the ensemble then takes the stored 48x48 face (or a TTA crop of it,
+    at any size), normalized, and enlarges it bilinearly for each member, which is exactly each
+    member's own preprocessing (normalizing and bilinear resizing commute).
     """
 
     def __init__(self, members: list[nn.Module], sizes: list[int] | None = None) -> None:
@@ -195,9 +195,12 @@ class Ensemble(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outputs = []
         for i, member in enumerate(self.members):
-            size = self.sizes[i] if self.sizes is not None else x.shape[-1]
+            # with sizes, always resize (an identity at equal size): the input may be a TTA crop of
+            # any size, and an exported graph must not fix the branch taken for the example input
             view = (
-                x if size == x.shape[-1] else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+                x
+                if self.sizes is None
+                else F.interpolate(x, size=(self.sizes[i],) * 2, mode="bilinear", align_corners=False)
             )
             outputs.append(member(view).float().softmax(dim=1))
         probabilities = torch.stack(outputs).mean(dim=0)

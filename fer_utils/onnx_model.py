@@ -24,7 +24,7 @@ from fer_utils.errors import FERCheckpointError, FERConfigError
 from fer_utils.locations import default_cache_dir
 from fer_utils.preprocess import softmax
 
-EXPORT_FORMAT = 2
+EXPORT_FORMAT = 3
 """Bumped when the cached graph's contents change, so old cache entries are not reused."""
 
 INPUT_DESCRIPTION = "N x 3 x S x S float32: gray face scaled 0..1, repeated to 3 channels, normalized (x - mean) / std"
@@ -66,6 +66,9 @@ class OnnxModelInfo:
     std: tuple[float, ...]
     arch: str | None
     members: int
+    member_sizes: tuple[int, ...] = ()
+    """Each member's input size; when one differs from ``image_size`` the graph resizes its input
+    itself and takes faces of any size (TTA crops are then fed at their own size)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,10 +78,13 @@ class OnnxModelInfo:
             "std": list(self.std),
             "arch": self.arch,
             "members": self.members,
+            "member_sizes": list(self.member_sizes or [self.image_size] * self.members),
         }
 
 
-def metadata_props(classes: Sequence[str], image_size: int, mean, std, arch: str, members: int) -> dict[str, str]:
+def metadata_props(
+    classes: Sequence[str], image_size: int, mean, std, arch: str, member_sizes: Sequence[int]
+) -> dict[str, str]:
     """The key/value pairs an export stores in its ONNX file (read back by :func:`model_info`)."""
     return {
         "classes": json.dumps(list(classes)),
@@ -86,7 +92,8 @@ def metadata_props(classes: Sequence[str], image_size: int, mean, std, arch: str
         "mean": json.dumps(list(mean)),
         "std": json.dumps(list(std)),
         "arch": arch,
-        "members": str(members),
+        "members": str(len(member_sizes)),
+        "member_sizes": json.dumps([int(size) for size in member_sizes]),
         "input": INPUT_DESCRIPTION,
         "output": "logits; softmax for probabilities",
     }
@@ -104,6 +111,7 @@ def model_info(session_or_path: Any) -> OnnxModelInfo:
             std=tuple(float(v) for v in json.loads(raw["std"])),
             arch=raw.get("arch"),
             members=int(raw.get("members", 1)),
+            member_sizes=tuple(int(v) for v in json.loads(raw.get("member_sizes", "[]"))),
         )
     except (KeyError, ValueError, TypeError) as err:
         raise FERCheckpointError(

@@ -1,7 +1,7 @@
 """What the model sees: uint8 gray faces turned into its normalized input, and the test-time
-augmentation views of that input. NumPy and OpenCV only, so the same function serves the
-Predictor with or without torch installed, the evaluation DataLoaders (through
-``fer_utils.transforms.eval_transform``) and the ONNX export's calibration inputs.
+augmentation views of those faces. NumPy and OpenCV only, so the same function serves the
+Predictor with or without torch installed, evaluation (and ``fer_utils.transforms.eval_transform``)
+and the ONNX export's calibration inputs.
 
 The resize runs on floats with OpenCV's bilinear filter, which samples at pixel centres exactly
 as PyTorch's ``interpolate(mode="bilinear", align_corners=False)`` and the browser demo do: for
@@ -55,31 +55,52 @@ def face_inputs(
     return np.ascontiguousarray((scaled[:, None] - mean_) / std_, dtype=np.float32)
 
 
-def tta_views(batch: np.ndarray, mode: str = "flip") -> np.ndarray:
-    """Views of a model input ``(B, C, H, W)`` as ``(V, B, C, H, W)``.
+def crop_boxes(side: int) -> list[tuple[int, int, int]]:
+    """The five TTA crops of a square of ``side`` pixels as (top, left, crop side): the four
+    corners and the centre, each CROP_FRACTION of the side."""
+    crop = max(1, round(side * CROP_FRACTION))
+    far = side - crop
+    middle = round(far / 2.0)  # as torchvision's center_crop rounds
+    return [(0, 0, crop), (0, far, crop), (far, 0, crop), (far, far, crop), (middle, middle, crop)]
 
-    ``flip``: the batch and its mirror. ``crops``: five 90 % crops (corners and centre, resized
-    back) of the batch and of its mirror, the ten-crop scheme FER2013 papers use.
+
+def tta_inputs(
+    faces: np.ndarray,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    mode: str = "none",
+    channels: int = 3,
+    keep_crop_size: bool = False,
+) -> np.ndarray:
+    """Model inputs ``(V, N, channels, S, S)`` for the test-time augmentation views of uint8 gray
+    faces ``(N, H, H)``.
+
+    ``none``: the face. ``flip``: the face and its mirror. ``crops``: five crops of 90 % of the
+    side (corners and centre) of the face and of its mirror, the ten-crop scheme FER2013 papers
+    use. Each view is cut from the face itself and resized once, straight to ``image_size``, as
+    training's random crops are: cropping an already enlarged input and resizing it back would
+    blur it twice. ``keep_crop_size`` leaves the crops at their own size, for a model that resizes
+    its input itself (an ensemble of members of several input sizes enlarges each crop once, to
+    each member's size).
     """
     if mode not in TTA_MODES:
         raise FERConfigError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {mode!r}")
-    views = [batch]
-    if mode in ("flip", "crops"):
-        views.append(batch[..., ::-1])
-    if mode == "crops":
-        b, c, size, _ = batch.shape
-        crop = max(1, round(size * CROP_FRACTION))
-        corners = [(0, 0), (0, size - crop), (size - crop, 0), (size - crop, size - crop)]
-        middle = round((size - crop) / 2.0)  # as torchvision's center_crop rounds
-        centre = (middle, middle)
-        views = [
-            _resize(
-                np.ascontiguousarray(view[..., y : y + crop, x : x + crop]).reshape(b * c, crop, crop), size
-            ).reshape(b, c, size, size)
-            for view in views
-            for y, x in (*corners, centre)
+    batch = np.asarray(faces)
+    if batch.ndim != 3 or batch.shape[1] != batch.shape[2]:
+        raise FERConfigError(f"faces must be an (N, H, H) stack of square gray images, got shape {batch.shape}")
+    faces_and_mirrors = [batch] if mode == "none" else [batch, batch[:, :, ::-1]]
+    if mode != "crops":
+        return np.stack([face_inputs(f, image_size, mean, std, channels) for f in faces_and_mirrors])
+    return np.stack(
+        [
+            face_inputs(
+                f[:, top : top + crop, left : left + crop], crop if keep_crop_size else image_size, mean, std, channels
+            )
+            for f in faces_and_mirrors
+            for top, left, crop in crop_boxes(batch.shape[1])
         ]
-    return np.ascontiguousarray(np.stack(views), dtype=np.float32)
+    )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

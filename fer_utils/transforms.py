@@ -1,4 +1,6 @@
-"""Image transforms (torchvision v2) for 1-channel uint8 faces: augmentation, eval, TTA views.
+"""Image transforms (torchvision v2) for 1-channel uint8 faces: augmentation and eval.
+
+Test-time augmentation views are cut from the faces themselves: :func:`fer_utils.preprocess.tta_inputs`.
 
 Inputs are ``(1, H, W)`` uint8 tensors as stored by the datasets; outputs are normalized
 float tensors with ``channels`` channels (3 repeats the gray channel for ImageNet backbones).
@@ -13,9 +15,7 @@ import torch
 import torchvision.transforms.v2 as v2
 
 from fer_utils.errors import FERConfigError
-from fer_utils.preprocess import TTA_MODES as TTA_MODES  # re-exported: transforms name their TTA modes
 from fer_utils.preprocess import face_inputs
-from fer_utils.preprocess import tta_views as preprocess_tta_views
 
 
 def _tail(channels: int, mean: Sequence[float], std: Sequence[float]) -> list:
@@ -125,8 +125,3 @@ def eval_transform(
 ) -> EvalTransform:
     """The deterministic transform (see :class:`EvalTransform`)."""
     return EvalTransform(image_size, mean, std, channels)
-
-
-def tta_views(batch: torch.Tensor, mode: str = "flip") -> torch.Tensor:
-    """:func:`fer_utils.preprocess.tta_views` for a torch batch ``(B, C, H, W)``, on its device."""
-    return torch.from_numpy(preprocess_tta_views(batch.detach().cpu().numpy(), mode)).to(batch.device)

@@ -11,6 +11,7 @@ import torch
 from fer_utils.checkpoints import ModelCard, load_model, read_checkpoint_meta, save_checkpoint, save_ensemble
 from fer_utils.cli import main
 from fer_utils.errors import FERCheckpointError
+from fer_utils.evaluation import evaluate_checkpoint
 from fer_utils.inference import Predictor
 from fer_utils.labels import EMOTIONS
 from fer_utils.models import Ensemble, build_model
@@ -70,6 +71,18 @@ def test_members_of_different_sizes_each_see_their_own_preprocessing(members, sm
     )
     onnx = Predictor.from_checkpoint(packed, runtime="onnx")  # the resize is part of the exported graph
     np.testing.assert_allclose(onnx.predict_arrays(faces), np.mean(each, axis=0), atol=1e-4)
+
+
+def test_crop_tta_of_members_of_different_sizes_resizes_each_crop_once(members, small_faces, tmp_path):
+    big = member(tmp_path / "big.safetensors", seed=9, image_size=72)
+    faces = list(small_faces.images[:5])
+    each = [Predictor.from_checkpoint(m, runtime="torch", tta="crops").predict_arrays(faces) for m in (members[0], big)]
+    packed = save_ensemble([members[0], big], tmp_path / "mixed.safetensors")
+    for runtime in ("torch", "onnx"):  # the exported graph takes the 43 px crops and enlarges them itself
+        crops = Predictor.from_checkpoint(packed, runtime=runtime, tta="crops").predict_arrays(faces)
+        np.testing.assert_allclose(crops, np.mean(each, axis=0), atol=1e-4)
+    report = evaluate_checkpoint(packed, small_faces.subset(np.arange(5)), tta="crops")
+    np.testing.assert_allclose(report.probabilities, np.mean(each, axis=0), atol=1e-4)
 
 
 def test_members_must_share_classes_and_a_usable_size(members, tmp_path):

@@ -1,6 +1,10 @@
+import numpy as np
+import pytest
 import torch
 
-from fer_utils.transforms import eval_transform, train_transform, tta_views
+from fer_utils.errors import FERConfigError
+from fer_utils.preprocess import crop_boxes, face_inputs, tta_inputs
+from fer_utils.transforms import eval_transform, train_transform
 
 
 def face():
@@ -25,9 +29,21 @@ def test_augmentation_strength_zero_is_deterministic_and_positive_is_random():
     assert not torch.equal(strong(x), strong(x))
 
 
-def test_tta_views():
-    batch = torch.randn(4, 3, 48, 48)
-    flip = tta_views(batch, "flip")
-    assert flip.shape == (2, 4, 3, 48, 48)
-    assert torch.equal(flip[1], batch.flip(-1))
-    assert tta_views(batch, "crops").shape == (10, 4, 3, 48, 48)
+def test_tta_views_are_cut_from_the_face_and_resized_once():
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    norm = ((0.5,) * 3, (0.5,) * 3)
+    assert tta_inputs(faces, 64, *norm).shape == (1, 4, 3, 64, 64)
+    flip = tta_inputs(faces, 64, *norm, mode="flip")
+    np.testing.assert_array_equal(flip[0], face_inputs(faces, 64, *norm))
+    np.testing.assert_allclose(flip[1], flip[0][..., ::-1], atol=1e-6)  # the mirror
+    crops = tta_inputs(faces, 64, *norm, mode="crops")
+    assert crops.shape == (10, 4, 3, 64, 64)
+    boxes = crop_boxes(48)
+    assert boxes[0] == (0, 0, 43) and boxes[3] == (5, 5, 43) and boxes[4] == (2, 2, 43)
+    top, left, _ = boxes[3]  # bottom-right crop of the mirrored face: one resize, 43 px to 64
+    np.testing.assert_array_equal(crops[8], face_inputs(faces[:, :, ::-1][:, top:, left:], 64, *norm))
+    kept = tta_inputs(faces, 48, *norm, mode="crops", keep_crop_size=True)
+    assert kept.shape == (10, 4, 3, 43, 43)  # for a model that resizes its input itself
+    np.testing.assert_array_equal(kept[0], face_inputs(faces[:, :43, :43], 43, *norm))
+    with pytest.raises(FERConfigError, match="'mirror'"):
+        tta_inputs(faces, 64, *norm, mode="mirror")
