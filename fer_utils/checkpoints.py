@@ -272,6 +272,8 @@ def _member_description(meta: dict[str, Any], source: str) -> dict[str, Any]:
         "arch": meta["arch"],
         "dropout": _dropout_of(meta),
         "image_size": int(meta["image_size"]),
+        "mean": list(meta["mean"]),
+        "std": list(meta["std"]),
         "source": meta.get("source", source),
         "evaluation": meta.get("evaluation", {}),
         "config": meta.get("config", {}),
@@ -292,8 +294,17 @@ def _build_described(meta: dict[str, Any]) -> nn.Module:
 
     if meta["arch"] == ENSEMBLE_ARCH:
         sizes = member_sizes(meta) if resizes_input(meta) else None
-        return Ensemble([single(m) for m in meta["members"]], sizes)
+        return Ensemble([single(m) for m in meta["members"]], sizes, member_norms(meta, meta["members"]))
     return single(meta)
+
+
+def member_norms(ensemble: dict[str, Any], members: Sequence[dict[str, Any]]) -> list:
+    """For each member described in ``members``, how to turn the ensemble's normalized input into
+    its own (see :class:`fer_utils.models.Ensemble`); members that do not say share the ensemble's."""
+    from fer_utils.models import normalization_change
+
+    into = (ensemble["mean"], ensemble["std"])
+    return [normalization_change(into, (m.get("mean", into[0]), m.get("std", into[1]))) for m in members]
 
 
 def _built_to_fit(checkpoint: Checkpoint) -> nn.Module:
@@ -331,16 +342,19 @@ def model_from_checkpoint(
 
 
 PREPROCESSING_KEYS = ("classes", "mean", "std")
-"""What every member of an ensemble must share. Input sizes may differ: such an ensemble takes the
-stored 48x48 face and enlarges it for each member (``Ensemble``'s ``sizes``)."""
+"""What an ensemble takes from its first member. Members must share the classes; input sizes and
+normalizations may differ: the ensemble takes the stored 48x48 face normalized as its first member
+wants it, and enlarges and renormalizes it for each other member (``Ensemble``'s ``sizes`` and
+``norms``)."""
 
 
 def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None = None) -> tuple[nn.Module, Checkpoint]:
     """One checkpoint (a single model or a packed ensemble), or several averaged as an ensemble.
 
-    Members must share classes and normalization; otherwise FERCheckpointError names the first
-    member that differs. Members of different input sizes make an ensemble that takes the
-    48x48 face and enlarges it for each member (each sees exactly its own preprocessing).
+    Members must share the classes; otherwise FERCheckpointError names the first member that
+    differs. Members of different input sizes make an ensemble that takes the 48x48 face and
+    enlarges it for each member; members of another normalization get the input renormalized:
+    each sees exactly its own preprocessing.
     """
     from fer_utils.models import Ensemble
 
@@ -360,15 +374,15 @@ def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None 
                 "and is not used inside an ensemble; fit one for the ensemble with `fer calibrate`"
             )
         model = base_model(model)
-        for key in PREPROCESSING_KEYS:
-            if checkpoint.meta.get(key) != first.meta.get(key):
-                raise FERCheckpointError(
-                    f"{checkpoint.path}: its {key} ({checkpoint.meta.get(key)}) differs from {first.path}'s "
-                    f"({first.meta.get(key)}); ensemble members must share classes and normalization"
-                )
+        if checkpoint.meta.get("classes") != first.meta.get("classes"):
+            raise FERCheckpointError(
+                f"{checkpoint.path}: its classes ({checkpoint.meta.get('classes')}) differ from {first.path}'s "
+                f"({first.meta.get('classes')}); ensemble members must share the classes, in the same order"
+            )
         if isinstance(model, Ensemble):  # flatten, so every model counts once
             members += list(model.members)
-            described += [{"image_size": int(checkpoint.meta["image_size"]), **m} for m in checkpoint.meta["members"]]
+            own = {key: checkpoint.meta[key] for key in ("image_size", "mean", "std")}
+            described += [{**own, **m} for m in checkpoint.meta["members"]]
         else:
             members.append(model)
             described.append(_member_description(checkpoint.meta, str(checkpoint.path)))
@@ -387,7 +401,7 @@ def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None 
         "arch": ENSEMBLE_ARCH,
         "members": described,
     }
-    ensemble = Ensemble(members, sizes if mixed else None).eval()
+    ensemble = Ensemble(members, sizes if mixed else None, member_norms(meta, described)).eval()
     return ensemble, Checkpoint(meta, ensemble.state_dict(), None, None)
 
 

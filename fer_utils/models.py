@@ -9,6 +9,7 @@ backend's download when online, from a local weights file, or, for EfficientNet-
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -172,6 +173,19 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def normalization_change(
+    into: tuple[Sequence[float], Sequence[float]], own: tuple[Sequence[float], Sequence[float]]
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(scale, shift)`` turning an input normalized with ``into`` (mean, std) into one normalized
+    with ``own``: ``x * scale + shift``; None when they are the same."""
+    (mean_in, std_in), (mean, std) = into, own
+    if tuple(mean_in) == tuple(mean) and tuple(std_in) == tuple(std):
+        return None
+    scale = tuple(float(si / so) for si, so in zip(std_in, std, strict=True))
+    shift = tuple(float((mi - mo) / so) for mi, mo, so in zip(mean_in, mean, std, strict=True))
+    return scale, shift
+
+
 class Ensemble(nn.Module):
     """Several classifiers whose class probabilities are averaged.
 
@@ -180,17 +194,28 @@ class Ensemble(nn.Module):
     TTA, ONNX export, the browser demo). ``sizes`` (one per member) lets members of different
     input sizes work together: the ensemble then takes the stored 48x48 face (or a TTA crop of it,
     at any size), normalized, and enlarges it bilinearly for each member, which is exactly each
-    member's own preprocessing (normalizing and bilinear resizing commute).
+    member's own preprocessing (normalizing and bilinear resizing commute). ``norms`` (one
+    ``(scale, shift)`` per member, three values each, or None) turns the ensemble's normalized
+    input into a member's own normalization, ``x * scale + shift``: members trained with other
+    mean and std (a timm model with ImageNet statistics) see exactly their own input.
     """
 
-    def __init__(self, members: list[nn.Module], sizes: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        members: list[nn.Module],
+        sizes: list[int] | None = None,
+        norms: list[tuple[tuple[float, ...], tuple[float, ...]] | None] | None = None,
+    ) -> None:
         super().__init__()
         if not members:
             raise FERConfigError("an ensemble needs at least one member")
         if sizes is not None and len(sizes) != len(members):
             raise FERConfigError(f"an ensemble needs one input size per member, got {len(sizes)} for {len(members)}")
+        if norms is not None and len(norms) != len(members):
+            raise FERConfigError(f"an ensemble needs one normalization per member, got {len(norms)} for {len(members)}")
         self.members = nn.ModuleList(members)
         self.sizes = list(sizes) if sizes is not None else None
+        self.norms = list(norms) if norms is not None and any(n is not None for n in norms) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outputs = []
@@ -202,6 +227,11 @@ class Ensemble(nn.Module):
                 if self.sizes is None
                 else F.interpolate(x, size=(self.sizes[i],) * 2, mode="bilinear", align_corners=False)
             )
+            if self.norms is not None and self.norms[i] is not None:
+                scale, shift = (
+                    torch.tensor(v, dtype=view.dtype, device=view.device).view(1, -1, 1, 1) for v in self.norms[i]
+                )
+                view = view * scale + shift
             outputs.append(member(view).float().softmax(dim=1))
         probabilities = torch.stack(outputs).mean(dim=0)
         return probabilities.clamp_min(1e-30).log()  # finite even where a probability underflows

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer_utils.architectures import IMAGENET_MEAN, IMAGENET_STD
 from fer_utils.checkpoints import ModelCard, load_model, read_checkpoint_meta, save_checkpoint, save_ensemble
 from fer_utils.cli import main
 from fer_utils.errors import FERCheckpointError
@@ -17,11 +18,11 @@ from fer_utils.labels import EMOTIONS
 from fer_utils.models import Ensemble, build_model
 
 
-def member(path, seed: int, image_size: int = 48):
+def member(path, seed: int, image_size: int = 48, mean=(0.5,) * 3, std=(0.5,) * 3):
     torch.manual_seed(seed)
     model = build_model("efficientnet-lite0").eval()
     torch.nn.init.normal_(model.get_classifier().weight, std=0.5)  # members that disagree visibly
-    card = ModelCard("efficientnet-lite0", EMOTIONS, image_size, (0.5,) * 3, (0.5,) * 3)
+    card = ModelCard("efficientnet-lite0", EMOTIONS, image_size, mean, std)
     return save_checkpoint(path, model, card, config={"dropout": 0.2}, metrics={"seed": seed})
 
 
@@ -83,6 +84,19 @@ def test_crop_tta_of_members_of_different_sizes_resizes_each_crop_once(members, 
         np.testing.assert_allclose(crops, np.mean(each, axis=0), atol=1e-4)
     report = evaluate_checkpoint(packed, small_faces.subset(np.arange(5)), tta="crops")
     np.testing.assert_allclose(report.probabilities, np.mean(each, axis=0), atol=1e-4)
+
+
+def test_members_of_another_normalization_see_their_own_input(members, small_faces, tmp_path):
+    imagenet = member(tmp_path / "imagenet.safetensors", seed=7, image_size=72, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    faces = list(small_faces.images[:5])
+    each = [Predictor.from_checkpoint(m, runtime="torch").predict_arrays(faces) for m in (members[0], imagenet)]
+    assert not np.allclose(each[0], each[1], atol=1e-3)
+    packed = save_ensemble([members[0], imagenet], tmp_path / "two-norms.safetensors")
+    assert read_checkpoint_meta(packed)["members"][1]["mean"] == list(IMAGENET_MEAN)
+    for runtime in ("torch", "onnx"):
+        np.testing.assert_allclose(
+            Predictor.from_checkpoint(packed, runtime=runtime).predict_arrays(faces), np.mean(each, axis=0), atol=1e-4
+        )
 
 
 def test_members_must_share_classes_and_a_usable_size(members, tmp_path):
