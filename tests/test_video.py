@@ -192,7 +192,7 @@ def test_json_plot_and_annotated_copy(predictor, crossing_video, tmp_path):
 
 
 def test_ctrl_c_keeps_a_valid_csv_of_the_rows_so_far(predictor, tmp_path):
-    video = write_face_video(tmp_path / "long.mp4", lambda i: [(110, 70)], n_frames=900)
+    video = write_face_video(tmp_path / "long.mp4", lambda i: [(110, 70)], n_frames=2400)
     out = tmp_path / "faces.csv"
     command = [sys.executable, "-m", "fer_utils.cli", "video", str(video), "--csv", str(out)]
     process = subprocess.Popen(
@@ -202,18 +202,20 @@ def test_ctrl_c_keeps_a_valid_csv_of_the_rows_so_far(predictor, tmp_path):
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until some rows are written (under a temporary name)
-        partial = list(tmp_path.glob(".faces.csv.*"))
-        if partial and partial[0].stat().st_size > 2000:
+    deadline, started = time.monotonic() + 120, False
+    while time.monotonic() < deadline and process.poll() is None:  # until rows are written (under a temporary name)
+        partial = [p for p in tmp_path.glob(".faces.csv.*") if p.exists() and p.stat().st_size > 2000]
+        if partial:
+            started = True
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
+    assert started, f"the run wrote no rows before it ended or 120 s passed: {err}"
     assert process.returncode == 130, err
     assert "Traceback" not in err and "interrupted at" in err and str(out) in err
     rows = read_csv(out)
-    assert 5 < len(rows) < 900 and all(len(r) == len(csv_columns(CLASSES)) and r["surprise"] != "" for r in rows)
+    assert 5 < len(rows) < 2400 and all(len(r) == len(csv_columns(CLASSES)) and r["surprise"] != "" for r in rows)
     assert not list(tmp_path.glob(".faces.csv.*"))
 
 
