@@ -201,6 +201,9 @@ def test_ctrl_c_keeps_a_valid_csv_of_the_rows_so_far(predictor, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # a shell without job control starts background jobs with SIGINT ignored, and Python keeps
+        # it ignored: give the run Ctrl-C's default, as a terminal does
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline, started = time.monotonic() + 120, False
     while time.monotonic() < deadline and process.poll() is None:  # until rows are written (under a temporary name)
