@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.metrics import f1_score, log_loss
 
 from fer_utils.calibration import base_model
+from fer_utils.checkpoint_meta import member_sizes, member_stats
 from fer_utils.checkpoints import load_model
 from fer_utils.data import load_dataset
 from fer_utils.evaluation import evaluate_model
@@ -31,19 +32,16 @@ from fer_utils.preprocess import TTA_MODES
 def member_probabilities(path: Path, faces, tta: str = "none") -> dict[str, np.ndarray]:
     model, checkpoint = load_model(path)
     model = base_model(model)
-    mean, std = checkpoint.meta["mean"], checkpoint.meta["std"]
+    # each member at its own input size and normalization (a Lite1 member uses ImageNet's)
+    sizes, stats = member_sizes(checkpoint.meta), member_stats(checkpoint.meta)
     if isinstance(model, Ensemble):
-        sizes = model.sizes or [checkpoint.image_size] * len(model.members)
         names = [f"{path.stem}[{i}]@{s}" for i, s in enumerate(sizes)]
         return {
             n: evaluate_model(m, faces, s, mean, std, tta).probabilities
-            for n, m, s in zip(names, model.members, sizes, strict=True)
+            for n, m, s, (mean, std) in zip(names, model.members, sizes, stats, strict=True)
         }
-    return {
-        f"{path.parent.name}@{checkpoint.image_size}": evaluate_model(
-            model, faces, checkpoint.image_size, mean, std, tta
-        ).probabilities
-    }
+    (mean, std), size = stats[0], sizes[0]
+    return {f"{path.parent.name}@{size}": evaluate_model(model, faces, size, mean, std, tta).probabilities}
 
 
 def main() -> None:

@@ -40,6 +40,17 @@ def member_sizes(meta: dict[str, Any]) -> list[int]:
     return [size]
 
 
+def member_stats(meta: dict[str, Any]) -> list[tuple[list[float], list[float]]]:
+    """The normalization (mean, std) each member of the model ``meta`` describes was trained with
+    (one entry for a single model); members that do not say share the model's. A member
+    evaluated on its own needs its own: a timm Lite1 member uses ImageNet's statistics."""
+    own = (list(meta["mean"]), list(meta["std"]))
+    members = meta.get("members")
+    if isinstance(members, list) and members:
+        return [(list(m.get("mean", own[0])), list(m.get("std", own[1]))) for m in members]
+    return [own]
+
+
 def resizes_input(meta: dict[str, Any]) -> bool:
     """True when the model enlarges its input itself: an ensemble of members of several input
     sizes takes the stored 48 px face, so its TTA crops are fed at their own size."""

@@ -33,6 +33,7 @@ from fer_utils.checkpoint_meta import (
     checkpoint_meta_problem,
     existing_checkpoint,
     member_sizes,
+    member_stats,
     parse_checkpoint_meta,
     resizes_input,
     unreadable_message,
@@ -294,17 +295,17 @@ def _build_described(meta: dict[str, Any]) -> nn.Module:
 
     if meta["arch"] == ENSEMBLE_ARCH:
         sizes = member_sizes(meta) if resizes_input(meta) else None
-        return Ensemble([single(m) for m in meta["members"]], sizes, member_norms(meta, meta["members"]))
+        return Ensemble([single(m) for m in meta["members"]], sizes, member_norms(meta))
     return single(meta)
 
 
-def member_norms(ensemble: dict[str, Any], members: Sequence[dict[str, Any]]) -> list:
-    """For each member described in ``members``, how to turn the ensemble's normalized input into
-    its own (see :class:`fer_utils.models.Ensemble`); members that do not say share the ensemble's."""
+def member_norms(meta: dict[str, Any]) -> list:
+    """For each member of the ensemble ``meta`` describes, how to turn the ensemble's normalized
+    input into its own (see :class:`fer_utils.models.Ensemble`)."""
     from fer_utils.models import normalization_change
 
-    into = (ensemble["mean"], ensemble["std"])
-    return [normalization_change(into, (m.get("mean", into[0]), m.get("std", into[1]))) for m in members]
+    into = (meta["mean"], meta["std"])
+    return [normalization_change(into, own) for own in member_stats(meta)]
 
 
 def _built_to_fit(checkpoint: Checkpoint) -> nn.Module:
@@ -401,7 +402,7 @@ def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None 
         "arch": ENSEMBLE_ARCH,
         "members": described,
     }
-    ensemble = Ensemble(members, sizes if mixed else None, member_norms(meta, described)).eval()
+    ensemble = Ensemble(members, sizes if mixed else None, member_norms(meta)).eval()
     return ensemble, Checkpoint(meta, ensemble.state_dict(), None, None)
 
 

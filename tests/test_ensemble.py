@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from fer_utils.architectures import IMAGENET_MEAN, IMAGENET_STD
+from fer_utils.checkpoint_meta import member_sizes, member_stats
 from fer_utils.checkpoints import ModelCard, load_model, read_checkpoint_meta, save_checkpoint, save_ensemble
 from fer_utils.cli import main
 from fer_utils.errors import FERCheckpointError
-from fer_utils.evaluation import evaluate_checkpoint
+from fer_utils.evaluation import evaluate_checkpoint, evaluate_model
 from fer_utils.inference import Predictor
 from fer_utils.labels import EMOTIONS
 from fer_utils.models import Ensemble, build_model
@@ -97,6 +98,12 @@ def test_members_of_another_normalization_see_their_own_input(members, small_fac
         np.testing.assert_allclose(
             Predictor.from_checkpoint(packed, runtime=runtime).predict_arrays(faces), np.mean(each, axis=0), atol=1e-4
         )
+    # a member taken out of the packed file, given its own size and statistics, is the member again
+    meta = read_checkpoint_meta(packed)
+    assert member_stats(meta)[1] == (list(IMAGENET_MEAN), list(IMAGENET_STD))
+    subset = small_faces.subset(np.arange(5))
+    alone = evaluate_model(load_model(packed)[0].members[1], subset, member_sizes(meta)[1], *member_stats(meta)[1])
+    np.testing.assert_allclose(alone.probabilities, evaluate_checkpoint(imagenet, subset).probabilities, atol=1e-5)
 
 
 def test_members_must_share_classes_and_a_usable_size(members, tmp_path):
