@@ -7,6 +7,10 @@ An ensemble file counts as its members. Selection uses the validation split only
 test split is never read here); prints a table, best first. ``--cache DIR`` keeps each
 checkpoint's probabilities under a name holding a hash of the checkpoint file and of the faces
 (and the TTA mode: ``--tta crops`` scores every combination with ten-crop TTA).
+
+``--split-check N`` says what choosing among combinations is worth: N times, the faces are halved
+at random, the most accurate combination on one half is scored on the other, and so is the
+ensemble of every candidate. When the two agree, the leading combinations differ by noise.
 """
 
 from __future__ import annotations
@@ -44,6 +48,21 @@ def member_probabilities(path: Path, faces, tta: str = "none") -> dict[str, np.n
     return {f"{path.parent.name}@{size}": evaluate_model(model, faces, size, mean, std, tta).probabilities}
 
 
+def split_check(hits: np.ndarray, repeats: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``hits``: combinations x faces, True where right (the last row: every candidate). Per random
+    halving, the accuracy on the other half of the combination most accurate on one half, and of
+    the last row: what selecting among combinations buys out of sample."""
+    rng = np.random.default_rng(seed)
+    chosen, every = [], []
+    for _ in range(repeats):
+        order = rng.permutation(hits.shape[1])
+        pick, score = order[: len(order) // 2], order[len(order) // 2 :]
+        best = int(np.argmax(hits[:, pick].mean(1)))
+        chosen.append(hits[best, score].mean())
+        every.append(hits[-1, score].mean())
+    return np.array(chosen), np.array(every)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
@@ -59,6 +78,13 @@ def main() -> None:
         "sees exactly what it sees inside the ensemble)",
     )
     parser.add_argument("--cache", type=Path, default=None, help="keep each checkpoint's probabilities here (.npz)")
+    parser.add_argument(
+        "--split-check",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N random halvings: the best combination on one half, scored on the other, against every candidate",
+    )
     args = parser.parse_args()
     faces = load_dataset(args.data, progress=False).split(args.split)
     faces_hash = hashlib.sha256(faces.images.tobytes() + faces.labels.tobytes()).hexdigest()[:12]
@@ -80,10 +106,12 @@ def main() -> None:
         print(f"member {name}: accuracy {(p.argmax(1) == faces.labels).mean():.4f}")
     rows = []
     names = list(probs)
+    hits = []  # per combination, which faces it gets right (for --split-check)
     for k in range(args.min_size, len(names) + 1):
         for combo in itertools.combinations(names, k):
             mean = np.mean([probs[n] for n in combo], axis=0)
             predicted = mean.argmax(1)
+            hits.append(predicted == faces.labels)
             rows.append(
                 (
                     (predicted == faces.labels).mean(),
@@ -92,6 +120,13 @@ def main() -> None:
                     combo,
                 )
             )
+    if args.split_check:
+        chosen, every = split_check(np.stack(hits), args.split_check)
+        print(
+            f"split check ({args.split_check} halvings): the best combination on one half scores "
+            f"{chosen.mean():.4f} ± {chosen.std():.4f} on the other; all {len(names)} candidates: "
+            f"{every.mean():.4f} ± {every.std():.4f}"
+        )
     rows.sort(key=lambda r: -r[0])
     print(f"\n{len(rows)} combinations on {args.split} ({len(faces)} faces, TTA {args.tta}), best first:")
     for accuracy, macro_f1, loss, combo in rows[: args.top]:
