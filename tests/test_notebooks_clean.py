@@ -4,6 +4,7 @@ leak into the repository) and each follows the course conventions."""
 import json
 from pathlib import Path
 
+import nbformat
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
@@ -18,6 +19,10 @@ def test_there_is_a_numbered_course():
 def test_notebook_is_stripped_and_follows_conventions(path):
     nb = json.loads(path.read_text())
     cells = nb["cells"]
+    # nbformat 4.5 requires a unique id per cell (a missing one is a warning now, an error later)
+    ids = [cell.get("id") for cell in cells]
+    assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: every cell needs its own id"
+    nbformat.validate(nbformat.from_dict(nb))
     for cell in cells:
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name} has saved outputs"
