@@ -114,7 +114,7 @@ def main() -> None:
             hits.append(predicted == faces.labels)
             rows.append(
                 (
-                    (predicted == faces.labels).mean(),
+                    hits[-1].mean(),
                     f1_score(faces.labels, predicted, average="macro"),
                     log_loss(faces.labels, mean, labels=range(mean.shape[1])),
                     combo,
