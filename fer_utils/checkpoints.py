@@ -54,6 +54,7 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict[str, Any] | None = None
     path: Path | None = None
+    ema_state: dict[str, torch.Tensor] | None = None  # a run's weight average (``last.safetensors`` of EMA runs)
 
     @property
     def arch(self) -> str:
@@ -135,11 +136,14 @@ def save_checkpoint(
     metrics: dict | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     training_state: dict | None = None,
+    ema: nn.Module | None = None,
     half: bool = False,
 ) -> Path:
     """Write model weights and metadata (and optionally optimizer state) to ``path`` atomically.
 
-    ``half`` stores weights as float16 (half the size; loaded back as float32).
+    ``ema`` (a ``torch.optim.swa_utils.AveragedModel``) stores a run's weight average beside the
+    weights it trains, so resuming continues both. ``half`` stores weights as float16 (half the
+    size; loaded back as float32).
     """
     from safetensors.torch import save_file
 
@@ -163,6 +167,8 @@ def save_checkpoint(
         meta["optimizer"] = opt_info
     if training_state is not None:
         meta["training_state"] = training_state
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous().clone() for k, v in ema.state_dict().items()})
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
     return path
@@ -194,7 +200,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         optimizer_state = _unflatten_optimizer(
             {k: v for k, v in tensors.items() if k.startswith("optimizer.")}, meta["optimizer"]
         )
-    return Checkpoint(meta, model_state, optimizer_state, path)
+    ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")} or None
+    return Checkpoint(meta, model_state, optimizer_state, path, ema_state)
 
 
 def update_checkpoint_metadata(

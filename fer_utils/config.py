@@ -55,6 +55,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (pays a compile first; measured not worth it on CPU)
     teacher: str = ""  # distillation: a `fer teacher` .npz of an ensemble's probabilities on the training faces
     distill_weight: float = 0.5  # share of the teacher's probabilities in the targets (the rest: true labels)
+    ema_decay: float = 0.0  # keep an exponential moving average of the weights (e.g. 0.999 per step); 0 = off
 
     def __post_init__(self) -> None:
         self.validate()
@@ -68,6 +69,7 @@ class TrainConfig:
                 f"device must be one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}",
             ),
             (0 < self.distill_weight <= 1, f"distill_weight must be in (0, 1], got {self.distill_weight}"),
+            (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
             (self.scheduler in SCHEDULERS, f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}"),

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
@@ -243,11 +244,13 @@ def train_one_epoch(
     channels_last: bool = True,
     progress: bool = False,
     desc: str = "epoch",
+    after_step: Callable[[], None] | None = None,
 ) -> EpochStats:
     """One pass over ``loader``: forward, loss, backward, optimizer step, learning-rate schedule.
 
     ``schedule(step)`` gives the learning rate of global step ``step`` (``first_step`` is this
-    epoch's first). Raises FERTrainingError when the loss stops being a finite number.
+    epoch's first); ``after_step()`` runs after every optimizer step (the weight average's update).
+    Raises FERTrainingError when the loss stops being a finite number.
     """
     model.train()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
@@ -278,6 +281,8 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if after_step is not None:
+            after_step()
         n = len(targets)
         total_loss += loss.detach() * n
         hard = targets if targets.ndim == 1 else targets.argmax(dim=1)
@@ -358,7 +363,7 @@ class _Run:
     config: TrainConfig
     world: World
     device: torch.device
-    model: nn.Module  # the plain model: validated and saved
+    model: nn.Module  # the plain model: what the optimizer trains
     net: nn.Module  # what trains: the model, compiled and/or wrapped for DDP
     optimizer: torch.optim.Optimizer
     criterion: nn.Module
@@ -370,6 +375,12 @@ class _Run:
     state: RunState
     paths: dict[str, Path]
     progress: bool
+    ema: AveragedModel | None = None  # the weight average (``ema_decay``), updated after every step
+
+    @property
+    def selected(self) -> nn.Module:
+        """The model validated, selected and saved as best: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def schedule(self, step: int) -> float:
         total = len(self.loader) * self.config.epochs
@@ -422,6 +433,13 @@ def _prepare_run(
     optimizer = make_optimizer(model, config)
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint.optimizer_state)  # moves the state to the model's device
+    ema = None
+    if config.ema_decay:  # averages the buffers too: BatchNorm statistics that match the averaged weights
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+        if checkpoint is not None:
+            if checkpoint.ema_state is None:
+                raise FERCheckpointError(f"{resume}: holds no weight average (ema_decay) to continue")
+            ema.load_state_dict(checkpoint.ema_state)
     net = torch.compile(model) if config.compile else model
     if world.distributed:
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -433,7 +451,7 @@ def _prepare_run(
     paths = {name: out_dir / f for name, f in RUN_FILES.items()}
     return _Run(
         config, world, device, model, net, optimizer, criterion, loader, reseed, precision, scaler, card, state,
-        paths, progress and world.is_main,
+        paths, progress and world.is_main, ema,
     )  # fmt: skip
 
 
@@ -461,12 +479,14 @@ def _run_epoch(run: _Run, epoch: int, val_set: FaceSet) -> dict[str, Any]:
         config.channels_last,
         run.progress,
         desc=f"epoch {epoch + 1}/{config.epochs}",
+        after_step=None if run.ema is None else lambda: run.ema.update_parameters(run.model),
     )
     loss_sum, correct, seen = sum_across(run.world, [stats.loss, stats.correct, stats.images], run.device)
     train_seconds = time.perf_counter() - started
-    # Validation runs once, on rank 0, with the plain model; the others wait for its verdict.
-    metrics = from_main(run.world, validate(run.model, val_set, config) if run.world.is_main else None)
-    _refuse_non_finite(run.model, metrics, epoch, config, run.paths["last"])
+    # Validation runs once, on rank 0, with the plain model (or its weight average); the others
+    # wait for its verdict. With an average, the trained weights' accuracy is kept beside it.
+    metrics = from_main(run.world, _validate_run(run, val_set) if run.world.is_main else None)
+    _refuse_non_finite(run.selected, metrics, epoch, config, run.paths["last"])
     return {
         "epoch": epoch + 1,
         "train_loss": loss_sum / seen,
@@ -476,6 +496,13 @@ def _run_epoch(run: _Run, epoch: int, val_set: FaceSet) -> dict[str, Any]:
         "seconds": time.perf_counter() - started,
         "train_images_per_s": seen / train_seconds,
     }
+
+
+def _validate_run(run: _Run, val_set: FaceSet) -> dict[str, float]:
+    metrics = validate(run.selected, val_set, run.config)
+    if run.ema is not None:
+        metrics["raw_val_accuracy"] = validate(run.model, val_set, run.config)["val_accuracy"]
+    return metrics
 
 
 def _record_epoch(run: _Run, row: dict[str, Any]) -> bool:
@@ -492,9 +519,15 @@ def _record_epoch(run: _Run, row: dict[str, Any]) -> bool:
     if run.world.is_main:
         saved = {"config": config.to_dict(), "metrics": row}
         if improved:
-            save_checkpoint(run.paths["best"], run.model, run.card, **saved | {"metrics": {**row, "split": "val"}})
+            save_checkpoint(run.paths["best"], run.selected, run.card, **saved | {"metrics": {**row, "split": "val"}})
         save_checkpoint(
-            run.paths["last"], run.model, run.card, **saved, optimizer=run.optimizer, training_state=state.to_meta()
+            run.paths["last"],
+            run.model,
+            run.card,
+            **saved,
+            optimizer=run.optimizer,
+            training_state=state.to_meta(),
+            ema=run.ema,
         )
         write_text_atomic(run.paths["history"], pd.DataFrame(state.history).to_csv(index=False))
     if run.progress:

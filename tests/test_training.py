@@ -57,6 +57,45 @@ def test_ctrl_c_leaves_a_checkpoint_whose_resume_replays_the_uninterrupted_run(t
     np.testing.assert_allclose(resumed.history[cols].to_numpy(), full.history[cols].to_numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_weight_average_is_selected_saved_and_resumed_exactly(tmp_path, tiny_sets):
+    # ema_decay keeps an average of the weights: best.safetensors holds the average (what was
+    # validated), last.safetensors the trained weights and the average, and a resumed run
+    # continues both exactly as if it had never stopped.
+    train_set, val_set = tiny_sets
+    config = {**TINY, "ema_decay": 0.9, "epochs": 3}
+    full = train(TrainConfig(**config), train_set, val_set, tmp_path / "full", progress=False)
+    assert {"raw_val_accuracy", "val_accuracy"} <= set(full.history.columns)
+    best = load_checkpoint(tmp_path / "full" / "best.safetensors")
+    last = load_checkpoint(tmp_path / "full" / "last.safetensors")
+    assert best.ema_state is None and last.ema_state is not None
+    name = "classifier.weight" if "classifier.weight" in last.model_state else next(iter(last.model_state))
+    if full.best_epoch == 3:
+        torch.testing.assert_close(best.model_state[name], last.ema_state[f"module.{name}"])
+    assert not torch.equal(last.model_state[name], last.ema_state[f"module.{name}"])
+
+    _train_interrupting_at_epoch(TrainConfig(**config), train_set, val_set, tmp_path / "b", epoch=2)
+    resumed = train(
+        TrainConfig(**config), train_set, val_set, tmp_path / "b", resume=tmp_path / "b" / "last.safetensors",
+        progress=False,
+    )  # fmt: skip
+    cols = ["train_loss", "val_loss", "val_accuracy", "raw_val_accuracy"]
+    np.testing.assert_allclose(resumed.history[cols].to_numpy(), full.history[cols].to_numpy(), rtol=1e-4, atol=1e-5)
+    again = load_checkpoint(tmp_path / "b" / "last.safetensors").ema_state
+    for key, value in last.ema_state.items():
+        torch.testing.assert_close(again[key].float(), value.float(), rtol=1e-4, atol=1e-5)
+
+
+def test_resuming_an_averaged_run_needs_its_average(tmp_path, tiny_sets):
+    train_set, val_set = tiny_sets
+    one = {**TINY, "epochs": 1}
+    train(TrainConfig(**one), train_set, val_set, tmp_path, progress=False)
+    with pytest.raises(FERConfigError, match=r"cannot change ema_decay \(saved 0.0, asked 0.9\)"):
+        train(
+            TrainConfig(**{**one, "epochs": 2, "ema_decay": 0.9}), train_set, val_set, tmp_path,
+            resume=tmp_path / "last.safetensors", progress=False,
+        )  # fmt: skip
+
+
 def _train_interrupting_at_epoch(config, train_set, val_set, out, epoch):
     """Run train() and press Ctrl-C when ``epoch`` (1-based) starts."""
     import fer_utils.training as training
