@@ -10,7 +10,10 @@ checkpoint's probabilities under a name holding a hash of the checkpoint file an
 
 ``--split-check N`` says what choosing among combinations is worth: N times, the faces are halved
 at random, the most accurate combination on one half is scored on the other, and so is the
-ensemble of every candidate. When the two agree, the leading combinations differ by noise.
+ensemble of every candidate. When the two agree, the leading combinations differ by noise. When
+the first checkpoint is an ensemble file, its own members are the baseline: each halving also
+scores the chosen combination minus the baseline on the same unseen faces (a paired difference,
+far less noisy than either accuracy), which is what replacing the shipped ensemble would gain.
 """
 
 from __future__ import annotations
@@ -48,19 +51,23 @@ def member_probabilities(path: Path, faces, tta: str = "none") -> dict[str, np.n
     return {f"{path.parent.name}@{size}": evaluate_model(model, faces, size, mean, std, tta).probabilities}
 
 
-def split_check(hits: np.ndarray, repeats: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def split_check(
+    hits: np.ndarray, repeats: int, seed: int = 0, baseline: int = -1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``hits``: combinations x faces, True where right (the last row: every candidate). Per random
     halving, the accuracy on the other half of the combination most accurate on one half, and of
-    the last row: what selecting among combinations buys out of sample."""
+    the last row: what selecting among combinations buys out of sample; and the chosen
+    combination's accuracy minus row ``baseline``'s on the same faces (the paired gain)."""
     rng = np.random.default_rng(seed)
-    chosen, every = [], []
+    chosen, every, gain = [], [], []
     for _ in range(repeats):
         order = rng.permutation(hits.shape[1])
         pick, score = order[: len(order) // 2], order[len(order) // 2 :]
         best = int(np.argmax(hits[:, pick].mean(1)))
         chosen.append(hits[best, score].mean())
         every.append(hits[-1, score].mean())
-    return np.array(chosen), np.array(every)
+        gain.append(chosen[-1] - hits[baseline, score].mean())
+    return np.array(chosen), np.array(every), np.array(gain)
 
 
 def main() -> None:
@@ -121,11 +128,20 @@ def main() -> None:
                 )
             )
     if args.split_check:
-        chosen, every = split_check(np.stack(hits), args.split_check)
+        # the baseline: the first checkpoint's own members, when it is an ensemble file
+        first = tuple(n for n in names if n.startswith(f"{args.checkpoints[0].stem}["))
+        combos = [r[3] for r in rows]
+        baseline = combos.index(first) if first in combos else len(combos) - 1
+        chosen, every, gain = split_check(np.stack(hits), args.split_check, baseline=baseline)
         print(
             f"split check ({args.split_check} halvings): the best combination on one half scores "
             f"{chosen.mean():.4f} ± {chosen.std():.4f} on the other; all {len(names)} candidates: "
             f"{every.mean():.4f} ± {every.std():.4f}"
+        )
+        print(
+            f"paired gain over {' + '.join(combos[baseline]) if first in combos else 'every candidate'} "
+            f"on the unseen half: {gain.mean():+.4f} ± {gain.std():.4f}, better in {(gain > 0).mean():.0%} "
+            "of the halvings"
         )
     rows.sort(key=lambda r: -r[0])
     print(f"\n{len(rows)} combinations on {args.split} ({len(faces)} faces, TTA {args.tta}), best first:")
