@@ -59,6 +59,14 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
                 help="start from ImageNet weights (default), or from a local weights FILE",
             )
             group.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random init")
+        elif f.name == "pretrained_member":
+            group.add_argument(
+                flag,
+                type=int,
+                default=None,
+                metavar="N",
+                help="with an ensemble file as --pretrained: start from its member N (0, 1, ...)",
+            )
         elif isinstance(f.default, bool):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {f.default}")
         else:
