@@ -86,6 +86,24 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
     )
 
 
+@pytest.fixture
+def two_member_ensemble(tmp_path) -> tuple[Path, list]:
+    """An ensemble file of two untrained Lite0 members of different weights, and the members."""
+    import torch
+
+    from fer_utils.checkpoints import ModelCard, save_checkpoint, save_ensemble
+    from fer_utils.labels import EMOTIONS
+    from fer_utils.models import build_model
+
+    card = ModelCard("efficientnet-lite0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3)
+    members, files = [], []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(build_model("efficientnet-lite0"))
+        files.append(save_checkpoint(tmp_path / f"m{seed}.safetensors", members[-1], card))
+    return save_ensemble(files, tmp_path / "e.safetensors"), members
+
+
 DETECTABLE = (1, 19)
 """Indices of synthetic_faces(4, seed=5) that OpenCV's frontal-face cascade finds when enlarged."""
 

@@ -47,19 +47,9 @@ def test_wrong_weights_and_names_are_explained(tmp_path):
         build_model("resnet9")
 
 
-def test_a_run_starts_from_one_member_of_an_ensemble_file(tmp_path):
+def test_a_run_starts_from_one_member_of_an_ensemble_file(tmp_path, two_member_ensemble):
     # fine-tuning the shipped photo model on one's own faces starts from one of its members
-    from fer_utils.checkpoints import ModelCard, save_checkpoint, save_ensemble
-    from fer_utils.labels import EMOTIONS
-
-    card = ModelCard("efficientnet-lite0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3)
-    members = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        members.append(build_model("efficientnet-lite0"))
-        save_checkpoint(tmp_path / f"m{seed}.safetensors", members[-1], card)
-    packed = save_ensemble([tmp_path / "m0.safetensors", tmp_path / "m1.safetensors"], tmp_path / "e.safetensors")
-
+    packed, members = two_member_ensemble
     model = build_model("efficientnet-lite0", pretrained=str(packed), pretrained_member=1)
     assert torch.equal(model.conv_stem.weight, members[1].conv_stem.weight)
     assert not torch.equal(model.conv_stem.weight, members[0].conv_stem.weight)

@@ -57,6 +57,16 @@ def test_ctrl_c_leaves_a_checkpoint_whose_resume_replays_the_uninterrupted_run(t
     np.testing.assert_allclose(resumed.history[cols].to_numpy(), full.history[cols].to_numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_a_run_from_an_ensemble_member_starts_from_that_member(tmp_path, tiny_sets, two_member_ensemble):
+    packed, members = two_member_ensemble
+    # the backbone stays frozen for the one epoch, so its convolutions are still the start's
+    config = {**TINY, "pretrained": str(packed), "pretrained_member": 1, "epochs": 1, "freeze_backbone_epochs": 1}
+    result = train(TrainConfig(**config), *tiny_sets, tmp_path / "run", progress=False)
+    trained = load_checkpoint(result.best_checkpoint)
+    assert torch.equal(trained.model_state["conv_stem.weight"], members[1].conv_stem.weight)
+    assert trained.meta["config"]["pretrained_member"] == 1
+
+
 def test_weight_average_is_selected_saved_and_resumed_exactly(tmp_path, tiny_sets):
     # ema_decay keeps an average of the weights: best.safetensors holds the average (what was
     # validated), last.safetensors the trained weights and the average, and a resumed run
