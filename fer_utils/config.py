@@ -57,6 +57,8 @@ class TrainConfig:
     teacher: str = ""  # distillation: a `fer teacher` .npz of an ensemble's probabilities on the training faces
     distill_weight: float = 0.5  # share of the teacher's probabilities in the targets (the rest: true labels)
     ema_decay: float = 0.0  # keep an exponential moving average of the weights (e.g. 0.999 per step); 0 = off
+    mixup_alpha: float = 0.0  # blend pairs of training images and their labels (e.g. 0.2); 0 = off
+    cutmix_alpha: float = 0.0  # paste a box of another training image, labels mixed by area (e.g. 1.0); 0 = off
 
     def __post_init__(self) -> None:
         self.validate()
@@ -76,6 +78,8 @@ class TrainConfig:
                 f"got {self.pretrained_member} with pretrained={self.pretrained!r}",
             ),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}"),
+            (self.mixup_alpha >= 0, f"mixup_alpha must be >= 0 (0 = off), got {self.mixup_alpha}"),
+            (self.cutmix_alpha >= 0, f"cutmix_alpha must be >= 0 (0 = off), got {self.cutmix_alpha}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
             (self.scheduler in SCHEDULERS, f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}"),

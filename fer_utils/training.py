@@ -49,7 +49,7 @@ from fer_utils.errors import FERCheckpointError, FERConfigError, FERTrainingErro
 from fer_utils.evaluation import evaluate_model
 from fer_utils.models import arch_spec, build_model, set_backbone_trainable
 from fer_utils.runs import check_resume_folder, claim_run_folder, sigterm_as_interrupt
-from fer_utils.transforms import train_transform
+from fer_utils.transforms import batch_mixing, train_transform
 
 
 def _no_training_state(path: str | os.PathLike) -> FERCheckpointError:
@@ -245,11 +245,14 @@ def train_one_epoch(
     progress: bool = False,
     desc: str = "epoch",
     after_step: Callable[[], None] | None = None,
+    mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> EpochStats:
     """One pass over ``loader``: forward, loss, backward, optimizer step, learning-rate schedule.
 
     ``schedule(step)`` gives the learning rate of global step ``step`` (``first_step`` is this
-    epoch's first); ``after_step()`` runs after every optimizer step (the weight average's update).
+    epoch's first); ``after_step()`` runs after every optimizer step (the weight average's update);
+    ``mix(images, targets)`` mixes each batch (:func:`fer_utils.transforms.batch_mixing`), and the
+    training accuracy then counts a prediction right when it names the larger share of the mix.
     Raises FERTrainingError when the loss stops being a finite number.
     """
     model.train()
@@ -263,6 +266,8 @@ def train_one_epoch(
             group["lr"] = lr
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
+        if mix is not None:
+            images, targets = mix(images, targets)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
@@ -376,6 +381,7 @@ class _Run:
     paths: dict[str, Path]
     progress: bool
     ema: AveragedModel | None = None  # the weight average (``ema_decay``), updated after every step
+    mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # mixup/CutMix
 
     @property
     def selected(self) -> nn.Module:
@@ -455,7 +461,7 @@ def _prepare_run(
     paths = {name: out_dir / f for name, f in RUN_FILES.items()}
     return _Run(
         config, world, device, model, net, optimizer, criterion, loader, reseed, precision, scaler, card, state,
-        paths, progress and world.is_main, ema,
+        paths, progress and world.is_main, ema, batch_mixing(len(classes), config.mixup_alpha, config.cutmix_alpha),
     )  # fmt: skip
 
 
@@ -484,6 +490,7 @@ def _run_epoch(run: _Run, epoch: int, val_set: FaceSet) -> dict[str, Any]:
         run.progress,
         desc=f"epoch {epoch + 1}/{config.epochs}",
         after_step=None if run.ema is None else lambda: run.ema.update_parameters(run.model),
+        mix=run.mix,
     )
     loss_sum, correct, seen = sum_across(run.world, [stats.loss, stats.correct, stats.images], run.device)
     train_seconds = time.perf_counter() - started

@@ -8,7 +8,7 @@ float tensors with ``channels`` channels (3 repeats the gray channel for ImageNe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -125,3 +125,25 @@ def eval_transform(
 ) -> EvalTransform:
     """The deterministic transform (see :class:`EvalTransform`)."""
     return EvalTransform(image_size, mean, std, channels)
+
+
+def batch_mixing(
+    num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
+    """Mixup and/or CutMix for whole training batches (torchvision's ``v2.MixUp``/``v2.CutMix``).
+
+    Mixup blends each image with another of the batch; CutMix pastes a box of another; the
+    targets become the same mix of the two labels (one-hot or soft), with the share drawn from
+    Beta(alpha, alpha). With both alphas set, each batch gets one of the two at random (as timm
+    does). Returns None when both are 0: no mixing.
+    """
+    if mixup_alpha < 0 or cutmix_alpha < 0:
+        raise FERConfigError(f"mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha} and {cutmix_alpha}")
+    mixers = [
+        mixer(alpha=alpha, num_classes=num_classes)
+        for mixer, alpha in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha))
+        if alpha > 0
+    ]
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)

@@ -95,6 +95,21 @@ def test_weight_average_is_selected_saved_and_resumed_exactly(tmp_path, tiny_set
         torch.testing.assert_close(again[key].float(), value.float(), rtol=1e-4, atol=1e-5)
 
 
+def test_mixup_and_cutmix_change_the_training_and_resume_exactly(tmp_path, tiny_sets):
+    train_set, val_set = tiny_sets
+    mixed = {**TINY, "mixup_alpha": 0.4, "cutmix_alpha": 1.0}
+    plain = train(TrainConfig(**TINY), train_set, val_set, tmp_path / "plain", progress=False)
+    full = train(TrainConfig(**mixed), train_set, val_set, tmp_path / "full", progress=False)
+    assert not np.allclose(full.history["train_loss"], plain.history["train_loss"])  # the batches were mixed
+    _train_interrupting_at_epoch(TrainConfig(**mixed), train_set, val_set, tmp_path / "b", epoch=2)
+    resumed = train(
+        TrainConfig(**mixed), train_set, val_set, tmp_path / "b", resume=tmp_path / "b" / "last.safetensors",
+        progress=False,
+    )  # fmt: skip
+    cols = ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+    np.testing.assert_allclose(resumed.history[cols].to_numpy(), full.history[cols].to_numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_resuming_an_averaged_run_needs_its_average(tmp_path, tiny_sets):
     train_set, val_set = tiny_sets
     one = {**TINY, "epochs": 1}

@@ -4,7 +4,7 @@ import torch
 
 from fer_utils.errors import FERConfigError
 from fer_utils.preprocess import crop_boxes, face_inputs, tta_inputs
-from fer_utils.transforms import eval_transform, train_transform
+from fer_utils.transforms import batch_mixing, eval_transform, train_transform
 
 
 def face():
@@ -47,3 +47,26 @@ def test_tta_views_are_cut_from_the_face_and_resized_once():
     np.testing.assert_array_equal(kept[0], face_inputs(faces[:, :43, :43], 43, *norm))
     with pytest.raises(FERConfigError, match="'mirror'"):
         tta_inputs(faces, 64, *norm, mode="mirror")
+
+
+@pytest.mark.parametrize("alphas", [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)], ids=["mixup", "cutmix", "both"])
+@pytest.mark.parametrize("soft", [False, True], ids=["labels", "soft-labels"])
+def test_mixing_gives_each_image_the_same_mix_of_labels_as_of_pixels(alphas, soft):
+    # image k is a flat gray of value k and has label k, so a mixed image's mean value must
+    # equal the label mix's expected k: the labels follow the pixels (blend or pasted box)
+    torch.manual_seed(3)
+    images = torch.arange(7.0).view(7, 1, 1, 1).expand(7, 3, 16, 16).contiguous()
+    labels = torch.eye(7) if soft else torch.arange(7)
+    for _ in range(5):
+        mixed, targets = batch_mixing(7, *alphas)(images, labels)
+        assert mixed.shape == images.shape and targets.shape == (7, 7)
+        torch.testing.assert_close(targets.sum(dim=1), torch.ones(7))
+        assert (targets > 0).sum(dim=1).max() <= 2  # each image mixes with one other
+        torch.testing.assert_close(mixed.mean(dim=(1, 2, 3)), targets @ torch.arange(7.0))
+    assert not torch.equal(targets, torch.eye(7))
+
+
+def test_no_mixing_at_alpha_zero_and_a_clear_error_below():
+    assert batch_mixing(7) is None
+    with pytest.raises(FERConfigError, match="mixup_alpha and cutmix_alpha must be >= 0, got -1"):
+        batch_mixing(7, mixup_alpha=-1)
