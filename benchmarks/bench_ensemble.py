@@ -14,6 +14,10 @@ ensemble of every candidate. When the two agree, the leading combinations differ
 the first checkpoint is an ensemble file, its own members are the baseline: each halving also
 scores the chosen combination minus the baseline on the same unseen faces (a paired difference,
 far less noisy than either accuracy), which is what replacing the shipped ensemble would gain.
+
+``--bootstrap N`` scores combinations fixed in advance against that baseline on the same faces:
+the baseline plus every other candidate, the other candidates alone, and the baseline plus each
+one; a paired bootstrap over the faces (N resamplings) gives each difference's 95 % interval.
 """
 
 from __future__ import annotations
@@ -70,6 +74,14 @@ def split_check(
     return np.array(chosen), np.array(every), np.array(gain)
 
 
+def paired_interval(diff: np.ndarray, repeats: int, seed: int = 0) -> tuple[float, float]:
+    """95 % interval of the mean of per-face differences (``diff``: +1, 0 or -1 per face), from
+    ``repeats`` bootstrap resamplings of the faces."""
+    rng = np.random.default_rng(seed)
+    means = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(repeats)]
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
@@ -91,6 +103,13 @@ def main() -> None:
         default=0,
         metavar="N",
         help="N random halvings: the best combination on one half, scored on the other, against every candidate",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fixed combinations against the first ensemble file's members, with paired 95%% intervals",
     )
     args = parser.parse_args()
     faces = load_dataset(args.data, progress=False).split(args.split)
@@ -127,11 +146,11 @@ def main() -> None:
                     combo,
                 )
             )
+    # the baseline: the first checkpoint's own members, when it is an ensemble file
+    first = tuple(n for n in names if n.startswith(f"{args.checkpoints[0].stem}["))
+    combos = [r[3] for r in rows]
+    baseline = combos.index(first) if first in combos else len(combos) - 1
     if args.split_check:
-        # the baseline: the first checkpoint's own members, when it is an ensemble file
-        first = tuple(n for n in names if n.startswith(f"{args.checkpoints[0].stem}["))
-        combos = [r[3] for r in rows]
-        baseline = combos.index(first) if first in combos else len(combos) - 1
         chosen, every, gain = split_check(np.stack(hits), args.split_check, baseline=baseline)
         print(
             f"split check ({args.split_check} halvings): the best combination on one half scores "
@@ -143,6 +162,16 @@ def main() -> None:
             f"on the unseen half: {gain.mean():+.4f} ± {gain.std():.4f}, better in {(gain > 0).mean():.0%} "
             "of the halvings"
         )
+    if args.bootstrap and first in combos:
+        others = [n for n in names if n not in first]
+        fixed = {"baseline + all others": names, "the others alone": others}
+        fixed.update({f"baseline + {n}": [*first, n] for n in others})
+        print(f"\nagainst {' + '.join(first)} ({hits[baseline].mean():.4f}), paired bootstrap x {args.bootstrap}:")
+        for label, combo in fixed.items():
+            right = np.mean([probs[n] for n in combo], axis=0).argmax(1) == faces.labels
+            diff = right.astype(float) - hits[baseline]
+            low, high = paired_interval(diff, args.bootstrap)
+            print(f"{right.mean():.4f}  {diff.mean():+.4f}  95% [{low:+.4f}, {high:+.4f}]  {label}")
     rows.sort(key=lambda r: -r[0])
     print(f"\n{len(rows)} combinations on {args.split} ({len(faces)} faces, TTA {args.tta}), best first:")
     for accuracy, macro_f1, loss, combo in rows[: args.top]:
