@@ -83,13 +83,7 @@ def test_weight_average_is_selected_saved_and_resumed_exactly(tmp_path, tiny_set
         torch.testing.assert_close(best.model_state[name], last.ema_state[f"module.{name}"])
     assert not torch.equal(last.model_state[name], last.ema_state[f"module.{name}"])
 
-    _train_interrupting_at_epoch(TrainConfig(**config), train_set, val_set, tmp_path / "b", epoch=2)
-    resumed = train(
-        TrainConfig(**config), train_set, val_set, tmp_path / "b", resume=tmp_path / "b" / "last.safetensors",
-        progress=False,
-    )  # fmt: skip
-    cols = ["train_loss", "val_loss", "val_accuracy", "raw_val_accuracy"]
-    np.testing.assert_allclose(resumed.history[cols].to_numpy(), full.history[cols].to_numpy(), rtol=1e-4, atol=1e-5)
+    _assert_resume_replays(full, config, tiny_sets, tmp_path / "b", ["train_loss", "val_loss", "raw_val_accuracy"])
     again = load_checkpoint(tmp_path / "b" / "last.safetensors").ema_state
     for key, value in last.ema_state.items():
         torch.testing.assert_close(again[key].float(), value.float(), rtol=1e-4, atol=1e-5)
@@ -101,13 +95,7 @@ def test_mixup_and_cutmix_change_the_training_and_resume_exactly(tmp_path, tiny_
     plain = train(TrainConfig(**TINY), train_set, val_set, tmp_path / "plain", progress=False)
     full = train(TrainConfig(**mixed), train_set, val_set, tmp_path / "full", progress=False)
     assert not np.allclose(full.history["train_loss"], plain.history["train_loss"])  # the batches were mixed
-    _train_interrupting_at_epoch(TrainConfig(**mixed), train_set, val_set, tmp_path / "b", epoch=2)
-    resumed = train(
-        TrainConfig(**mixed), train_set, val_set, tmp_path / "b", resume=tmp_path / "b" / "last.safetensors",
-        progress=False,
-    )  # fmt: skip
-    cols = ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
-    np.testing.assert_allclose(resumed.history[cols].to_numpy(), full.history[cols].to_numpy(), rtol=1e-4, atol=1e-5)
+    _assert_resume_replays(full, mixed, tiny_sets, tmp_path / "b", ["train_loss", "train_accuracy", "val_loss"])
 
 
 def test_resuming_an_averaged_run_needs_its_average(tmp_path, tiny_sets):
@@ -119,6 +107,15 @@ def test_resuming_an_averaged_run_needs_its_average(tmp_path, tiny_sets):
             TrainConfig(**{**one, "epochs": 2, "ema_decay": 0.9}), train_set, val_set, tmp_path,
             resume=tmp_path / "last.safetensors", progress=False,
         )  # fmt: skip
+
+
+def _assert_resume_replays(full, config, sets, out, cols):
+    """Train ``config`` in ``out``, press Ctrl-C at epoch 2, resume, and check that the history
+    columns ``cols`` (and val_accuracy) match the uninterrupted run ``full``."""
+    _train_interrupting_at_epoch(TrainConfig(**config), *sets, out, epoch=2)
+    resumed = train(TrainConfig(**config), *sets, out, resume=out / "last.safetensors", progress=False)
+    cols = [*cols, "val_accuracy"]
+    np.testing.assert_allclose(resumed.history[cols].to_numpy(), full.history[cols].to_numpy(), rtol=1e-4, atol=1e-5)
 
 
 def _train_interrupting_at_epoch(config, train_set, val_set, out, epoch):
