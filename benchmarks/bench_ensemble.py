@@ -16,8 +16,10 @@ scores the chosen combination minus the baseline on the same unseen faces (a pai
 far less noisy than either accuracy), which is what replacing the shipped ensemble would gain.
 
 ``--bootstrap N`` scores combinations fixed in advance against that baseline on the same faces:
-the baseline plus every other candidate, the other candidates alone, and the baseline plus each
-one; a paired bootstrap over the faces (N resamplings) gives each difference's 95 % interval.
+the baseline plus every other candidate, the other candidates alone, the baseline plus each one,
+each one in place of the baseline's least accurate member, and all of them in place of as many of
+its least accurate members; a paired bootstrap over the faces (N resamplings) gives each
+difference's 95 % interval.
 """
 
 from __future__ import annotations
@@ -166,6 +168,12 @@ def main() -> None:
         others = [n for n in names if n not in first]
         fixed = {"baseline + all others": names, "the others alone": others}
         fixed.update({f"baseline + {n}": [*first, n] for n in others})
+        # replacing members instead of adding them: the baseline's least accurate member(s) out
+        weakest = sorted(first, key=lambda n: (probs[n].argmax(1) == faces.labels).mean())
+        fixed.update({f"{n} in place of {weakest[0]}": [m for m in first if m != weakest[0]] + [n] for n in others})
+        if 1 < len(others) < len(first):
+            out = weakest[: len(others)]
+            fixed[f"all others in place of {' + '.join(out)}"] = [m for m in first if m not in out] + others
         print(f"\nagainst {' + '.join(first)} ({hits[baseline].mean():.4f}), paired bootstrap x {args.bootstrap}:")
         for label, combo in fixed.items():
             right = np.mean([probs[n] for n in combo], axis=0).argmax(1) == faces.labels
