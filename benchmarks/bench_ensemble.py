@@ -6,7 +6,9 @@ split (PublicTest) once, then every combination's accuracy and macro-F1, average
 An ensemble file counts as its members. Selection uses the validation split only (the held-back
 test split is never read here); prints a table, best first. ``--cache DIR`` keeps each
 checkpoint's probabilities under a name holding a hash of the checkpoint file and of the faces
-(and the TTA mode: ``--tta crops`` scores every combination with ten-crop TTA).
+(and the TTA mode: ``--tta crops`` scores every combination with ten-crop TTA; ``--baseline-tta``
+sets the first checkpoint's apart, so a candidate with crops can be paired with the ensemble as
+shipped).
 
 ``--split-check N`` says what choosing among combinations is worth: N times, the faces are halved
 at random, the most accurate combination on one half is scored on the other, and so is the
@@ -98,6 +100,13 @@ def main() -> None:
         help="test-time augmentation of every member (each at its own input size: an ensemble's member "
         "sees exactly what it sees inside the ensemble)",
     )
+    parser.add_argument(
+        "--baseline-tta",
+        default=None,
+        choices=TTA_MODES,
+        help="TTA of the first checkpoint's members only (default: --tta), e.g. one member with ten crops "
+        "against the shipped ensemble as it is used, without TTA",
+    )
     parser.add_argument("--cache", type=Path, default=None, help="keep each checkpoint's probabilities here (.npz)")
     parser.add_argument(
         "--split-check",
@@ -117,15 +126,16 @@ def main() -> None:
     faces = load_dataset(args.data, progress=False).split(args.split)
     faces_hash = hashlib.sha256(faces.images.tobytes() + faces.labels.tobytes()).hexdigest()[:12]
     probs: dict[str, np.ndarray] = {}
-    for path in args.checkpoints:
+    for i, path in enumerate(args.checkpoints):
+        tta = args.baseline_tta if i == 0 and args.baseline_tta else args.tta
         # keyed by the checkpoint's bytes and the faces, so a rebuilt model or other data is never
         # answered from an old entry of the same name
-        key = f"{file_digest(path)[:12]}-{faces_hash}" + ("" if args.tta == "none" else f"-{args.tta}")
+        key = f"{file_digest(path)[:12]}-{faces_hash}" + ("" if tta == "none" else f"-{tta}")
         stored = args.cache / f"{path.parent.name}-{path.stem}-{key}.npz" if args.cache else None
         if stored is not None and stored.is_file():
             probs.update(dict(np.load(stored)))
             continue
-        found = member_probabilities(path, faces, args.tta)
+        found = member_probabilities(path, faces, tta)
         if stored is not None:
             stored.parent.mkdir(parents=True, exist_ok=True)
             np.savez(stored, **found)
@@ -181,7 +191,11 @@ def main() -> None:
             low, high = paired_interval(diff, args.bootstrap)
             print(f"{right.mean():.4f}  {diff.mean():+.4f}  95% [{low:+.4f}, {high:+.4f}]  {label}")
     rows.sort(key=lambda r: -r[0])
-    print(f"\n{len(rows)} combinations on {args.split} ({len(faces)} faces, TTA {args.tta}), best first:")
+    print(
+        f"\n{len(rows)} combinations on {args.split} ({len(faces)} faces, TTA {args.tta}"
+        + (f", the first checkpoint's {args.baseline_tta}" if args.baseline_tta else "")
+        + "), best first:"
+    )
     for accuracy, macro_f1, loss, combo in rows[: args.top]:
         print(f"{accuracy:.4f}  macro-F1 {macro_f1:.4f}  log-loss {loss:.4f}  {' + '.join(combo)}")
 
