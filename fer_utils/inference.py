@@ -63,17 +63,17 @@ uses PyTorch."""
 SHIPPED_MODEL = "fer2013_ensemble.safetensors"
 """The FER2013 model: an ensemble of EfficientNet-Lite0 members (models/README.md), the default of the
 commands that score or export a model on FER2013 (``fer evaluate``, ``calibrate``, ``teacher``,
-``export``); its member 0 ships alone as fer2013_efficientnet-lite0.safetensors."""
+``export``); the single model fer2013_efficientnet-lite0.safetensors is the fast choice."""
 
 SHIPPED_PHOTO_MODEL = "ferplus_ensemble.safetensors"
 """The default for photos (``Predictor.from_checkpoint()``, ``fer predict``, ``fer serve``,
 ``fer webcam``): trained on FER+'s labels, the majority of ten people per face. Measured on the
 3,175 PublicTest faces' FER+ majority labels it agrees with people on 88.1 % of faces (macro-F1
-0.810), the FER2013 model on 70.7 % (0.623): FER2013's single labeller disagrees with the ten on
+0.810), the FER2013 model on 72.0 % (0.642): FER2013's single labeller disagrees with the ten on
 about a third of the faces, and a photo's expression is what people see in it (README, Results)."""
 
 SHIPPED_SINGLE_MODEL = "fer2013_efficientnet-lite0.safetensors"
-"""The ensemble's member 0 on its own: a third of the cost; what the in-browser demo runs (`make web`)."""
+"""One Lite0 at 64 px: about a sixth of the ensemble's cost; what the in-browser demo runs (`make web`)."""
 
 __all__ = [
     "CROP_MAX_SIDE",
