@@ -231,11 +231,16 @@ def evaluate_checkpoint(
     return report
 
 
+def two_fold_halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` faces' indices in two random halves: the split every two-fold calibration check uses."""
+    order = np.random.default_rng(seed).permutation(n)
+    return order[: n // 2], order[n // 2 :]
+
+
 def cross_fitted_probabilities(probabilities: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
     """Temperature-scaled probabilities where each half of the faces is scaled by a temperature
     fitted on the other half: calibration measured on faces the fit never saw (two-fold)."""
-    order = np.random.default_rng(seed).permutation(len(labels))
-    halves = (order[: len(order) // 2], order[len(order) // 2 :])
+    halves = two_fold_halves(len(labels), seed)
     scaled = np.empty_like(probabilities, dtype=np.float32)
     for held, fit_on in (halves, halves[::-1]):
         scaled[held] = scaled_probabilities(probabilities[held], fit_temperature(probabilities[fit_on], labels[fit_on]))

@@ -16,7 +16,13 @@ from fer_utils.calibration import (
 from fer_utils.checkpoints import load_model, read_checkpoint_meta, update_checkpoint_metadata
 from fer_utils.cli import main
 from fer_utils.errors import FERCheckpointError, FERError
-from fer_utils.evaluation import EvaluationReport, calibrate_checkpoint, evaluate_checkpoint
+from fer_utils.evaluation import (
+    EvaluationReport,
+    calibrate_checkpoint,
+    cross_fitted_probabilities,
+    evaluate_checkpoint,
+    two_fold_halves,
+)
 from fer_utils.models import Ensemble
 
 
@@ -90,3 +96,19 @@ def test_cli_calibrate_prints_the_fit_and_writes_a_loadable_copy(tmp_path, untra
     printed = capsys.readouterr().out
     assert "temperature" in printed and "held out (two-fold)" in printed
     assert 0.05 <= read_checkpoint_meta(out)["temperature"] <= 20
+
+
+def test_two_fold_check_scales_each_half_with_a_temperature_fitted_on_the_other():
+    # the held-out ECE `fer calibrate` reports: every face once, each half fitted on the other half only
+    first, second = two_fold_halves(101, seed=3)
+    assert sorted(np.concatenate([first, second]).tolist()) == list(range(101))
+    assert (first == two_fold_halves(101, seed=3)[0]).all()
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    logits = rng.normal(size=(200, 3))
+    logits[np.arange(200), labels] += 2.0
+    probabilities = torch.softmax(torch.tensor(logits * 3.0), 1).numpy()  # over-confident
+    scaled = cross_fitted_probabilities(probabilities, labels)
+    fit_on, held = two_fold_halves(200)
+    expected = scaled_probabilities(probabilities[held], fit_temperature(probabilities[fit_on], labels[fit_on]))
+    assert np.allclose(scaled[held], expected, atol=1e-6)
