@@ -22,6 +22,12 @@ the baseline plus every other candidate, the other candidates alone, the baselin
 each one in place of the baseline's least accurate member, and all of them in place of as many of
 its least accurate members; a paired bootstrap over the faces (N resamplings) gives each
 difference's 95 % interval.
+
+``--calibration`` prints, for the baseline and for the other candidates alone, the expected
+calibration error of their mean before and after one temperature (fitted on all faces, and on the
+other half of them: two-fold, as ``fer calibrate`` reports it), and after a temperature per member
+followed by one for the mean (also two-fold): whether members calibrated one by one average into
+a better-calibrated ensemble.
 """
 
 from __future__ import annotations
@@ -34,11 +40,16 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import f1_score, log_loss
 
-from fer_utils.calibration import base_model
+from fer_utils.calibration import base_model, fit_temperature, scaled_probabilities
 from fer_utils.checkpoint_meta import member_sizes, member_stats
 from fer_utils.checkpoints import load_model
 from fer_utils.data import load_dataset
-from fer_utils.evaluation import evaluate_model
+from fer_utils.evaluation import (
+    cross_fitted_probabilities,
+    evaluate_model,
+    expected_calibration_error,
+    two_fold_halves,
+)
 from fer_utils.models import Ensemble
 from fer_utils.onnx_model import file_digest
 from fer_utils.preprocess import TTA_MODES
@@ -86,6 +97,35 @@ def paired_interval(diff: np.ndarray, repeats: int, seed: int = 0) -> tuple[floa
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def per_member_scaled(
+    members: list[np.ndarray], labels: np.ndarray, fit_on: np.ndarray, apply_to: np.ndarray
+) -> np.ndarray:
+    """The mean of the members' probabilities on ``apply_to``, each member scaled by its own
+    temperature and then the mean by one more, all fitted on the faces ``fit_on``."""
+
+    def mean(faces: np.ndarray) -> np.ndarray:
+        return np.mean([scaled_probabilities(p[faces], t) for p, t in zip(members, temperatures, strict=True)], axis=0)
+
+    temperatures = [fit_temperature(p[fit_on], labels[fit_on]) for p in members]
+    return scaled_probabilities(mean(apply_to), fit_temperature(mean(fit_on), labels[fit_on]))
+
+
+def calibration_line(members: list[np.ndarray], labels: np.ndarray) -> str:
+    """ECE of the members' mean: as it is, after one temperature (fitted on all faces / two-fold),
+    and after a temperature per member and one for the mean (two-fold)."""
+    mean = np.mean(members, axis=0)
+    after = scaled_probabilities(mean, fit_temperature(mean, labels))
+    each = np.empty_like(mean)
+    halves = two_fold_halves(len(labels))
+    for held, fit_on in (halves, halves[::-1]):
+        each[held] = per_member_scaled(members, labels, fit_on, held)
+    ece = [expected_calibration_error(labels, p) for p in (mean, after, cross_fitted_probabilities(mean, labels), each)]
+    return (
+        f"ECE {ece[0]:.4f}; one temperature {ece[1]:.4f} (two-fold {ece[2]:.4f}); "
+        f"a temperature per member, then one: two-fold {ece[3]:.4f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
@@ -114,6 +154,11 @@ def main() -> None:
         default=0,
         metavar="N",
         help="N random halvings: the best combination on one half, scored on the other, against every candidate",
+    )
+    parser.add_argument(
+        "--calibration",
+        action="store_true",
+        help="ECE of the baseline and of the others alone: one temperature, or one per member first",
     )
     parser.add_argument(
         "--bootstrap",
@@ -190,6 +235,11 @@ def main() -> None:
             diff = right.astype(float) - hits[baseline]
             low, high = paired_interval(diff, args.bootstrap)
             print(f"{right.mean():.4f}  {diff.mean():+.4f}  95% [{low:+.4f}, {high:+.4f}]  {label}")
+    if args.calibration and first in combos:
+        print("\ncalibration (15 bins):")
+        for label, combo in (("baseline", first), ("the others alone", [n for n in names if n not in first])):
+            if combo:
+                print(f"{label}: {calibration_line([probs[n] for n in combo], faces.labels)}")
     rows.sort(key=lambda r: -r[0])
     print(
         f"\n{len(rows)} combinations on {args.split} ({len(faces)} faces, TTA {args.tta}"
