@@ -238,21 +238,24 @@ class Ensemble(nn.Module):
         self.sizes = list(sizes) if sizes is not None else None
         self.norms = list(norms) if norms is not None and any(n is not None for n in norms) else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for i, member in enumerate(self.members):
-            # with sizes, always resize (an identity at equal size): the input may be a TTA crop of
-            # any size, and an exported graph must not fix the branch taken for the example input
-            view = (
-                x
-                if self.sizes is None
-                else F.interpolate(x, size=(self.sizes[i],) * 2, mode="bilinear", align_corners=False)
+    def member_input(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """What member ``i`` sees of the ensemble's input ``x``: enlarged to its own size and
+        renormalized to its own statistics, exactly as in ``forward`` (e.g. to explain one member)."""
+        # with sizes, always resize (an identity at equal size): the input may be a TTA crop of
+        # any size, and an exported graph must not fix the branch taken for the example input
+        view = (
+            x
+            if self.sizes is None
+            else F.interpolate(x, size=(self.sizes[i],) * 2, mode="bilinear", align_corners=False)
+        )
+        if self.norms is not None and self.norms[i] is not None:
+            scale, shift = (
+                torch.tensor(v, dtype=view.dtype, device=view.device).view(1, -1, 1, 1) for v in self.norms[i]
             )
-            if self.norms is not None and self.norms[i] is not None:
-                scale, shift = (
-                    torch.tensor(v, dtype=view.dtype, device=view.device).view(1, -1, 1, 1) for v in self.norms[i]
-                )
-                view = view * scale + shift
-            outputs.append(member(view).float().softmax(dim=1))
+            view = view * scale + shift
+        return view
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = [member(self.member_input(i, x)).float().softmax(dim=1) for i, member in enumerate(self.members)]
         probabilities = torch.stack(outputs).mean(dim=0)
         return probabilities.clamp_min(1e-30).log()  # finite even where a probability underflows

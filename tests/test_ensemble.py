@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fer_utils.architectures import IMAGENET_MEAN, IMAGENET_STD
+from fer_utils.calibration import base_model
 from fer_utils.checkpoint_meta import member_sizes, member_stats
 from fer_utils.checkpoints import ModelCard, load_model, read_checkpoint_meta, save_checkpoint, save_ensemble
 from fer_utils.cli import main
@@ -67,6 +68,11 @@ def test_members_of_different_sizes_each_see_their_own_preprocessing(members, sm
     mixed = Predictor.from_checkpoint([members[0], big], runtime="torch")
     assert mixed.checkpoint.image_size == 48 and mixed.model.sizes == [48, 64]  # takes the stored face
     np.testing.assert_allclose(mixed.predict_arrays(faces), np.mean(each, axis=0), atol=1e-5)
+    # one member on its own, fed what it sees inside the ensemble (lesson 06 explains a member so)
+    alone = Predictor.from_checkpoint(big, runtime="torch")
+    view = base_model(mixed.model).member_input(1, mixed.input_tensor(faces))
+    assert view.shape[-2:] == (64, 64)
+    np.testing.assert_allclose(view.numpy(), alone.input_tensor(faces).numpy(), atol=1e-5)
     packed = save_ensemble([members[0], big], tmp_path / "mixed.safetensors")
     np.testing.assert_allclose(
         Predictor.from_checkpoint(packed, runtime="torch").predict_arrays(faces), np.mean(each, axis=0), atol=1e-5
