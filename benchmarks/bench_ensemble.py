@@ -28,6 +28,13 @@ calibration error of their mean before and after one temperature (fitted on all 
 other half of them: two-fold, as ``fer calibrate`` reports it), and after a temperature per member
 followed by one for the mean (also two-fold): whether members calibrated one by one average into
 a better-calibrated ensemble.
+
+``--replace I=J`` (repeatable) scores one swap fixed in advance: the baseline with its member I
+replaced by candidate J (numbered from 0 as the member lines print them), e.g. ``--replace 0=0
+--replace 2=1`` for two children in place of their parents. It prints the swap and the baseline
+side by side (accuracy, macro-F1, log-loss as they are and after one temperature fitted on the
+other half of the faces, ECE likewise) and the paired bootstrap interval of the difference
+(``--bootstrap N`` resamplings, 2,000 without it): a decision rule's every figure from one command.
 """
 
 from __future__ import annotations
@@ -126,6 +133,40 @@ def calibration_line(members: list[np.ndarray], labels: np.ndarray) -> str:
     )
 
 
+def summary_line(members: list[np.ndarray], labels: np.ndarray) -> str:
+    """Accuracy, macro-F1, log-loss and ECE of the members' mean; log-loss and ECE also after one
+    temperature fitted on the other half of the faces (two-fold, as ``fer calibrate`` reports)."""
+    mean = np.mean(members, axis=0)
+    held = cross_fitted_probabilities(mean, labels)
+    classes = range(mean.shape[1])
+    return (
+        f"accuracy {(mean.argmax(1) == labels).mean():.4f}  "
+        f"macro-F1 {f1_score(labels, mean.argmax(1), average='macro'):.4f}  "
+        f"log-loss {log_loss(labels, mean, labels=classes):.4f} / {log_loss(labels, held, labels=classes):.4f}  "
+        f"ECE {expected_calibration_error(labels, mean):.4f} / {expected_calibration_error(labels, held):.4f}"
+    )
+
+
+def swapped(first: tuple[str, ...], candidates: list[str], pairs: list[str]) -> tuple[list[str], str]:
+    """The baseline's members with the swaps ``pairs`` ("I=J": member I out, candidate J in) made,
+    and a label naming them; a clear error for an index out of range or a member swapped twice."""
+    combo, label = list(first), []
+    for pair in pairs:
+        try:
+            i, j = (int(x) for x in pair.split("="))
+            old, new = first[i], candidates[j]
+        except (ValueError, IndexError):
+            raise SystemExit(
+                f"--replace {pair}: expected I=J with I a baseline member (0-{len(first) - 1}) "
+                f"and J a candidate (0-{len(candidates) - 1})"
+            ) from None
+        if old not in combo:
+            raise SystemExit(f"--replace {pair}: baseline member {i} is already replaced")
+        combo[combo.index(old)] = new
+        label.append(f"{new} in place of {old}")
+    return combo, "; ".join(label)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
@@ -167,6 +208,14 @@ def main() -> None:
         metavar="N",
         help="fixed combinations against the first ensemble file's members, with paired 95%% intervals",
     )
+    parser.add_argument(
+        "--replace",
+        action="append",
+        default=[],
+        metavar="I=J",
+        help="one swap fixed in advance: baseline member I out, candidate J in (repeatable); "
+        "prints its accuracy, log-loss and ECE beside the baseline's, with a paired interval",
+    )
     args = parser.parse_args()
     faces = load_dataset(args.data, progress=False).split(args.split)
     faces_hash = hashlib.sha256(faces.images.tobytes() + faces.labels.tobytes()).hexdigest()[:12]
@@ -185,8 +234,11 @@ def main() -> None:
             stored.parent.mkdir(parents=True, exist_ok=True)
             np.savez(stored, **found)
         probs.update(found)
+    first = tuple(n for n in probs if n.startswith(f"{args.checkpoints[0].stem}["))
+    candidates = [n for n in probs if n not in first]
     for name, p in probs.items():
-        print(f"member {name}: accuracy {(p.argmax(1) == faces.labels).mean():.4f}")
+        role = f"baseline member {first.index(name)}" if name in first else f"candidate {candidates.index(name)}"
+        print(f"{role}: {name}: accuracy {(p.argmax(1) == faces.labels).mean():.4f}")
     rows = []
     names = list(probs)
     hits = []  # per combination, which faces it gets right (for --split-check)
@@ -204,7 +256,6 @@ def main() -> None:
                 )
             )
     # the baseline: the first checkpoint's own members, when it is an ensemble file
-    first = tuple(n for n in names if n.startswith(f"{args.checkpoints[0].stem}["))
     combos = [r[3] for r in rows]
     baseline = combos.index(first) if first in combos else len(combos) - 1
     if args.split_check:
@@ -235,6 +286,21 @@ def main() -> None:
             diff = right.astype(float) - hits[baseline]
             low, high = paired_interval(diff, args.bootstrap)
             print(f"{right.mean():.4f}  {diff.mean():+.4f}  95% [{low:+.4f}, {high:+.4f}]  {label}")
+    if args.replace:
+        if not first:
+            raise SystemExit("--replace needs an ensemble file as the first checkpoint (its members are the baseline)")
+        combo, label = swapped(first, candidates, args.replace)
+        right = [np.mean([probs[n] for n in c], axis=0).argmax(1) == faces.labels for c in (combo, first)]
+        diff = right[0].astype(float) - right[1]
+        low, high = paired_interval(diff, args.bootstrap or 2000)
+        print(f"\nthe swap fixed in advance: {label}")
+        print("(log-loss and ECE: as they are / after one temperature, two-fold)")
+        print(f"baseline: {summary_line([probs[n] for n in first], faces.labels)}")
+        print(f"swap:     {summary_line([probs[n] for n in combo], faces.labels)}")
+        print(
+            f"paired difference: {diff.mean():+.4f} ({int(diff.sum()):+d} face{'' if abs(diff.sum()) == 1 else 's'}), "
+            f"95% [{low:+.4f}, {high:+.4f}] ({args.bootstrap or 2000} resamplings)"
+        )
     if args.calibration and first in combos:
         print("\ncalibration (15 bins):")
         for label, combo in (("baseline", first), ("the others alone", [n for n in names if n not in first])):
