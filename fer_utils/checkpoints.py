@@ -349,11 +349,9 @@ def model_from_checkpoint(
     return model.eval(), checkpoint
 
 
-PREPROCESSING_KEYS = ("classes", "mean", "std")
-"""What an ensemble takes from its first member. Members must share the classes; input sizes and
-normalizations may differ: the ensemble takes the stored 48x48 face normalized as its first member
-wants it, and enlarges and renormalizes it for each other member (``Ensemble``'s ``sizes`` and
-``norms``)."""
+# An ensemble takes the stored 48x48 face normalized as its first member wants it, and enlarges and
+# renormalizes it for each other member (``Ensemble``'s ``sizes`` and ``norms``). Members must
+# share the classes; input sizes and normalizations may differ.
 
 
 def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None = None) -> tuple[nn.Module, Checkpoint]:
@@ -389,11 +387,27 @@ def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None 
             )
         if isinstance(model, Ensemble):  # flatten, so every model counts once
             members += list(model.members)
-            own = {key: checkpoint.meta[key] for key in ("image_size", "mean", "std")}
-            described += [{**own, **m} for m in checkpoint.meta["members"]]
+            described += _members_described(checkpoint.meta)
         else:
             members.append(model)
             described.append(_member_description(checkpoint.meta, str(checkpoint.path)))
+    return _assembled(members, described, first.meta)
+
+
+def _members_described(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each member's description in an ensemble's metadata, completed by the ensemble's own input
+    size and normalization where an older file left them out."""
+    own = {key: meta[key] for key in ("image_size", "mean", "std")}
+    return [{**own, **m} for m in meta["members"]]
+
+
+def _assembled(
+    members: list[nn.Module], described: list[dict[str, Any]], first: dict[str, Any]
+) -> tuple[nn.Module, Checkpoint]:
+    """An ensemble of ``members`` (described one by one) and its metadata: the classes of
+    ``first`` (the first source's metadata), the normalization of the first member."""
+    from fer_utils.models import Ensemble
+
     sizes = [int(m["image_size"]) for m in described]
     mixed = len(set(sizes)) > 1
     if mixed and min(sizes) < DEFAULT_FACE_SIZE:
@@ -404,7 +418,9 @@ def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None 
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        **{key: first.meta.get(key) for key in PREPROCESSING_KEYS},
+        "classes": first.get("classes"),
+        "mean": described[0]["mean"],
+        "std": described[0]["std"],
         "image_size": DEFAULT_FACE_SIZE if mixed else sizes[0],
         "arch": ENSEMBLE_ARCH,
         "members": described,
@@ -421,16 +437,45 @@ def checkpoint_name(checkpoint: Checkpoint) -> str:
 
 
 def save_ensemble(
-    sources: Sequence[str | os.PathLike], out: str | os.PathLike, half: bool = False, overwrite: bool = False
+    sources: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    half: bool = False,
+    overwrite: bool = False,
+    select: Sequence[int] | None = None,
 ) -> Path:
     """Pack several checkpoints into one ensemble checkpoint file (weights of all members, one
-    description), so an ensemble ships and loads like a single model. ``half`` stores float16
-    weights (half the size; loaded back as float32). ``out`` never replaces a member, nor an
-    existing file unless ``overwrite``."""
-    if len(sources) < 2:
-        raise FERCheckpointError(f"an ensemble needs at least two member checkpoints, got {len(sources)}")
+    description), so an ensemble ships and loads like a single model. An ensemble among the
+    sources counts as its members; ``select`` keeps only the members at these positions (counted
+    from 0 over every source's members in order), in that order: e.g. three of a shipped six, or
+    one member swapped for a new run. ``half`` stores float16 weights (half the size; loaded back
+    as float32). ``out`` never replaces a source, nor an existing file unless ``overwrite``."""
+    from fer_utils.models import Ensemble
+
+    if not sources:
+        raise FERCheckpointError("an ensemble needs member checkpoints; none given")
     check_outputs({"ensemble checkpoint": out}, inputs=sources, overwrite=overwrite)
     model, checkpoint = load_model(list(sources))
+    model = base_model(model)  # a single ensemble file's temperature is for all of its members
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    described = (
+        _members_described(checkpoint.meta)
+        if isinstance(model, Ensemble)
+        else [_member_description(checkpoint.meta, str(checkpoint.path))]
+    )
+    if select is not None:
+        wrong = [i for i in select if not 0 <= i < len(members)]
+        if wrong or len(set(select)) != len(select):
+            raise FERCheckpointError(
+                f"member positions {list(select)}: each must be one of 0-{len(members) - 1} "
+                f"(the {len(members)} members of {', '.join(map(str, sources))}, in order), at most once"
+            )
+        members, described = [members[i] for i in select], [described[i] for i in select]
+    if len(members) < 2:
+        raise FERCheckpointError(
+            f"an ensemble needs at least two members, got {len(members)}: pass two or more checkpoints "
+            "(an ensemble file counts as its members)"
+        )
+    model, checkpoint = _assembled(members, described, checkpoint.meta)
     meta = checkpoint.meta
     card = ModelCard(
         ENSEMBLE_ARCH,

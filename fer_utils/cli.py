@@ -542,9 +542,11 @@ def add_teacher_parser(sub: Any) -> None:
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from fer_utils.checkpoints import read_checkpoint_meta, save_ensemble
 
-    out = save_ensemble(args.members, args.out, half=args.half, overwrite=args.overwrite)
+    out = save_ensemble(args.members, args.out, half=args.half, overwrite=args.overwrite, select=args.select)
     meta = read_checkpoint_meta(out)
     print(f"wrote {out} ({len(meta['members'])} members, {out.stat().st_size / 1e6:.1f} MB)")
+    for i, m in enumerate(meta["members"]):
+        print(f"  member {i}: {m.get('source')} at {m['image_size']} px")
     return 0
 
 
@@ -556,6 +558,14 @@ def add_ensemble_parser(sub: Any) -> None:
     p.add_argument("members", nargs="+", metavar="CHECKPOINT", help="checkpoints with the same classes and input size")
     p.add_argument("--out", required=True, metavar="FILE", help="the ensemble .safetensors to write")
     p.add_argument("--half", action="store_true", help="store float16 weights: half the size, loaded as float32")
+    p.add_argument(
+        "--select",
+        nargs="+",
+        type=int,
+        metavar="I",
+        help="keep only these members, in this order: positions from 0 over every checkpoint's members "
+        "(an ensemble file counts as its members), e.g. three of a shipped six, or one swapped for a new run",
+    )
     overwrite_flag(p, "--out")
     p.set_defaults(func=cmd_ensemble)
 

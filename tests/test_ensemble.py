@@ -61,6 +61,31 @@ def test_packed_ensemble_loads_like_one_model_and_predicts_the_same(members, sma
     assert len(nested.members) == 4
 
 
+def test_select_keeps_chosen_members_in_order_and_refuses_bad_positions(members, small_faces, tmp_path, capsys):
+    packed = save_ensemble(members, tmp_path / "three.safetensors")
+    big = member(tmp_path / "big.safetensors", seed=9, image_size=64)
+    # member 1 of the packed three swapped for a new run, the new one in its place
+    out = tmp_path / "swapped.safetensors"
+    assert main(["ensemble", str(packed), str(big), "--select", "0", "3", "2", "--out", str(out)]) == 0
+    assert "member 1: " + str(big) + " at 64 px" in capsys.readouterr().out
+    meta = read_checkpoint_meta(out)
+    assert [m["source"] for m in meta["members"]] == [str(members[0]), str(big), str(members[2])]
+    assert member_sizes(meta) == [48, 64, 48]
+    faces = list(small_faces.images[:5])
+    np.testing.assert_allclose(
+        Predictor.from_checkpoint(out, runtime="torch").predict_arrays(faces),
+        Predictor.from_checkpoint([members[0], big, members[2]], runtime="torch").predict_arrays(faces),
+        atol=1e-5,
+    )
+    # two of one ensemble file alone: a smaller ensemble
+    two = save_ensemble([packed], tmp_path / "two.safetensors", select=[2, 0])
+    assert [m["source"] for m in read_checkpoint_meta(two)["members"]] == [str(members[2]), str(members[0])]
+    for select, words in (([0, 3], "0-2"), ([1, 1], "at most once"), ([1], "at least two members")):
+        with pytest.raises(FERCheckpointError, match=words):
+            save_ensemble([packed], tmp_path / "bad.safetensors", select=select)
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
 def test_members_of_different_sizes_each_see_their_own_preprocessing(members, small_faces, tmp_path):
     big = member(tmp_path / "big.safetensors", seed=9, image_size=64)
     faces = list(small_faces.images[:5])
