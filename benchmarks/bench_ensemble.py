@@ -292,14 +292,15 @@ def main() -> None:
         combo, label = swapped(first, candidates, args.replace)
         right = [np.mean([probs[n] for n in c], axis=0).argmax(1) == faces.labels for c in (combo, first)]
         diff = right[0].astype(float) - right[1]
-        low, high = paired_interval(diff, args.bootstrap or 2000)
+        resamplings = args.bootstrap or 2000
+        low, high = paired_interval(diff, resamplings)
         print(f"\nthe swap fixed in advance: {label}")
         print("(log-loss and ECE: as they are / after one temperature, two-fold)")
         print(f"baseline: {summary_line([probs[n] for n in first], faces.labels)}")
         print(f"swap:     {summary_line([probs[n] for n in combo], faces.labels)}")
         print(
             f"paired difference: {diff.mean():+.4f} ({int(diff.sum()):+d} face{'' if abs(diff.sum()) == 1 else 's'}), "
-            f"95% [{low:+.4f}, {high:+.4f}] ({args.bootstrap or 2000} resamplings)"
+            f"95% [{low:+.4f}, {high:+.4f}] ({resamplings} resamplings)"
         )
     if args.calibration and first in combos:
         print("\ncalibration (15 bins):")

@@ -349,11 +349,6 @@ def model_from_checkpoint(
     return model.eval(), checkpoint
 
 
-# An ensemble takes the stored 48x48 face normalized as its first member wants it, and enlarges and
-# renormalizes it for each other member (``Ensemble``'s ``sizes`` and ``norms``). Members must
-# share the classes; input sizes and normalizations may differ.
-
-
 def load_model(source: CheckpointSource, expect_classes: tuple[str, ...] | None = None) -> tuple[nn.Module, Checkpoint]:
     """One checkpoint (a single model or a packed ensemble), or several averaged as an ensemble.
 
@@ -405,7 +400,10 @@ def _assembled(
     members: list[nn.Module], described: list[dict[str, Any]], first: dict[str, Any]
 ) -> tuple[nn.Module, Checkpoint]:
     """An ensemble of ``members`` (described one by one) and its metadata: the classes of
-    ``first`` (the first source's metadata), the normalization of the first member."""
+    ``first`` (the first source's metadata). Members must share the classes; input sizes and
+    normalizations may differ: the ensemble takes the stored 48x48 face normalized as its first
+    member wants it, and enlarges and renormalizes it for each other member (``Ensemble``'s
+    ``sizes`` and ``norms``)."""
     from fer_utils.models import Ensemble
 
     sizes = [int(m["image_size"]) for m in described]
