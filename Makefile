@@ -69,11 +69,14 @@ demo: setup
 
 # Rebuild the shipped FER2013 model (README, Results) from the Kaggle FER2013 folder or CSV:
 #   make -j2 model FER_DATA_DIR=path/to/fer2013
-# Six EfficientNet-Lite0 members, each a second 8-epoch cycle on FER2013 (EMA of the weights,
+# Six EfficientNet-Lite0 members, each a second cycle on FER2013 (8 epochs, 6 for members 0 and 2; EMA of the weights,
 # decay 0.998, epoch chosen on PublicTest) from a Lite0 that had already learned faces:
-# members 0 and 1 (88 px, seeds 26 and 29) from member 1 (72 px) of the shipped FER+ ensemble,
-# members 2 and 3 (88 px, seeds 28 and 30) from its member 0 (64 px), and members 4 and 5 (80 px,
-# seeds 25 and 31) from a 72 px FER2013 model (seed 5, 12 epochs from ImageNet: model-member5-72).
+# member 1 (88 px, seed 29) from member 1 (72 px) of the shipped FER+ ensemble, member 3 (88 px,
+# seed 30) from its member 0 (64 px), and members 4 and 5 (80 px, seeds 25 and 31) from a 72 px
+# FER2013 model (seed 5, 12 epochs from ImageNet: model-member5-72). Members 0 and 2 (104 px, seeds
+# 40 and 41, 6 epochs) go round once more: the 88 px cycles of seeds 26 and 28 (from the FER+
+# members 1 and 0), then 6 epochs on FER+'s soft labels at 88 px (runs 36 and 37; needs
+# FER_FERPLUS_DIR), then a second FER2013 cycle from those at 104 px.
 # Each trains on one thread, so -j2 trains two side by side. Packed into one float16 file (it
 # takes the 48x48 face and enlarges it for each member), its temperature fitted on PublicTest,
 # evaluated there. The single model (models/fer2013_efficientnet-lite0.safetensors) is
@@ -83,7 +86,7 @@ MEMBER_FLAGS = --arch efficientnet-lite0 --image-size 64 --tta crops --overwrite
 SECOND_CYCLE = --arch efficientnet-lite0 --epochs 8 --ema-decay 0.998 --threads 1 --overwrite
 FERPLUS_START = --pretrained models/ferplus_ensemble.safetensors --pretrained-member
 CYCLE_OUT = runs/fer2013-lite0
-CYCLE_MEMBERS = 88-seed26-ferplusinit 88-seed29-ferplusinit 88-seed28-ferplus0init 88-seed30-ferplus0init \
+CYCLE_MEMBERS = 104-seed40-ferplus36init 88-seed29-ferplusinit 104-seed41-ferplus37init 88-seed30-ferplus0init \
 	80-seed25-fer2013init 80-seed31-fer2013init
 model: setup $(addprefix model-cycle-,$(CYCLE_MEMBERS))
 	$(BIN)/fer ensemble $(foreach m,$(CYCLE_MEMBERS),$(CYCLE_OUT)-$(m)-ema/best.safetensors) \
@@ -102,6 +105,29 @@ model-cycle-88-seed%-ferplus0init: setup
 	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
 	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(CYCLE_OUT)-88-seed$*-ferplus0init-ema $(SECOND_CYCLE) \
 		$(FERPLUS_START) 0 --image-size 88 --seed $*
+
+# FER+ soft labels at 88 px from the 88 px FER2013 cycles: run 36 from seed 26, run 37 from seed 28
+FERPLUS_CYCLE = --ferplus-mode soft --arch efficientnet-lite0 --image-size 88 --epochs 6 --ema-decay 0.998 \
+	--threads 1 --overwrite
+model-ferplus-88-seed36: setup model-cycle-88-seed26-ferplusinit
+	test -n "$(FER_FERPLUS_DIR)" || (echo "set FER_FERPLUS_DIR=path/to/ferplus" && false)
+	$(BIN)/fer train --data $(FER_FERPLUS_DIR) --out runs/ferplus-lite0-88-seed36-from-fer2013m0 $(FERPLUS_CYCLE) \
+		--pretrained $(CYCLE_OUT)-88-seed26-ferplusinit-ema/best.safetensors --seed 36
+
+model-ferplus-88-seed37: setup model-cycle-88-seed28-ferplus0init
+	test -n "$(FER_FERPLUS_DIR)" || (echo "set FER_FERPLUS_DIR=path/to/ferplus" && false)
+	$(BIN)/fer train --data $(FER_FERPLUS_DIR) --out runs/ferplus-lite0-88-seed37-from-fer2013m2 $(FERPLUS_CYCLE) \
+		--pretrained $(CYCLE_OUT)-88-seed28-ferplus0init-ema/best.safetensors --seed 37
+
+model-cycle-104-seed40-ferplus36init: setup model-ferplus-88-seed36
+	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
+	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(CYCLE_OUT)-104-seed40-ferplus36init-ema $(SECOND_CYCLE) \
+		--pretrained runs/ferplus-lite0-88-seed36-from-fer2013m0/best.safetensors --image-size 104 --epochs 6 --seed 40
+
+model-cycle-104-seed41-ferplus37init: setup model-ferplus-88-seed37
+	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
+	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(CYCLE_OUT)-104-seed41-ferplus37init-ema $(SECOND_CYCLE) \
+		--pretrained runs/ferplus-lite0-88-seed37-from-fer2013m2/best.safetensors --image-size 104 --epochs 6 --seed 41
 
 model-cycle-80-seed%-fer2013init: setup model-member5-72
 	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
