@@ -99,7 +99,8 @@ def test_default_gradcam_resolves_facial_parts(predictor, faces):
 
     size = predictor.checkpoint.image_size
     assert min(cam_resolution(predictor.model, size, "fine")) >= 8  # each member: 10x10 to 13x13 cells
-    assert max(cam_resolution(predictor.model, size, "last")) <= 4  # why the default is not the last layer (3x3, 4x4 at 104 px)
+    # why the default is not the last layer: 3x3 cells, 4x4 at 104 px
+    assert max(cam_resolution(predictor.model, size, "last")) <= 4
     if faces.sources[0].startswith("synthetic"):
         pytest.skip("the parts' share needs real, aligned faces (FER_DATA_DIR)")
     sample = faces.images[:30]
