@@ -68,7 +68,7 @@ demo: setup
 	$(BIN)/fer train --data $(DATA) --out $(DEMO_OUT) --epochs 8 --image-size 48 --overwrite
 
 # Rebuild the shipped FER2013 model (README, Results) from the Kaggle FER2013 folder or CSV:
-#   make -j2 model FER_DATA_DIR=path/to/fer2013
+#   make -j2 model FER_DATA_DIR=path/to/fer2013 FER_FERPLUS_DIR=path/to/ferplus
 # Six EfficientNet-Lite0 members, each a second cycle on FER2013 (8 epochs, 6 for members 0 and 2; EMA of the weights,
 # decay 0.998, epoch chosen on PublicTest) from a Lite0 that had already learned faces:
 # member 1 (88 px, seed 29) from member 1 (72 px) of the shipped FER+ ensemble, member 3 (88 px,

@@ -69,7 +69,7 @@ SHIPPED_PHOTO_MODEL = "ferplus_ensemble.safetensors"
 """The default for photos (``Predictor.from_checkpoint()``, ``fer predict``, ``fer serve``,
 ``fer webcam``): trained on FER+'s labels, the majority of ten people per face. Measured on the
 3,175 PublicTest faces' FER+ majority labels it agrees with people on 88.1 % of faces (macro-F1
-0.810), the FER2013 model on 72.0 % (0.642): FER2013's single labeller disagrees with the ten on
+0.810), the FER2013 model on 71.9 % (0.642): FER2013's single labeller disagrees with the ten on
 about a third of the faces, and a photo's expression is what people see in it (README, Results)."""
 
 SHIPPED_SINGLE_MODEL = "fer2013_efficientnet-lite0.safetensors"
