@@ -46,11 +46,27 @@ def test_fit_recovers_the_temperature_and_lowers_the_calibration_error():
     assert (after.predictions == before.predictions).all(), "a temperature never changes a prediction"
 
 
-def test_calibrated_copy_carries_the_temperature_and_every_path_applies_it(tmp_path, untrained_checkpoint, small_faces):
-    original = untrained_checkpoint.read_bytes()
+def _overconfident_checkpoint(path):
+    """An untrained Lite0 (fixed seed) with its classifier at 30x its usual scale: it calls every
+    face "sad" with confidence 0.5-0.99, so the fit deterministically lands at its upper bound
+    (about 20). The plain fixture's near-uniform outputs let the fit land anywhere, even at 1.0001."""
+    from fer_utils.checkpoints import ModelCard, save_checkpoint
+    from fer_utils.labels import EMOTIONS
+    from fer_utils.models import build_model, classifier_layer
+
+    torch.manual_seed(0)
+    model = build_model("efficientnet-lite0").eval()
+    with torch.no_grad():
+        classifier_layer(model).weight.mul_(30)
+    return save_checkpoint(path, model, ModelCard("efficientnet-lite0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3))
+
+
+def test_calibrated_copy_carries_the_temperature_and_every_path_applies_it(tmp_path, small_faces):
+    checkpoint = _overconfident_checkpoint(tmp_path / "overconfident.safetensors")
+    original = checkpoint.read_bytes()
     out = tmp_path / "calibrated.safetensors"
-    result = calibrate_checkpoint(untrained_checkpoint, small_faces, out, split="val")
-    assert untrained_checkpoint.read_bytes() == original, "the input checkpoint must never change"
+    result = calibrate_checkpoint(checkpoint, small_faces, out, split="val")
+    assert checkpoint.read_bytes() == original, "the input checkpoint must never change"
     meta = read_checkpoint_meta(out)
     assert meta["temperature"] == result.temperature
     assert abs(result.temperature - 1) > 0.05, "the test needs a temperature that visibly changes probabilities"
@@ -58,7 +74,7 @@ def test_calibrated_copy_carries_the_temperature_and_every_path_applies_it(tmp_p
 
     model, _ = load_model(out)
     assert isinstance(model, TemperatureScaled)
-    plain = evaluate_checkpoint(untrained_checkpoint, small_faces).probabilities
+    plain = evaluate_checkpoint(checkpoint, small_faces).probabilities
     calibrated = evaluate_checkpoint(out, small_faces).probabilities
     np.testing.assert_allclose(calibrated, scaled_probabilities(plain, result.temperature), atol=1e-4)
 
