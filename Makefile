@@ -69,10 +69,10 @@ demo: setup
 
 # Rebuild the shipped FER2013 model (README, Results) from the Kaggle FER2013 folder or CSV:
 #   make -j2 model FER_DATA_DIR=path/to/fer2013 FER_FERPLUS_DIR=path/to/ferplus
-# Six EfficientNet-Lite0 members, each a second cycle on FER2013 (8 epochs, 6 for members 0 and 2; EMA of the weights,
+# Six EfficientNet-Lite0 members, each a second cycle on FER2013 (8 epochs, 6 for members 0, 2 and 3; EMA of the weights,
 # decay 0.998, epoch chosen on PublicTest) from a Lite0 that had already learned faces:
-# member 1 (88 px, seed 29) from member 1 (72 px) of the shipped FER+ ensemble, member 3 (88 px,
-# seed 30) from its member 0 (64 px), and members 4 and 5 (80 px, seeds 25 and 31) from a 72 px
+# member 1 (88 px, seed 29) from member 1 (72 px) of the shipped FER+ ensemble, member 3 (72 px,
+# seed 47, 6 epochs) from its member 0 (64 px), and members 4 and 5 (80 px, seeds 25 and 31) from a 72 px
 # FER2013 model (seed 5, 12 epochs from ImageNet: model-member5-72). Members 0 and 2 (104 px, seeds
 # 40 and 41, 6 epochs) go round once more: the 88 px cycles of seeds 26 and 28 (from the FER+
 # members 1 and 0), then 6 epochs on FER+'s soft labels at 88 px (runs 36 and 37; needs
@@ -83,10 +83,10 @@ demo: setup
 # model-member0.
 MODEL_OUT ?= runs/fer2013-lite0-64
 MEMBER_FLAGS = --arch efficientnet-lite0 --image-size 64 --tta crops --overwrite
-SECOND_CYCLE = --arch efficientnet-lite0 --epochs 8 --ema-decay 0.998 --threads 1 --overwrite
+SECOND_CYCLE = --arch efficientnet-lite0 --ema-decay 0.998 --threads 1 --overwrite
 FERPLUS_START = --pretrained models/ferplus_ensemble.safetensors --pretrained-member
 CYCLE_OUT = runs/fer2013-lite0
-CYCLE_MEMBERS = 104-seed40-ferplus36init 88-seed29-ferplusinit 104-seed41-ferplus37init 88-seed30-ferplus0init \
+CYCLE_MEMBERS = 104-seed40-ferplus36init 88-seed29-ferplusinit 104-seed41-ferplus37init 72-seed47-ferplus0init \
 	80-seed25-fer2013init 80-seed31-fer2013init
 model: setup $(addprefix model-cycle-,$(CYCLE_MEMBERS))
 	$(BIN)/fer ensemble $(foreach m,$(CYCLE_MEMBERS),$(CYCLE_OUT)-$(m)-ema/best.safetensors) \
@@ -99,16 +99,17 @@ model: setup $(addprefix model-cycle-,$(CYCLE_MEMBERS))
 NEED_DATA = test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
 NEED_FERPLUS = test -n "$(FER_FERPLUS_DIR)" || (echo "set FER_FERPLUS_DIR=path/to/ferplus" && false)
 
-# An 88 px second FER2013 cycle from a member of the shipped FER+ ensemble:
-# $(1) the start's name in the target, $(2) the FER+ member it starts from
-define CYCLE_88
-model-cycle-88-seed%-$(1): setup
+# A second FER2013 cycle from a member of the shipped FER+ ensemble: $(1) the input size, $(2) the
+# start's name in the target, $(3) the FER+ member it starts from, $(4) the epochs
+define CYCLE
+model-cycle-$(1)-seed%-$(2): setup
 	$$(NEED_DATA)
-	$$(BIN)/fer train --data $$(FER_DATA_DIR) --out $$(CYCLE_OUT)-88-seed$$*-$(1)-ema $$(SECOND_CYCLE) \
-		$$(FERPLUS_START) $(2) --image-size 88 --seed $$*
+	$$(BIN)/fer train --data $$(FER_DATA_DIR) --out $$(CYCLE_OUT)-$(1)-seed$$*-$(2)-ema $$(SECOND_CYCLE) \
+		$$(FERPLUS_START) $(3) --image-size $(1) --epochs $(4) --seed $$*
 endef
-$(eval $(call CYCLE_88,ferplusinit,1))
-$(eval $(call CYCLE_88,ferplus0init,0))
+$(eval $(call CYCLE,88,ferplusinit,1,8))
+$(eval $(call CYCLE,88,ferplus0init,0,8))
+$(eval $(call CYCLE,72,ferplus0init,0,6))
 
 # The longer chain of members 0 and 2: an 88 px FER2013 cycle, 6 epochs on FER+'s soft labels at
 # 88 px, then a 104 px FER2013 cycle. $(1) the 104 px seed, $(2) the FER+ seed, $(3) the 88 px
@@ -132,7 +133,7 @@ $(eval $(call LONG_CHAIN,41,37,28-ferplus0init,runs/ferplus-lite0-88-seed37-from
 model-cycle-80-seed%-fer2013init: setup model-member5-72
 	$(NEED_DATA)
 	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(CYCLE_OUT)-80-seed$*-fer2013init-ema $(SECOND_CYCLE) \
-		--pretrained $(MODEL_OUT)-seed5-72/best.safetensors --image-size 80 --seed $*
+		--pretrained $(MODEL_OUT)-seed5-72/best.safetensors --image-size 80 --epochs 8 --seed $*
 
 model-member0: setup
 	$(NEED_DATA)

@@ -87,10 +87,10 @@ def test_shipped_models_carry_the_temperature_fitted_on_the_selection_split():
 
 
 def test_shipped_ensemble_is_what_its_model_card_and_lesson_say(predictor):
-    # models/README.md and notebook 09: six Lite0 members at 104, 88 or 80 px, packed in float16
+    # models/README.md and notebook 09: six Lite0 members at 104, 88, 80 or 72 px, packed in float16
     members = predictor.checkpoint.meta["members"]
     assert [m["arch"] for m in members] == ["efficientnet-lite0"] * 6
-    assert [m["image_size"] for m in members] == [104, 88, 104, 88, 80, 80]
+    assert [m["image_size"] for m in members] == [104, 88, 104, 72, 80, 80]
     assert SHIPPED.stat().st_size < 50e6  # the size budget
 
 
@@ -99,8 +99,8 @@ def test_default_gradcam_resolves_facial_parts(predictor, faces):
 
     size = predictor.checkpoint.image_size
     sizes = [m["image_size"] for m in predictor.checkpoint.meta["members"]]
-    # notebook 06: the default layer has stride 8 (10x10 at 80 px, 11x11 at 88, 13x13 at 104), the
-    # last one stride 32 (3x3 at 80-88 px, 4x4 at 104): why the default is not the last layer
+    # notebook 06: the default layer has stride 8 (9x9 at 72 px, 10x10 at 80, 11x11 at 88, 13x13 at
+    # 104), the last one stride 32 (3x3 at 72-88 px, 4x4 at 104): why the default is not the last layer
     assert cam_resolution(predictor.model, size, "fine") == [-(-s // 8) for s in sizes]
     assert cam_resolution(predictor.model, size, "last") == [-(-s // 32) for s in sizes]
     if faces.sources[0].startswith("synthetic"):
