@@ -71,18 +71,21 @@ def real_data_dir() -> Path:
     return Path(path)
 
 
+def save_lite0(path: Path, model) -> Path:
+    """Save a Lite0 as a checkpoint that takes 48 px faces (the card every plumbing test uses)."""
+    from fer_utils.checkpoints import ModelCard, save_checkpoint
+    from fer_utils.labels import EMOTIONS
+
+    return save_checkpoint(path, model, ModelCard("efficientnet-lite0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3))
+
+
 @pytest.fixture(scope="session")
 def untrained_checkpoint(tmp_path_factory) -> Path:
     """A real checkpoint file of an untrained Lite0 (plumbing tests; not for accuracy)."""
-    from fer_utils.checkpoints import ModelCard, save_checkpoint
-    from fer_utils.labels import EMOTIONS
     from fer_utils.models import build_model
 
-    path = tmp_path_factory.mktemp("ckpt") / "untrained.safetensors"
-    return save_checkpoint(
-        path,
-        build_model("efficientnet-lite0").eval(),
-        ModelCard("efficientnet-lite0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3),
+    return save_lite0(
+        tmp_path_factory.mktemp("ckpt") / "untrained.safetensors", build_model("efficientnet-lite0").eval()
     )
 
 
@@ -91,16 +94,14 @@ def two_member_ensemble(tmp_path) -> tuple[Path, list]:
     """An ensemble file of two untrained Lite0 members of different weights, and the members."""
     import torch
 
-    from fer_utils.checkpoints import ModelCard, save_checkpoint, save_ensemble
-    from fer_utils.labels import EMOTIONS
+    from fer_utils.checkpoints import save_ensemble
     from fer_utils.models import build_model
 
-    card = ModelCard("efficientnet-lite0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3)
     members, files = [], []
     for seed in (0, 1):
         torch.manual_seed(seed)
         members.append(build_model("efficientnet-lite0"))
-        files.append(save_checkpoint(tmp_path / f"m{seed}.safetensors", members[-1], card))
+        files.append(save_lite0(tmp_path / f"m{seed}.safetensors", members[-1]))
     return save_ensemble(files, tmp_path / "e.safetensors"), members
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import save_lite0
 from fer_utils.calibration import (
     TemperatureScaled,
     base_model,
@@ -50,15 +51,13 @@ def _overconfident_checkpoint(path):
     """An untrained Lite0 (fixed seed) with its classifier at 30x its usual scale: it calls every
     face "sad" with confidence 0.5-0.99, so the fit deterministically lands at its upper bound
     (about 20). The plain fixture's near-uniform outputs let the fit land anywhere, even at 1.0001."""
-    from fer_utils.checkpoints import ModelCard, save_checkpoint
-    from fer_utils.labels import EMOTIONS
     from fer_utils.models import build_model, classifier_layer
 
     torch.manual_seed(0)
     model = build_model("efficientnet-lite0").eval()
     with torch.no_grad():
         classifier_layer(model).weight.mul_(30)
-    return save_checkpoint(path, model, ModelCard("efficientnet-lite0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3))
+    return save_lite0(path, model)
 
 
 def test_calibrated_copy_carries_the_temperature_and_every_path_applies_it(tmp_path, small_faces):
