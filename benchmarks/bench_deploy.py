@@ -22,7 +22,7 @@ import torch
 def per_face_ms(fn, batch: np.ndarray, repeats: int) -> float:
     """Median time of one call, per face, after three warm-up calls. The median, not the mean:
     one run follows another runtime's calls in this process (PyTorch's threads may still be
-    spinning) and shares a busy machine, and a mean of 30 calls moved by 4 ms between runs."""
+    spinning) and shares a busy machine, so a few slow calls moved the mean by several ms."""
     for _ in range(3):
         fn(batch)
     times = []
