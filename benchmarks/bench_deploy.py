@@ -4,6 +4,8 @@ exported model sizes (fp32 / int8) and the int8 model's accuracy change. Prints 
     python benchmarks/bench_deploy.py [--checkpoint FILE] [--data FER2013_DIR]
 
 --data (default $FER_DATA_DIR) adds the int8 vs fp32 accuracy on its validation split (PublicTest).
+For an ensemble it also times the fp32 graph with ONNX Runtime's parallel executor (members'
+branches side by side on the inter-op threads), the obvious idea for independent members.
 In-browser time per face is printed by tests/test_deployment.py (`pytest -s -k browser`).
 """
 
@@ -39,6 +41,7 @@ def main() -> None:
     from fer_utils.data import load_dataset
     from fer_utils.export import export_onnx
     from fer_utils.inference import Predictor
+    from fer_utils.onnx_model import model_info
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default=None, help="default: the shipped model")
@@ -68,6 +71,15 @@ def main() -> None:
             name: ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"])
             for name, r in (("fp32", fp32), ("int8", int8))
         }
+        parallel = model_info(sessions["fp32"]).members > 1
+        if parallel:
+            options = ort.SessionOptions()
+            options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+            options.inter_op_num_threads = torch.get_num_threads()
+            options.intra_op_num_threads = 1
+            sessions["fp32 parallel"] = ort.InferenceSession(
+                str(fp32.path), options, providers=["CPUExecutionProvider"]
+            )
 
         def onnx_fn(name):
             session = sessions[name]
@@ -87,6 +99,9 @@ def main() -> None:
                     f"batch {n}: PyTorch {t:.2f} ms/face, ONNX Runtime fp32 {o:.2f} ms/face ({t / o:.1f}x), "
                     f"int8 {q:.2f} ms/face ({t / q:.1f}x)"
                 )
+                if parallel:
+                    b = per_face_ms(onnx_fn("fp32 parallel"), batch[:n], repeats)
+                    print(f"batch {n}: ONNX Runtime fp32, members' branches in parallel: {b:.2f} ms/face")
         if args.data:
             val = load_dataset(args.data, progress=False).splits["val"]
             inputs = np.concatenate(
@@ -101,7 +116,7 @@ def main() -> None:
                         == val.labels
                     ).mean()
                 )
-                for name in sessions
+                for name in ("fp32", "int8")
             }
             print(
                 f"PublicTest accuracy ({len(val)} faces, no TTA): fp32 {acc['fp32']:.4f}, int8 {acc['int8']:.4f} "
