@@ -194,7 +194,7 @@ lint: setup
 
 # Static in-browser demo in web/ (ONNX Runtime Web from npm, the exported shipped model).
 web: setup web/node_modules/.package-lock.json
-	$(BIN)/fer export --format web --out web --checkpoint models/fer2013_efficientnet-lite0.safetensors --overwrite
+	$(BIN)/fer export --format web --out web --overwrite
 
 # Gradio app on http://127.0.0.1:7860
 serve: setup

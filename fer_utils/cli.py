@@ -433,11 +433,12 @@ def add_predict_parser(sub: Any) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from fer_utils.export import export_onnx
-    from fer_utils.inference import default_checkpoint
+    from fer_utils.inference import SHIPPED_WEB_MODEL, default_checkpoint
 
-    checkpoint = args.checkpoint or [default_checkpoint()]
     if args.format == "web":
         from fer_utils.export import build_web_demo
+
+        checkpoint = args.checkpoint or [default_checkpoint(SHIPPED_WEB_MODEL)]
 
         ensure_writable_dir(args.out, "web demo")
         result = build_web_demo(args.out, checkpoint, overwrite=args.overwrite)
@@ -446,6 +447,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"try it: python -m http.server -d {args.out} 8000"
         )
         return 0
+    checkpoint = args.checkpoint or [default_checkpoint()]
     calibration = None
     if args.int8:
         import numpy as np
@@ -488,7 +490,8 @@ def add_export_parser(sub: Any) -> None:
         "--format",
         default="onnx",
         choices=["onnx", "web"],
-        help="onnx: one model file; web: fill the static demo folder (web/) with model and runtime",
+        help="onnx: one model file; web: fill the static demo folder (web/) with model and runtime "
+        "(default model: the photo model, models/ferplus_ensemble.safetensors)",
     )
     p.add_argument("--out", required=True, metavar="PATH", help="the .onnx file, or the web/ folder")
     p.add_argument("--int8", action="store_true", help="static int8 quantization, calibrated on training faces")
