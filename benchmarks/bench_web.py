@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import importlib.util
 import shutil
 import statistics
 import sys
@@ -83,8 +84,11 @@ def main() -> None:
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     runtime = WEB / "node_modules" / "onnxruntime-web" / "dist"
-    if chromium is None or not runtime.is_dir():
-        sys.exit("needs Debian's chromium and `npm ci` in web/")
+    if chromium is None or not runtime.is_dir() or importlib.util.find_spec("playwright") is None:
+        sys.exit(
+            "needs Debian's chromium (apt-get install chromium), Playwright (pip install -r requirements-dev.txt) "
+            "and onnxruntime-web (`npm ci` in web/)"
+        )
     checkpoints = args.checkpoints or [
         REPO_MODELS_DIR / SHIPPED_SINGLE_MODEL,
         REPO_MODELS_DIR / SHIPPED_FAST_MODEL,
