@@ -6,7 +6,7 @@ exported model sizes (fp32 / int8) and the int8 model's accuracy change. Prints 
 --data (default $FER_DATA_DIR) adds the int8 vs fp32 accuracy on its validation split (PublicTest).
 For an ensemble it also times the fp32 graph with ONNX Runtime's parallel executor (members'
 branches side by side on the inter-op threads), the obvious idea for independent members.
-In-browser time per face is printed by tests/test_deployment.py (`pytest -s -k browser`).
+In-browser time per face: benchmarks/bench_web.py.
 """
 
 from __future__ import annotations

@@ -12,14 +12,11 @@ chromium, Playwright (dev requirements) and `npm ci` in web/ (as the browser tes
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import importlib.util
 import shutil
 import statistics
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,47 +26,30 @@ REPO = Path(__file__).resolve().parent.parent
 WEB = REPO / "web"
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {  # noqa: RUF012 - the base class's own attribute, extended
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".mjs": "text/javascript",
-        ".wasm": "application/wasm",
-        ".onnx": "application/octet-stream",
-    }
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-def classify_times(site: Path, face: Path, repeats: int, chromium: str) -> list[float]:
+def classify_times(site: Path, face: Path, repeats: int) -> list[float]:
     """Upload ``face`` ``repeats`` + 1 times to the demo served from ``site`` and return the page's
     own classification time (ms) of each: the first includes ONNX Runtime Web's first-run set-up,
-    what a visitor waits for on their first photo."""
-    from playwright.sync_api import sync_playwright
-
+    what a visitor waits for on their first photo. Serves and drives the page with the browser
+    tests' own helpers (tests/test_deployment.py), so both see the same page."""
     sys.path.insert(0, str(REPO / "tests"))
-    from conftest import CHROMIUM_FLAGS
+    from test_deployment import in_browser, serve_folder
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    times = []
+    def upload_repeatedly(page) -> list[float]:
+        times = []
+        for i in range(repeats + 1):
+            copy = face.with_name(f"face{i}.png")  # a new name: the input fires a change each time
+            shutil.copyfile(face, copy)
+            page.evaluate("window.ferResult = null")
+            page.set_input_files("#file", str(copy))
+            page.wait_for_function("window.ferResult !== null", timeout=120_000)
+            times.append(page.evaluate("window.ferResult.classify_ms"))
+        return times
+
+    server, url = serve_folder(site)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
-            page.wait_for_selector("body[data-status=ready]", timeout=120_000)
-            for i in range(repeats + 1):
-                copy = face.with_name(f"face{i}.png")  # a new name: the input fires a change each time
-                shutil.copyfile(face, copy)
-                page.evaluate("window.ferResult = null")
-                page.set_input_files("#file", str(copy))
-                page.wait_for_function("window.ferResult !== null", timeout=120_000)
-                times.append(page.evaluate("window.ferResult.classify_ms"))
-            browser.close()
+        return in_browser(url, upload_repeatedly)
     finally:
         server.shutdown()
-    return times
 
 
 def main() -> None:
@@ -82,9 +62,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--data", default=None, help="FER2013 folder: time a real PublicTest face (default: random)")
     args = parser.parse_args()
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     runtime = WEB / "node_modules" / "onnxruntime-web" / "dist"
-    if chromium is None or not runtime.is_dir() or importlib.util.find_spec("playwright") is None:
+    if (
+        (shutil.which("chromium") or shutil.which("chromium-browser")) is None
+        or not runtime.is_dir()
+        or importlib.util.find_spec("playwright") is None
+    ):
         sys.exit(
             "needs Debian's chromium (apt-get install chromium), Playwright (pip install -r requirements-dev.txt) "
             "and onnxruntime-web (`npm ci` in web/)"
@@ -107,7 +90,7 @@ def main() -> None:
             result = build_web_demo(site, checkpoint, runtime_dir=runtime)
             face = Path(work) / "face.png"
             Image.fromarray(pixels).save(face)
-            first, *times = classify_times(site, face, args.repeats, chromium)
+            first, *times = classify_times(site, face, args.repeats)
         print(
             f"{checkpoint.name}: model.onnx {result.size_bytes / 1e6:.1f} MB; classification per face: first "
             f"{first:.0f} ms, then median of {len(times)} {statistics.median(times):.0f} ms "

@@ -27,7 +27,7 @@ from fer_utils.cli_flags import (
 )
 from fer_utils.config import RECIPES
 from fer_utils.errors import FERDataError, FERError, FEROutputError
-from fer_utils.inference import SHIPPED_MODEL
+from fer_utils.inference import SHIPPED_MODEL, SHIPPED_WEB_MODEL
 from fer_utils.labels import FERPLUS_MODE_ALIASES
 from fer_utils.preprocess import TTA_MODES
 
@@ -433,7 +433,7 @@ def add_predict_parser(sub: Any) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from fer_utils.export import export_onnx
-    from fer_utils.inference import SHIPPED_WEB_MODEL, default_checkpoint
+    from fer_utils.inference import default_checkpoint
 
     if args.format == "web":
         from fer_utils.export import build_web_demo
@@ -491,7 +491,7 @@ def add_export_parser(sub: Any) -> None:
         default="onnx",
         choices=["onnx", "web"],
         help="onnx: one model file; web: fill the static demo folder (web/) with model and runtime "
-        "(default model: the photo model, models/ferplus_ensemble.safetensors)",
+        f"(default model: the photo model, models/{SHIPPED_WEB_MODEL})",
     )
     p.add_argument("--out", required=True, metavar="PATH", help="the .onnx file, or the web/ folder")
     p.add_argument("--int8", action="store_true", help="static int8 quantization, calibrated on training faces")
