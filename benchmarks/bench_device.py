@@ -3,18 +3,22 @@
 Prints figures; asserts nothing. On a machine without CUDA it says so and exits 0.
 
     python benchmarks/bench_device.py [--data FER2013_DIR] [--checkpoint FILE] [--limit N]
+                                      [--only {rates,agreement}] [--json FILE]
 
 - One training epoch over FER2013's training faces (synthetic faces without --data) through
-  ``train_one_epoch``, at 64 px (EfficientNet-Lite0, the CPU default) and at 224 px
-  (EfficientNet-B0, the GPU recipe), each in fp32 and in the ``auto`` mixed precision: img/s.
-- The shipped model's probabilities on the same faces on the CPU and on the GPU: the largest
-  difference (expected well under 1e-3).
+  ``train_one_epoch``, at 64 px (EfficientNet-Lite0, the CPU default) and with the GPU recipe's
+  architecture, size and batch (``RECIPES["gpu"]``), each in fp32 and in the ``auto`` mixed
+  precision: img/s, and what one FER2013 epoch takes.
+- A model's probabilities (the shipped one, or ``--checkpoint``) on the same faces on the CPU and
+  on the GPU: the largest difference (expected well under 1e-3).
+``--json`` also writes the figures to a file (a script can size a training run from them).
 Designed to finish in under 5 minutes on one large GPU; ``--limit`` caps the faces per epoch.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from fer_utils.config import RECIPES
 from fer_utils.data import TorchFaceDataset, load_dataset, synthetic_faces
 from fer_utils.devices import resolve_precision
 from fer_utils.inference import Predictor
@@ -35,7 +40,14 @@ def epoch_rate(faces, arch: str, image_size: int, precision: str, device: torch.
     config = TrainConfig(arch=arch, image_size=image_size, precision=precision, batch_size=batch, pretrained=False)
     spec = arch_spec(arch)
     dataset = TorchFaceDataset(faces, train_transform(image_size, config.augment, spec.mean, spec.std))
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=4, pin_memory=True)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=RECIPES["gpu"]["num_workers"],
+        pin_memory=True,
+    )
     model = build_model(arch, len(faces.classes)).to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -55,6 +67,8 @@ def main() -> int:
     parser.add_argument("--data", default=os.environ.get("FER_DATA_DIR"))
     parser.add_argument("--checkpoint", default=None, help="default: the shipped model")
     parser.add_argument("--limit", type=int, default=0, help="at most N training faces per epoch (0 = all)")
+    parser.add_argument("--only", choices=("rates", "agreement"), default=None, help="run one of the two parts")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print(f"no CUDA device on this machine (torch {torch.__version__}): nothing to measure")
@@ -68,8 +82,12 @@ def main() -> int:
     if args.limit and len(faces) > args.limit:
         faces = faces.subset(np.random.default_rng(0).choice(len(faces), args.limit, replace=False))
     print(f"training faces per epoch: {len(faces)} ({'FER2013' if args.data else 'synthetic'})")
+    figures: dict[str, object] = {"device": name, "torch": torch.__version__, "faces": len(faces)}
     torch.backends.cudnn.benchmark = True
-    for arch, size, batch in (("efficientnet-lite0", 64, 256), ("efficientnet-b0", 224, 128)):
+    gpu = RECIPES["gpu"]
+    for arch, size, batch in (("efficientnet-lite0", 64, 256), (gpu["arch"], gpu["image_size"], gpu["batch_size"])):
+        if args.only == "agreement":
+            break
         rates = {p: epoch_rate(faces, arch, size, p, device, batch) for p in ("fp32", "auto")}
         auto = resolve_precision("auto", device)
         print(
@@ -77,11 +95,18 @@ def main() -> int:
             f"({rates['auto'] / rates['fp32']:.2f}x); one FER2013 epoch (28,709 faces) "
             f"{28709 / rates['auto']:.0f} s"
         )
-    cpu = Predictor.from_checkpoint(args.checkpoint, device="cpu")
-    gpu = Predictor.from_checkpoint(args.checkpoint, device="cuda")
-    sample = list(faces.images[:512])
-    difference = np.abs(cpu.predict_arrays(sample) - gpu.predict_arrays(sample)).max()
-    print(f"shipped model, CPU vs {name}: max probability difference {difference:.1e} over {len(sample)} faces")
+        figures[f"{arch} {size}px"] = {"batch": batch, "fp32_img_s": rates["fp32"], "mixed_img_s": rates["auto"]}
+    if args.only != "rates":
+        cpu = Predictor.from_checkpoint(args.checkpoint, device="cpu")
+        on_gpu = Predictor.from_checkpoint(args.checkpoint, device="cuda")
+        sample = list(faces.images[:512])
+        difference = float(np.abs(cpu.predict_arrays(sample) - on_gpu.predict_arrays(sample)).max())
+        which = args.checkpoint or "shipped model"
+        print(f"{which}, CPU vs {name}: max probability difference {difference:.1e} over {len(sample)} faces")
+        figures["cpu_gpu_max_difference"] = difference
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=1)
     return 0
 
 

