@@ -41,18 +41,32 @@ def test_cli_export(untrained_checkpoint, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "x.onnx")]) == 1
 
 
-def test_int8_export_is_smaller_and_keeps_predictions(untrained_checkpoint, tmp_path, small_faces):
+def test_int8_export_is_smaller_and_keeps_predictions(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
     from fer_utils.checkpoints import ModelCard, save_checkpoint
+    from fer_utils.data import synthetic_faces
     from fer_utils.models import build_model
 
-    # a model with a decisive head, so that agreement means something
+    # A model that is sure of its answers, so that agreement measures the quantization and not a
+    # coin toss: ImageNet Lite0 with a head fitted to these faces' features (fp32 gets them all).
+    # Measured with other face sets: int8 keeps 0.89-0.94 of the answers; a broken int8 export
+    # falls to about 1/7.
+    faces = synthetic_faces(n_per_class=10, seed=5)
     model = build_model("efficientnet-lite0", pretrained=True).eval()
-    torch.nn.init.normal_(model.classifier.weight, std=0.05)
-    card = ModelCard("efficientnet-lite0", small_faces.classes, 48, (0.5,) * 3, (0.5,) * 3)
+    card = ModelCard("efficientnet-lite0", faces.classes, 48, (0.5,) * 3, (0.5,) * 3)
+    inputs = Predictor.from_checkpoint(save_checkpoint(tmp_path / "r.safetensors", model, card)).input_tensor(
+        faces.images
+    )
+    with torch.no_grad():
+        features = model.forward_head(model.forward_features(inputs), pre_logits=True).numpy()
+        head = LogisticRegression(max_iter=2000).fit(features, faces.labels)
+        model.classifier.weight.copy_(torch.from_numpy(head.coef_))
+        model.classifier.bias.copy_(torch.from_numpy(head.intercept_))
     ckpt = save_checkpoint(tmp_path / "m.safetensors", model, card)
     fp32 = export_onnx(ckpt, tmp_path / "fp32.onnx")
-    int8 = export_onnx(ckpt, tmp_path / "int8.onnx", int8=True, calibration_faces=small_faces.images)
+    int8 = export_onnx(ckpt, tmp_path / "int8.onnx", int8=True, calibration_faces=faces.images)
     assert int8.size_bytes < 0.4 * fp32.size_bytes
-    inputs = Predictor.from_checkpoint(ckpt).input_tensor(small_faces.images).numpy()
-    same = (onnx_probabilities(int8.path, inputs).argmax(1) == onnx_probabilities(fp32.path, inputs).argmax(1)).mean()
-    assert same >= 0.7
+    reference = onnx_probabilities(fp32.path, inputs.numpy()).argmax(1)
+    assert (reference == faces.labels).all()
+    assert (onnx_probabilities(int8.path, inputs.numpy()).argmax(1) == reference).mean() >= 0.8
