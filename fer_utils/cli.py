@@ -215,7 +215,7 @@ def add_train_parser(sub: Any) -> None:
         "--recipe",
         default="cpu",
         choices=list(RECIPES),
-        help="starting values: cpu (default; Lite0 64 px) or gpu (B0 224 px, 30 epochs, cuda); flags override",
+        help="starting values: cpu (default; Lite0 64 px) or gpu (Lite1 224 px, 7 epochs, cuda); flags override",
     )
     _config_flags(p)
     p.set_defaults(func=cmd_train)

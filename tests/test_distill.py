@@ -63,7 +63,7 @@ def test_gpu_recipe_runs_at_toy_size_on_the_cpu(tmp_path):
     argv = ["train", "--recipe", "gpu", "--data", "synthetic:0.03", "--out", str(out), "--device", "cpu"]
     assert main([*argv, "--num-workers", "0", *QUICK]) == 0
     config = read_checkpoint_meta(out / "best.safetensors")["config"]
-    assert config["arch"] == RECIPES["gpu"]["arch"] == "efficientnet-b0"
+    assert config["arch"] == RECIPES["gpu"]["arch"] == "timm:tf_efficientnet_lite1"
     assert (config["image_size"], config["epochs"], config["precision"]) == (32, 1, "auto")
     assert TrainConfig.from_recipe("gpu").image_size == 224
     with pytest.raises(FERConfigError, match="recipe must be one of"):
