@@ -3,7 +3,7 @@
 Prints figures; asserts nothing. On a machine without CUDA it says so and exits 0.
 
     python benchmarks/bench_device.py [--data FER2013_DIR] [--checkpoint FILE] [--limit N]
-                                      [--only {rates,agreement}] [--json FILE]
+                                      [--only {rates,agreement}] [--json FILE [--overwrite]]
 
 - One training epoch over FER2013's training faces (synthetic faces without --data) through
   ``train_one_epoch``, at 64 px (EfficientNet-Lite0, the CPU default) and with the GPU recipe's
@@ -27,9 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from fer_utils.atomic import check_outputs, write_text_atomic
 from fer_utils.config import RECIPES
 from fer_utils.data import TorchFaceDataset, load_dataset, synthetic_faces
 from fer_utils.devices import resolve_precision
+from fer_utils.errors import FERError
 from fer_utils.inference import Predictor
 from fer_utils.models import arch_spec, build_model
 from fer_utils.training import TrainConfig, make_optimizer, train_one_epoch
@@ -69,7 +71,12 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=0, help="at most N training faces per epoch (0 = all)")
     parser.add_argument("--only", choices=("rates", "agreement"), default=None, help="run one of the two parts")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args()
+    try:
+        check_outputs({"figures JSON": args.json}, inputs=[args.checkpoint, args.data], overwrite=args.overwrite)
+    except FERError as err:
+        parser.error(str(err))
     if not torch.cuda.is_available():
         print(f"no CUDA device on this machine (torch {torch.__version__}): nothing to measure")
         return 0
@@ -105,8 +112,7 @@ def main() -> int:
         print(f"{which}, CPU vs {name}: max probability difference {difference:.1e} over {len(sample)} faces")
         figures["cpu_gpu_max_difference"] = difference
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=1)
+        write_text_atomic(args.json, json.dumps(figures, indent=1))
     return 0
 
 
