@@ -136,29 +136,43 @@ def gradcam_maps(
     target_classes: Sequence[int] | None = None,
     method: str = "layercam",
     layer: str = "fine",
+    batch_size: int = 16,
 ) -> np.ndarray:
     """Class-activation maps (N, H, W) in 0..1 for ``inputs`` (N, C, H, W), for the given classes
     (default: each face's predicted class); ``method`` from ``CAM_METHODS``, ``layer`` from ``CAM_LAYERS``.
-    ``method="gradcam", layer="last"`` is the textbook Grad-CAM that notebook 06 builds by hand."""
+    ``method="gradcam", layer="last"`` is the textbook Grad-CAM that notebook 06 builds by hand.
+
+    ``batch_size`` faces go through forward and backward at a time: the backward pass keeps every
+    activation of every member, so memory must grow with the batch, not with N (notebook 06 explains
+    hundreds of faces; benchmarks/bench_course.py watches its peak)."""
     from pytorch_grad_cam import GradCAM, LayerCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     if method not in CAM_METHODS:
         raise FERConfigError(f"CAM method must be one of {', '.join(CAM_METHODS)}, got {method!r}")
+    if target_classes is not None and len(target_classes) != len(inputs):
+        raise FERConfigError(f"give one target class per face: {len(target_classes)} classes for {len(inputs)} faces")
     was_training = model.training
     model.eval()
+    maps = []
     try:
-        if target_classes is None:
-            with torch.no_grad():
-                target_classes = model(inputs).argmax(dim=1).tolist()
-        targets = [ClassifierOutputTarget(int(k)) for k in target_classes]
         layers = gradcam_target_layers(model, inputs.shape[-1], layer)
         kind = LayerCAM if method == "layercam" else GradCAM
-        with torch.enable_grad(), kind(model=model, target_layers=layers) as cam:
-            maps = cam(input_tensor=inputs, targets=targets)
+        with kind(model=model, target_layers=layers) as cam:
+            for start in range(0, len(inputs), batch_size):
+                batch = inputs[start : start + batch_size]
+                if target_classes is None:
+                    with torch.no_grad():
+                        classes = model(batch).argmax(dim=1).tolist()
+                else:
+                    classes = target_classes[start : start + batch_size]
+                with torch.enable_grad():
+                    maps.append(cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(k)) for k in classes]))
     finally:
         model.train(was_training)
-    return np.nan_to_num(maps).astype(np.float32)
+    if not maps:
+        return np.zeros((0, *inputs.shape[-2:]), dtype=np.float32)
+    return np.nan_to_num(np.concatenate(maps)).astype(np.float32)
 
 
 def overlay(face: np.ndarray, cam: np.ndarray, opacity: float = 0.5) -> np.ndarray:

@@ -11,7 +11,7 @@ from torch import nn
 from fer_utils.calibration import base_model
 from fer_utils.devices import model_device
 from fer_utils.models import Ensemble
-from fer_utils.preprocess import tta_inputs
+from fer_utils.preprocess import faces_per_batch, tta_inputs
 
 
 def resizes_input(model: nn.Module) -> bool:
@@ -32,17 +32,17 @@ def predict_faces(
     batch_size: int = 256,
 ) -> np.ndarray:
     """Softmax probabilities (N, C) of ``model`` for uint8 gray faces (N, H, H), averaged over the
-    TTA views (:func:`fer_utils.preprocess.tta_inputs`), ``batch_size`` faces at a time."""
+    TTA views (:func:`fer_utils.preprocess.tta_inputs`), at most ``batch_size`` model inputs (faces
+    times views) at a time."""
     was_training = model.training
     model.eval()
     device = model_device(model)
     keep_crop_size = resizes_input(model)
     outputs = []
+    step = faces_per_batch(tta, batch_size)
     try:
-        for start in range(0, len(faces), batch_size):
-            views = tta_inputs(
-                faces[start : start + batch_size], image_size, mean, std, tta, keep_crop_size=keep_crop_size
-            )
+        for start in range(0, len(faces), step):
+            views = tta_inputs(faces[start : start + step], image_size, mean, std, tta, keep_crop_size=keep_crop_size)
             v, b = views.shape[:2]
             inputs = torch.from_numpy(views.reshape(v * b, *views.shape[2:])).to(device, non_blocking=True)
             logits = model(inputs.contiguous(memory_format=torch.channels_last))

@@ -45,7 +45,7 @@ from fer_utils.detection import (
 from fer_utils.errors import FERCheckpointError, FERConfigError, FERDataError, FERError
 from fer_utils.locations import REPO_MODELS_DIR
 from fer_utils.onnx_model import OnnxClassifier, cache_entry, checkpoint_key, verified
-from fer_utils.preprocess import TTA_MODES, face_inputs, softmax, tta_inputs
+from fer_utils.preprocess import TTA_MODES, face_inputs, faces_per_batch, softmax, tta_inputs
 from fer_utils.results import FaceResult, ImageResult
 from fer_utils.video import DEFAULT_SMOOTHING, FrameAnalyzer, FrameSelection, VideoResult, analyze_video, open_video
 
@@ -392,6 +392,13 @@ class Predictor:
         averaged over the test-time augmentation views."""
         if not len(faces):
             return np.zeros((0, len(self.classes)), dtype=np.float32)
+        step = faces_per_batch(self.tta)  # bounded batches: memory does not grow with the number of faces
+        return np.concatenate(
+            [self._probabilities(faces[start : start + step]) for start in range(0, len(faces), step)]
+        )
+
+    def _probabilities(self, faces: Sequence[np.ndarray]) -> np.ndarray:
+        """:meth:`predict_arrays` for one batch."""
         views = tta_inputs(
             self._faces48(faces), self.image_size, self.mean, self.std, self.tta, keep_crop_size=self._keep_crop_size
         )

@@ -24,6 +24,21 @@ TTA_MODES = ("none", "flip", "crops")
 CROP_FRACTION = 0.9
 """Side of each of the five TTA crops, as a share of the input side."""
 
+TTA_VIEWS = {"none": 1, "flip": 2, "crops": 10}
+"""How many model inputs each TTA mode makes of one face."""
+
+MAX_BATCH_INPUTS = 256
+"""Model inputs (faces times TTA views) run at once: a bound on the activations held, so memory
+does not grow with the number of faces or the TTA mode (ten crops of 256 faces would be 2,560
+inputs, each held by every member of an ensemble)."""
+
+
+def faces_per_batch(tta: str, max_inputs: int = MAX_BATCH_INPUTS) -> int:
+    """How many faces to run at once so that their TTA views stay within ``max_inputs``."""
+    if tta not in TTA_VIEWS:
+        raise FERConfigError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    return max(1, max_inputs // TTA_VIEWS[tta])
+
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
     """(N, H, W) float32 to (N, size, size) with a bilinear filter; when reducing, Pillow's

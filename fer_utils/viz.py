@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from fer_utils.annotate import annotate_image as annotate_image  # re-exported: the drawing functions together
 from fer_utils.annotate import save_pil as save_pil
@@ -81,6 +82,7 @@ def training_curves_figure(history: pd.DataFrame) -> Figure:
     for ax in (ax_loss, ax_acc):
         ax.legend()
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     fig.tight_layout()
     return fig
 
@@ -97,19 +99,18 @@ def class_distribution_figure(dataset: LoadedDataset) -> Figure:
 
 
 def sample_grid_figure(faces: FaceSet, per_class: int = 6, seed: int = 0) -> Figure:
-    """A grid of example faces, one row per class."""
+    """A grid of example faces, one row per class present (a subset of one class is one row)."""
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(
-        len(faces.classes), per_class, figsize=(per_class * 1.1, len(faces.classes) * 1.2), squeeze=False
-    )
-    for row, name in enumerate(faces.classes):
-        index = np.flatnonzero(faces.labels == row)
-        chosen = rng.choice(index, size=min(per_class, len(index)), replace=False) if len(index) else []
+    present = np.unique(faces.labels)
+    fig, axes = plt.subplots(len(present), per_class, figsize=(per_class * 1.1, len(present) * 1.2), squeeze=False)
+    for row, k in enumerate(present):
+        index = np.flatnonzero(faces.labels == k)
+        chosen = rng.choice(index, size=min(per_class, len(index)), replace=False)
         for col, ax in enumerate(axes[row]):
             ax.axis("off")
             if col < len(chosen):
                 ax.imshow(faces.images[chosen[col]], cmap="gray", vmin=0, vmax=255)
-        axes[row][0].set_title(name, loc="left", fontsize=9)
+        axes[row][0].set_title(faces.classes[k], loc="left", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -241,18 +242,32 @@ def misclassified_gallery_figure(
     return fig
 
 
+def normalized_display_range(transform) -> tuple[float, float]:
+    """The values a transform's ``Normalize`` step gives black and white pixels: showing every
+    augmented face on this one range keeps brightness and contrast changes visible (rescaling each
+    face to its own min and max would undo them)."""
+    from torchvision.transforms import v2
+
+    steps = transform.transforms if isinstance(transform, v2.Compose) else [transform]
+    norm = next((step for step in steps if isinstance(step, v2.Normalize)), None)
+    if norm is None:
+        return 0.0, 1.0
+    return (0 - norm.mean[0]) / norm.std[0], (1 - norm.mean[0]) / norm.std[0]
+
+
 def augmentation_grid_figure(face: np.ndarray, transform, n: int = 8, seed: int = 0) -> Figure:
-    """The original face and ``n`` random augmentations of it (normalized outputs shown rescaled)."""
+    """The original face and ``n`` random augmentations of it, all shown on the original's grey
+    scale (black is black, white is white), so a brighter or flatter face looks brighter or flatter."""
     import torch
 
     torch.manual_seed(seed)
     tensor = torch.from_numpy(np.ascontiguousarray(face)).unsqueeze(0)
+    low, high = normalized_display_range(transform)
     fig, axes = plt.subplots(1, n + 1, figsize=(1.4 * (n + 1), 1.7))
     axes[0].imshow(face, cmap="gray", vmin=0, vmax=255)
     axes[0].set_title("original", fontsize=8)
     for ax in axes[1:]:
-        out = transform(tensor)[0].numpy()
-        ax.imshow(out, cmap="gray", vmin=out.min(), vmax=max(out.max(), out.min() + 1e-6))
+        ax.imshow(transform(tensor)[0].numpy(), cmap="gray", vmin=low, vmax=high)
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()

@@ -83,3 +83,6 @@ def test_a_stratified_sample_holds_every_class_in_its_share():
     assert len(sample) == 70 and set(sample.labels) == set(range(len(faces.classes)))
     assert (np.bincount(sample.labels) == 10).all()  # equal classes: equal shares
     assert len(stratified_sample(faces, 10_000)) == len(faces)
+    # the first seven faces are one of each class: a gallery of "the first few" shows them all
+    assert sorted(sample.labels[:7]) == list(range(7))
+    assert sorted(stratified_sample(faces, 10_000).labels[:7]) == list(range(7))

@@ -89,3 +89,60 @@ def test_a_group_photo_is_drawn_large_with_labels_clear_of_the_title(n_faces):
         assert photo.width >= 0.6 * fig.bbox.width  # the photo, not the charts, takes the width
     finally:
         plt.close(fig)
+
+
+def _panel_pixels(fig) -> list[np.ndarray]:
+    """What each image panel shows: its data mapped through its own colour scale (0..1)."""
+    return [np.asarray(im.norm(im.get_array()), dtype=float) for ax in fig.axes for im in ax.images]
+
+
+@pytest.mark.parametrize("name", ["brightness", "contrast"])
+def test_the_augmentation_sliders_change_what_the_faces_look_like(name):
+    from fer_utils.data import synthetic_faces
+    from fer_utils.transforms import Augmentation, augmentation_transform
+    from fer_utils.viz import augmentation_grid_figure
+
+    face = synthetic_faces(1, seed=3).images[0]
+    shown = {}
+    for strength in (0.0, 1.0):
+        options = dict.fromkeys(("crop", "rotation", "brightness", "contrast", "erasing"), 0.0) | {name: strength}
+        fig = augmentation_grid_figure(
+            face, augmentation_transform(48, Augmentation(**options, flip=False)), n=8, seed=1
+        )
+        shown[strength] = _panel_pixels(fig)[1:]  # the augmented panels, as displayed
+        plt.close(fig)
+    # at strength 0 every panel shows the face as it is; at 1 the jitter must be visible on screen
+    moved = [float(np.abs(a - b).mean()) for a, b in zip(shown[0.0], shown[1.0], strict=True)]
+    assert max(moved) > 0.05, moved
+
+
+def test_a_gallery_of_one_class_draws_one_row():
+    from fer_utils.data import synthetic_faces
+    from fer_utils.viz import sample_grid_figure
+
+    faces = synthetic_faces(3, seed=7)
+    fig = sample_grid_figure(faces.subset(faces.labels == EMOTIONS.index("disgust")), per_class=3)
+    assert len(fig.axes) == 3 and fig.axes[0].get_title(loc="left") == "disgust"
+    plt.close(fig)
+
+
+def test_training_curves_mark_whole_epochs():
+    import pandas as pd
+
+    from fer_utils.viz import training_curves_figure
+
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [1.5, 1.2, 1.0],
+            "val_loss": [1.6, 1.4, 1.3],
+            "train_accuracy": [0.3, 0.4, 0.5],
+            "val_accuracy": [0.3, 0.35, 0.4],
+        }
+    )
+    fig = training_curves_figure(history)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    plt.close(fig)

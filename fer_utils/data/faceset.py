@@ -130,21 +130,24 @@ class LoadedDataset:
 
 def stratified_sample(faces: FaceSet, n: int, seed: int = 0) -> FaceSet:
     """``n`` faces (all when there are fewer) drawn per class in proportion to the classes, with at
-    least one face of every class present: a gallery that represents the data, unlike the first
-    ``n`` faces of a folder sorted by class."""
+    least one face of every class present: a sample that represents the data, unlike the first
+    ``n`` faces of a folder sorted by class. The faces take turns by class (one of each class, then
+    the next of each, ...), so the first few of the sample already show different classes."""
     rng = np.random.default_rng(seed)
     present = np.unique(faces.labels)
-    if n >= len(faces):
-        return faces
-    if n < len(present):
-        raise FERDataError(f"a sample of {n} faces cannot hold all {len(present)} classes present; ask for more")
     counts = {c: int((faces.labels == c).sum()) for c in present}
-    share = {c: max(1, round(n * counts[c] / len(faces))) for c in present}
-    while sum(share.values()) > n:  # rounding up the small classes may overshoot: trim the largest
-        largest = max(share, key=share.get)
-        share[largest] -= 1
+    if n >= len(faces):
+        share = counts
+    elif n < len(present):
+        raise FERDataError(f"a sample of {n} faces cannot hold all {len(present)} classes present; ask for more")
+    else:
+        share = {c: max(1, round(n * counts[c] / len(faces))) for c in present}
+        while sum(share.values()) > n:  # rounding up the small classes may overshoot: trim the largest
+            largest = max(share, key=share.get)
+            share[largest] -= 1
     chosen = [rng.choice(np.flatnonzero(faces.labels == c), min(share[c], counts[c]), replace=False) for c in present]
-    return faces.subset(np.sort(np.concatenate(chosen)))
+    turn = np.concatenate([np.arange(len(picked)) for picked in chosen])  # each face's place within its class
+    return faces.subset(np.concatenate(chosen)[np.argsort(turn, kind="stable")])
 
 
 def stratified_split(faces: FaceSet, val_fraction: float, seed: int) -> tuple[FaceSet, FaceSet]:
