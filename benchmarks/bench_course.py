@@ -21,12 +21,15 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
+
+from fer_utils.course import run_time_text
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -48,14 +51,8 @@ class NotebookRun:
     passed: bool
     error: str = ""
     slowest_cells: list[tuple[int, float]] = field(default_factory=list)
+    hungriest_cells: list[tuple[int, float]] = field(default_factory=list)  # (cell, GB at its peak)
     measured_on: str = ""
-
-
-def run_time_text(seconds: float) -> str:
-    """How the course map writes a run time: seconds under two minutes, else whole minutes."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{round(seconds / 60)} min"
 
 
 class MemoryWatch:
@@ -67,6 +64,7 @@ class MemoryWatch:
         self.process = psutil.Process(pid)
         self.interval = interval
         self.peak = 0
+        self.cell_peak = 0  # since the current cell started
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -80,6 +78,7 @@ class MemoryWatch:
                     child.memory_info().rss for child in self.process.children(recursive=True)
                 )
                 self.peak = max(self.peak, rss)
+                self.cell_peak = max(self.cell_peak, rss)
             except psutil.Error:
                 pass
             self._stop.wait(self.interval)
@@ -90,8 +89,9 @@ class MemoryWatch:
         return self.peak
 
 
-def run_notebook(path: Path, kernel: str, env: dict[str, str], timeout: int) -> NotebookRun:
-    """Execute one notebook in a fresh kernel with ``env``; its outputs are discarded."""
+def run_notebook(path: Path, kernel: str, env: dict[str, str], timeout: int, save: Path | None = None) -> NotebookRun:
+    """Execute one notebook in a fresh kernel with ``env``; its outputs are discarded, or written to
+    the folder ``save`` (outside the repository: they show real faces) to look at the figures."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -99,16 +99,25 @@ def run_notebook(path: Path, kernel: str, env: dict[str, str], timeout: int) -> 
     notebook = nbformat.read(path, as_version=4)
     watch: list[MemoryWatch] = []
     cell_times: list[tuple[int, float]] = []
+    cell_peaks: list[tuple[int, float]] = []
     started: dict[int, float] = {}
+    failed_cell: list[int] = []
 
     def on_start(**_: object) -> None:
         watch.append(MemoryWatch(client.km.provisioner.process.pid))
 
     def on_cell_start(cell, cell_index: int, **_: object) -> None:
         started[cell_index] = time.perf_counter()
+        if watch:
+            watch[0].cell_peak = 0
 
     def on_cell_done(cell, cell_index: int, **_: object) -> None:
         cell_times.append((cell_index, time.perf_counter() - started.get(cell_index, time.perf_counter())))
+        if watch:
+            cell_peaks.append((cell_index, round(watch[0].cell_peak / 1e9, 2)))
+
+    def on_cell_error(cell, cell_index: int, **_: object) -> None:
+        failed_cell.append(cell_index)
 
     client = NotebookClient(
         notebook,
@@ -118,6 +127,7 @@ def run_notebook(path: Path, kernel: str, env: dict[str, str], timeout: int) -> 
         on_notebook_start=on_start,
         on_cell_execute=on_cell_start,
         on_cell_executed=on_cell_done,
+        on_cell_error=on_cell_error,
     )
     previous = dict(os.environ)
     os.environ.clear()
@@ -127,7 +137,8 @@ def run_notebook(path: Path, kernel: str, env: dict[str, str], timeout: int) -> 
     try:
         client.execute()
     except CellExecutionError as err:
-        error = str(err).strip().splitlines()[-1][:300]
+        where = f"cell {failed_cell[0]}: " if failed_cell else ""
+        error = f"{where}{err.ename}: {err.evalue}"[:300]
     except Exception as err:  # noqa: BLE001 - a dead kernel (out of memory) or a timeout: record it
         error = f"{type(err).__name__}: {err}"[:300]
     finally:
@@ -135,6 +146,9 @@ def run_notebook(path: Path, kernel: str, env: dict[str, str], timeout: int) -> 
         os.environ.update(previous)
     seconds = time.perf_counter() - begin
     peak = watch[0].stop() if watch else 0
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, save / path.name)
     slowest = sorted(cell_times, key=lambda item: -item[1])[:3]
     return NotebookRun(
         notebook=path.stem,
@@ -144,8 +158,64 @@ def run_notebook(path: Path, kernel: str, env: dict[str, str], timeout: int) -> 
         passed=not error,
         error=error,
         slowest_cells=[(index, round(s, 1)) for index, s in slowest],
+        hungriest_cells=sorted(cell_peaks, key=lambda item: -item[1])[:3],
         measured_on=date.today().isoformat(),
     )
+
+
+RUN_TIME = re.compile(r"(\*\*Run time\*\* \(measured, docs/course-run\.md\): )(.+?)( on a 2-core CPU)")
+
+
+def said(run: NotebookRun) -> str:
+    """How the course quotes a run: its time, with "FAST mode" before it for a FAST run."""
+    return f"FAST mode {run_time_text(run.seconds)}" if run.mode == "FAST" else run_time_text(run.seconds)
+
+
+def quote_row(line: str, run: NotebookRun) -> str:
+    """A course-map row with its run-time column (the fifth) set to ``run``; a FAST run keeps the
+    row's note on the full run after the semicolon."""
+    cells = line.split("|")  # cells[0] is the empty text before the row's first bar
+    old = cells[5].strip()
+    note = old.split("; ", 1)[1] if run.mode == "FAST" and "; " in old else ""
+    cells[5] = f" {said(run)}{f'; {note}' if note else ''} "
+    return "|".join(cells)
+
+
+def quote_run_times(runs: dict[str, NotebookRun]) -> list[Path]:
+    """Write the measured times where the course states them: the course maps of README.md and
+    notebook 00 and each notebook's first cell (tests/test_course.py checks they agree)."""
+    import nbformat
+
+    from fer_utils.atomic import write_text_atomic
+
+    def rows(text: str) -> str:
+        return "\n".join(
+            quote_row(line, runs[name])
+            if (name := next((n for n in runs if line.startswith(f"| [{n}]")), None))
+            else line
+            for line in text.split("\n")
+        )
+
+    changed = []
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    if rows(text) != text:
+        write_text_atomic(readme, rows(text))
+        changed.append(readme)
+    for name, run in runs.items():
+        path = NOTEBOOKS / f"{name}.ipynb"
+        notebook = nbformat.read(path, as_version=4)
+        first = notebook.cells[0].source
+        notebook.cells[0].source = RUN_TIME.sub(lambda m, run=run: m[1] + said(run) + m[3], first)
+        if name.startswith("00_"):
+            notebook.cells = [*notebook.cells]
+            for cell in notebook.cells:
+                cell.source = rows(cell.source)
+        text = nbformat.writes(notebook) + "\n"
+        if text != path.read_text(encoding="utf-8"):
+            write_text_atomic(path, text)
+            changed.append(path)
+    return changed
 
 
 def default_kernel() -> str:
@@ -164,15 +234,16 @@ def write_table(runs: dict[str, NotebookRun]) -> str:
         "(each notebook in a fresh kernel, FER2013 and FER+ set; the two notebooks that train for an hour",
         "or more in FAST mode). The README's course map and notebook 00 quote these times.",
         "",
-        "| notebook | mode | wall time | peak memory (kernel) | every cell ran | slowest cells (index: s) | measured |",
-        "|---|---|---|---|---|---|---|",
+        "| notebook | mode | wall time | peak memory (kernel) | every cell ran | slowest cells (index: s) | largest cells (index: GB) | measured |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in sorted(runs):
         run = runs[name]
         cells = ", ".join(f"{i}: {s:.0f}" for i, s in run.slowest_cells)
+        largest = ", ".join(f"{i}: {gb:.1f}" for i, gb in run.hungriest_cells)
         status = "yes" if run.passed else f"no: {run.error}"
         lines.append(
-            f"| {name} | {run.mode} | {run_time_text(run.seconds)} | {run.peak_rss_gb:.1f} GB | {status} | {cells} | {run.measured_on} |"
+            f"| {name} | {run.mode} | {run_time_text(run.seconds)} | {run.peak_rss_gb:.1f} GB | {status} | {cells} | {largest} | {run.measured_on} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -185,9 +256,12 @@ def main() -> int:
     parser.add_argument("--kernel", default="", help="Jupyter kernel (default: fer-learner if installed)")
     parser.add_argument("--timeout", type=int, default=3 * 3600, help="seconds one cell may take")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/ as it is")
+    parser.add_argument("--save", type=Path, help="also write the executed notebooks here (outside the repository)")
     args = parser.parse_args()
     if not args.data:
         parser.error("give --data (FER2013) or set FER_DATA_DIR: the point is the real data")
+    if args.save and args.save.resolve().is_relative_to(ROOT):
+        parser.error("--save must be outside the repository: executed notebooks hold real faces")
     from fer_utils.atomic import write_text_atomic
 
     kernel = args.kernel or default_kernel()
@@ -207,17 +281,21 @@ def main() -> int:
     failed = False
     for path in paths:
         env = {**base, "FER_FAST": "1" if path.stem in FAST_ONLY else "0"}
-        run = run_notebook(path, kernel, env, args.timeout)
+        run = run_notebook(path, kernel, env, args.timeout, args.save)
         runs[path.stem] = run
         failed |= not run.passed
         print(
             f"{run.notebook}: {run.mode}, {run_time_text(run.seconds)} ({run.seconds:.0f} s), peak {run.peak_rss_gb:.2f} GB, "
-            f"{'passed' if run.passed else 'FAILED: ' + run.error}; slowest cells {run.slowest_cells}",
+            f"{'passed' if run.passed else 'FAILED: ' + run.error}; slowest cells {run.slowest_cells}, "
+            f"largest {run.hungriest_cells}",
             flush=True,
         )
         if not args.no_write:  # after each notebook: a long run that is stopped keeps what it measured
             write_text_atomic(RESULTS, json.dumps({k: asdict(v) for k, v in sorted(runs.items())}, indent=1) + "\n")
             write_text_atomic(TABLE, write_table(runs))
+    if not args.no_write:
+        for path in quote_run_times(runs):
+            print(f"quoted the measured times in {path.relative_to(ROOT)}")
     print(write_table(runs))
     return 1 if failed else 0
 

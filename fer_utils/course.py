@@ -106,6 +106,14 @@ def setup(extras: str = "course") -> None:
         print("Tip: Runtime > Change runtime type > T4 GPU, then rerun: training (04, 09) then runs on the GPU.")
 
 
+def run_time_text(seconds: float) -> str:
+    """How the course writes a measured run time: seconds under two minutes, else whole minutes
+    (benchmarks/bench_course.py measures them; the course map quotes them)."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{round(seconds / 60)} min"
+
+
 def repo_root() -> Path:
     """The repository folder (parent of fer_utils)."""
     return Path(__file__).resolve().parent.parent

@@ -161,3 +161,33 @@ def test_the_colab_setup_cell_clones_installs_and_imports_the_course(tmp_path):
     wrong = _run_cell(python, cell, f"file://{tmp_path}/no-such-repository", tmp_path / "elsewhere")
     message = wrong.stderr.strip().splitlines()
     assert wrong.returncode != 0 and "set REPOSITORY" in message[-1] and "Traceback" not in wrong.stderr
+
+
+def test_the_course_map_quotes_the_measured_run_times():
+    """One source for run times: benchmarks/bench_course.py measures every notebook on the real
+    data and writes docs/course-run.json; the README's course map, notebook 00's map and each
+    notebook's own first cell quote that figure, and every run recorded there passed."""
+    from fer_utils.course import repo_root, run_time_text
+
+    root = repo_root()
+    measured = json.loads((root / "docs" / "course-run.json").read_text())
+    notebooks = sorted(p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert sorted(measured) == notebooks, "run benchmarks/bench_course.py for every notebook"
+    readme = (root / "README.md").read_text()
+    course_map = "".join(_notebook_texts_of(root / "notebooks" / "00_setup_and_task.ipynb"))
+    for name, run in measured.items():
+        assert run["passed"], f"{name} failed on the real data: {run['error']}"
+        assert run["peak_rss_gb"] < 4, f"{name} needs {run['peak_rss_gb']} GB: a laptop's share is under 4"
+        said = run_time_text(run["seconds"])
+        if run["mode"] == "FAST":
+            said = f"FAST mode {said}"
+        row = next(line for line in readme.splitlines() if line.startswith(f"| [{name}]"))
+        assert said in row, f"README's course map should say {said!r} for {name}: {row[:200]}"
+        row = next(line for line in course_map.splitlines() if line.startswith(f"| [{name}]"))
+        assert said in row, f"notebook 00's course map should say {said!r} for {name}"
+        first = _notebook_texts_of(root / "notebooks" / f"{name}.ipynb")[0]
+        assert said in first, f"{name}'s first cell should state its measured run time, {said!r}"
+
+
+def _notebook_texts_of(path: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]]

@@ -86,3 +86,11 @@ def test_a_stratified_sample_holds_every_class_in_its_share():
     # the first seven faces are one of each class: a gallery of "the first few" shows them all
     assert sorted(sample.labels[:7]) == list(range(7))
     assert sorted(stratified_sample(faces, 10_000).labels[:7]) == list(range(7))
+
+
+def test_class_turns_shows_every_class_first_and_keeps_each_class_in_order():
+    from fer_utils.data import class_turns
+
+    labels = np.array([0, 0, 0, 1, 1, 2])  # sorted by class, as a class-folder dataset is
+    order = class_turns(labels)
+    assert labels[order].tolist() == [0, 1, 2, 0, 1, 0] and order.tolist() == [0, 3, 5, 1, 4, 2]

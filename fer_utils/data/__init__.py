@@ -14,6 +14,7 @@ _HOMES = {
         "FaceSet",
         "LoadedDataset",
         "TorchFaceDataset",
+        "class_turns",
         "class_weights",
         "stratified_sample",
         "stratified_split",

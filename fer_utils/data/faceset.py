@@ -145,9 +145,22 @@ def stratified_sample(faces: FaceSet, n: int, seed: int = 0) -> FaceSet:
         while sum(share.values()) > n:  # rounding up the small classes may overshoot: trim the largest
             largest = max(share, key=share.get)
             share[largest] -= 1
-    chosen = [rng.choice(np.flatnonzero(faces.labels == c), min(share[c], counts[c]), replace=False) for c in present]
-    turn = np.concatenate([np.arange(len(picked)) for picked in chosen])  # each face's place within its class
-    return faces.subset(np.concatenate(chosen)[np.argsort(turn, kind="stable")])
+    chosen = np.concatenate(
+        [rng.choice(np.flatnonzero(faces.labels == c), min(share[c], counts[c]), replace=False) for c in present]
+    )
+    return faces.subset(chosen[class_turns(faces.labels[chosen])])
+
+
+def class_turns(labels: np.ndarray) -> np.ndarray:
+    """An order of ``labels``' positions in which the classes take turns: the first face of each
+    class, then the second of each, and so on (within a class, the given order). Any prefix of it
+    shows as many classes as it can: how the course picks "some faces" to show from sorted data."""
+    labels = np.asarray(labels)
+    turn = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        where = np.flatnonzero(labels == c)
+        turn[where] = np.arange(len(where))  # each face's place within its class
+    return np.lexsort((labels, turn))
 
 
 def stratified_split(faces: FaceSet, val_fraction: float, seed: int) -> tuple[FaceSet, FaceSet]:
