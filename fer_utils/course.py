@@ -100,6 +100,7 @@ def setup(extras: str = "course") -> None:
         return
     import torch
 
+    _release_memory_after_each_cell()
     gpu = torch.cuda.is_available()
     print(f"{line}, {torch.get_num_threads()} CPU threads, GPU: {gpu}")
     if in_colab() and not gpu:
@@ -112,6 +113,26 @@ def run_time_text(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     return f"{round(seconds / 60)} min"
+
+
+def _after_cell(result: object = None) -> None:
+    """IPython's post_run_cell event: hand the memory a cell freed back to the system."""
+    from fer_utils.devices import release_freed_memory
+
+    release_freed_memory()
+
+
+def _release_memory_after_each_cell() -> None:
+    """In a notebook kernel, return freed memory to the system after every cell: glibc otherwise
+    keeps what an export, a batch of Grad-CAM or a timing loop freed, and a kernel's memory only
+    grows from lesson to lesson (benchmarks/bench_course.py measures each notebook's peak)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and _after_cell not in shell.events.callbacks["post_run_cell"]:
+        shell.events.register("post_run_cell", _after_cell)
 
 
 def repo_root() -> Path:

@@ -79,3 +79,15 @@ def model_device(model: nn.Module) -> torch.device:
     """The device a model's weights live on (CPU for a model without parameters)."""
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def release_freed_memory() -> None:
+    """Hand memory that Python and PyTorch have freed back to the operating system. glibc keeps
+    freed heap for reuse, so after a large one-off job (an ONNX export of an ensemble) a process
+    can hold gigabytes it no longer uses; a notebook kernel would keep them until it stops."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -31,6 +31,7 @@ from fer_utils.checkpoints import (
 from fer_utils.data.faceset import FaceSet
 from fer_utils.devices import resolve_device
 from fer_utils.forward import predict_faces
+from fer_utils.preprocess import MAX_BATCH_INPUTS
 
 ECE_BINS = 15
 """Equal-width confidence bins of the expected calibration error (the usual choice, Guo et al. 2017)."""
@@ -189,7 +190,8 @@ class EvaluationReport:
             f"{self.split or 'data'}: {len(self.labels)} faces, accuracy {self.accuracy:.4f}, "
             f"macro-F1 {self.macro_f1:.4f} (TTA: {self.tta})\n"
             f"calibration: ECE {self.ece:.4f} ({ECE_BINS} bins), NLL {self.nll:.4f}, Brier {self.brier:.4f}; "
-            "accuracy on the most confident " + ", ".join(f"{k} {v:.4f}" for k, v in self.selective().items())
+            "accuracy on the most confident "
+            + ", ".join(f"{k} {v:.4f}" for k, v in self.selective().items())
             + "\n(ECE: how far the stated confidence is from the accuracy, on average; 0 means a face called "
             "'80 % happy' is right 80 % of the time. `fer calibrate` lowers it; notebook 05 explains it.)"
         )
@@ -203,7 +205,7 @@ def evaluate_model(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     tta: str = "none",
-    batch_size: int = 256,
+    batch_size: int = MAX_BATCH_INPUTS,
     split: str = "",
 ) -> EvaluationReport:
     """Run ``model`` over ``faces`` and score it against their labels."""
@@ -215,7 +217,7 @@ def evaluate_checkpoint(
     checkpoint: CheckpointSource | tuple[nn.Module, Checkpoint],
     faces: FaceSet,
     tta: str = "none",
-    batch_size: int = 256,
+    batch_size: int = MAX_BATCH_INPUTS,
     split: str = "",
     device: str = "auto",
 ) -> EvaluationReport:
@@ -281,7 +283,7 @@ def calibrate_checkpoint(
     split: str = "",
     overwrite: bool = False,
     device: str = "auto",
-    batch_size: int = 256,
+    batch_size: int = MAX_BATCH_INPUTS,
 ) -> CalibrationResult:
     """Fit a temperature for ``checkpoint`` on ``faces`` (its selection split) and write a copy of
     the checkpoint that carries it to ``out``; the input file is never changed.

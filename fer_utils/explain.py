@@ -136,7 +136,7 @@ def gradcam_maps(
     target_classes: Sequence[int] | None = None,
     method: str = "layercam",
     layer: str = "fine",
-    batch_size: int = 16,
+    batch_size: int = 4,
 ) -> np.ndarray:
     """Class-activation maps (N, H, W) in 0..1 for ``inputs`` (N, C, H, W), for the given classes
     (default: each face's predicted class); ``method`` from ``CAM_METHODS``, ``layer`` from ``CAM_LAYERS``.
@@ -144,7 +144,8 @@ def gradcam_maps(
 
     ``batch_size`` faces go through forward and backward at a time: the backward pass keeps every
     activation of every member, so memory must grow with the batch, not with N (notebook 06 explains
-    hundreds of faces; benchmarks/bench_course.py watches its peak)."""
+    hundreds of faces; benchmarks/bench_course.py watches its peak). Larger batches are no faster
+    on a CPU and hold an ensemble's activations for more faces."""
     from pytorch_grad_cam import GradCAM, LayerCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 

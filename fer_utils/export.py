@@ -32,6 +32,7 @@ from fer_utils.atomic import atomic_path, check_outputs, write_text_atomic
 from fer_utils.checkpoint_meta import member_sizes, resizes_input
 from fer_utils.checkpoints import Checkpoint, CheckpointSource, checkpoint_files, load_model
 from fer_utils.data.images import DEFAULT_FACE_SIZE, square_resize
+from fer_utils.devices import release_freed_memory
 from fer_utils.errors import FERError
 from fer_utils.onnx_model import (
     EXPORT_FORMAT,
@@ -143,6 +144,10 @@ def parity_inputs(checkpoint: Checkpoint, n: int) -> list[torch.Tensor]:
     return [torch.randn(n, 3, side, side, generator=generator) for side in sides]
 
 
+CALIBRATION_BATCH = 4
+"""Faces per int8 calibration run: memory grows with it, the recorded ranges do not change."""
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> None:
     """Static int8 quantization (QDQ, per-channel weights) calibrated on preprocessed faces.
 
@@ -154,7 +159,10 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> N
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter([{"input": calibration[i : i + 32]} for i in range(0, len(calibration), 32)])
+            # small batches: the calibration graph keeps every activation of every member for a
+            # batch, and min/max ranges do not depend on how the faces are batched
+            step = CALIBRATION_BATCH
+            self.batches = iter([{"input": calibration[i : i + step]} for i in range(0, len(calibration), step)])
 
         def get_next(self):
             return next(self.batches, None)
@@ -217,6 +225,7 @@ def export_onnx(
         except FERError:
             out.unlink(missing_ok=True)
             raise
+    release_freed_memory()  # the exporter's working memory, freed but still held by the process
     return ExportResult(out, out.stat().st_size, difference)
 
 
@@ -350,6 +359,7 @@ def _export_checked(model: torch.nn.Module, checkpoint: Checkpoint, path: Path) 
         write_text_atomic(digest_file(path), digest + "\n")
     finally:
         model.train(was_training)
+        release_freed_memory()  # the exporter's working memory: a notebook kernel would keep it
 
 
 def cached_onnx(

@@ -11,7 +11,7 @@ from torch import nn
 from fer_utils.calibration import base_model
 from fer_utils.devices import model_device
 from fer_utils.models import Ensemble
-from fer_utils.preprocess import faces_per_batch, tta_inputs
+from fer_utils.preprocess import MAX_BATCH_INPUTS, faces_per_batch, tta_inputs
 
 
 def resizes_input(model: nn.Module) -> bool:
@@ -29,7 +29,7 @@ def predict_faces(
     mean: Sequence[float],
     std: Sequence[float],
     tta: str = "none",
-    batch_size: int = 256,
+    batch_size: int = MAX_BATCH_INPUTS,
 ) -> np.ndarray:
     """Softmax probabilities (N, C) of ``model`` for uint8 gray faces (N, H, H), averaged over the
     TTA views (:func:`fer_utils.preprocess.tta_inputs`), at most ``batch_size`` model inputs (faces

@@ -22,7 +22,7 @@ import numpy as np
 
 from fer_utils.errors import FERCheckpointError, FERConfigError
 from fer_utils.locations import default_cache_dir
-from fer_utils.preprocess import softmax
+from fer_utils.preprocess import MAX_BATCH_INPUTS, softmax
 
 EXPORT_FORMAT = 3
 """Bumped when the cached graph's contents change, so old cache entries are not reused."""
@@ -131,8 +131,19 @@ class OnnxClassifier:
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(inputs, dtype=np.float32)
-        return self.session.run(None, {self.input_name: batch})[0]
+        """Logits for preprocessed inputs (N, 3, S, S), run ``MAX_BATCH_INPUTS`` at a time: ONNX
+        Runtime keeps its largest batch's activations in its arena, so one huge call would hold
+        memory for every input at once."""
+        if len(inputs) == 0:
+            return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+        return np.concatenate(
+            [
+                self.session.run(
+                    None, {self.input_name: np.ascontiguousarray(inputs[k : k + MAX_BATCH_INPUTS], dtype=np.float32)}
+                )[0]
+                for k in range(0, len(inputs), MAX_BATCH_INPUTS)
+            ]
+        )
 
     def probabilities(self, inputs: np.ndarray) -> np.ndarray:
         return softmax(self.logits(inputs))

@@ -27,10 +27,12 @@ CROP_FRACTION = 0.9
 TTA_VIEWS = {"none": 1, "flip": 2, "crops": 10}
 """How many model inputs each TTA mode makes of one face."""
 
-MAX_BATCH_INPUTS = 256
-"""Model inputs (faces times TTA views) run at once: a bound on the activations held, so memory
-does not grow with the number of faces or the TTA mode (ten crops of 256 faces would be 2,560
-inputs, each held by every member of an ensemble)."""
+MAX_BATCH_INPUTS = 32
+"""Model inputs (faces times TTA views) run at once, in PyTorch and ONNX Runtime alike: a bound on
+the activations held, so memory does not grow with the number of faces or the TTA mode (ten crops
+of 256 faces would be 2,560 inputs, each held by every member of an ensemble; ONNX Runtime keeps
+its largest batch's activations in its arena). On a CPU larger batches gain little per face
+(notebook 08 times batch 1 against 32)."""
 
 
 def faces_per_batch(tta: str, max_inputs: int = MAX_BATCH_INPUTS) -> int:
