@@ -26,7 +26,7 @@ from fer_utils.cli_flags import (
     smooth_flag,
 )
 from fer_utils.config import RECIPES
-from fer_utils.errors import FERDataError, FERError, FEROutputError
+from fer_utils.errors import FERDataError, FERError, FEROutputError, TerminalSafeStream
 from fer_utils.inference import SHIPPED_MODEL, SHIPPED_WEB_MODEL
 from fer_utils.labels import FERPLUS_MODE_ALIASES
 from fer_utils.preprocess import TTA_MODES
@@ -357,7 +357,7 @@ def _data_inputs(args: argparse.Namespace) -> list[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from fer_utils.atomic import write_text_atomic
     from fer_utils.inference import expand_image_paths
-    from fer_utils.results import predictions_csv, predictions_json, summary_line
+    from fer_utils.results import finite_json, predictions_csv, predictions_json, summary_line
 
     check_outputs(
         {"JSON results": args.json, "CSV results": args.csv},
@@ -392,7 +392,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     outputs = {}
     if args.json:
         payload = predictions_json(results, skipped, predictor.classes, predictor.name, annotated)
-        outputs[args.json] = json.dumps(payload, indent=2) + "\n"
+        outputs[args.json] = finite_json(payload) + "\n"
     if args.csv:
         outputs[args.csv] = predictions_csv(results, skipped)
     for path, text in outputs.items():
@@ -766,6 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fer`` console script."""
     args = build_parser().parse_args(argv)
+    # one sink for the terminal: names from files (classes, photos, videos) print as text
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = TerminalSafeStream(sys.stdout), TerminalSafeStream(sys.stderr, progress_bars=True)
     try:
         return args.func(args)
     except FERError as err:
@@ -774,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fer: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -120,6 +122,49 @@ def predictions_json(
     }
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""How a cell a spreadsheet would evaluate as a formula begins (OWASP, CSV injection)."""
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: a string that begins like a formula (a class name
+    or a file name from someone else) gets a leading apostrophe; numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class SpreadsheetSafeWriter(csv.DictWriter):
+    """``csv.DictWriter`` whose header and text cells never run as formulas: every CSV file the
+    package writes (``fer predict --csv``, ``fer video --csv``, the app's downloads) goes through it."""
+
+    def __init__(self, f, fieldnames: Sequence[str], **options) -> None:
+        super().__init__(f, [spreadsheet_safe(name) for name in fieldnames], **options)
+
+    def writerow(self, rowdict: dict):
+        return super().writerow({spreadsheet_safe(k): spreadsheet_safe(v) for k, v in rowdict.items()})
+
+    def writerows(self, rowdicts) -> None:
+        for row in rowdicts:
+            self.writerow(row)
+
+
+def finite_json(value: object, indent: int | None = 2) -> str:
+    """JSON text that every parser reads: NaN and infinities (which ``json.dumps`` writes as bare
+    ``NaN``, not JSON) become ``null``."""
+
+    def finite(item: object) -> object:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {k: finite(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(v) for v in item]
+        return item
+
+    return json.dumps(finite(value), indent=indent, allow_nan=False)
+
+
 def predictions_csv(results: Sequence[ImageResult], skipped: Sequence[Skipped]) -> str:
     """One row per face, then one per image without a face and per skipped file (with a reason)."""
     rows = [row for r in results for row in r.rows()]
@@ -127,7 +172,7 @@ def predictions_csv(results: Sequence[ImageResult], skipped: Sequence[Skipped]) 
     rows += [{"file": s.source, "reason": f"skipped: {s.reason}"} for s in skipped]
     columns = list(dict.fromkeys(key for row in rows for key in row))
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer = SpreadsheetSafeWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return text.getvalue()

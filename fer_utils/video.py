@@ -11,8 +11,6 @@ The webcam loop and the app's camera use the same :class:`FrameAnalyzer`.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import time
@@ -27,6 +25,7 @@ from fer_utils.atomic import atomic_path
 from fer_utils.data.images import Skipped, files_under
 from fer_utils.detection import Detector, FaceBox, crop_face, quiet_opencv
 from fer_utils.errors import FERConfigError, FERDataError
+from fer_utils.results import SpreadsheetSafeWriter, finite_json
 from fer_utils.tracking import MAX_GAP_SECONDS, IoUTracker, ProbabilitySmoother
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
@@ -494,7 +493,7 @@ class CsvStream(StagedOutput):
     def __init__(self, path: str | os.PathLike, classes: Sequence[str]) -> None:
         super().__init__(path)
         self._file = self.tmp.open("w", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._file, fieldnames=csv_columns(classes), lineterminator="\n")
+        self._writer = SpreadsheetSafeWriter(self._file, fieldnames=csv_columns(classes), lineterminator="\n")
         self._writer.writeheader()
         self.rows = 0
 
@@ -694,17 +693,19 @@ class JsonStream(StagedOutput):
     def __init__(self, path: str | os.PathLike, classes: Sequence[str], model: str) -> None:
         super().__init__(path)
         self._file = self.tmp.open("w", encoding="utf-8")
-        self._file.write(json.dumps({"classes": list(classes), "checkpoint": model})[:-1] + ', "rows": [\n')
+        self._file.write(
+            finite_json({"classes": list(classes), "checkpoint": model}, indent=None)[:-1] + ', "rows": [\n'
+        )
         self.rows = 0
 
     def write(self, result: FrameResult) -> None:
         for row in result.rows():
-            self._file.write(("" if self.rows == 0 else ",\n") + json.dumps(row))
+            self._file.write(("" if self.rows == 0 else ",\n") + finite_json(row, indent=None))
             self.rows += 1
         self._file.flush()
 
     def close(self, summaries: Sequence[TrackSummary], keep: bool = True) -> None:
-        self._file.write('\n], "tracks": ' + json.dumps([s.to_dict() for s in summaries], indent=1) + "}\n")
+        self._file.write('\n], "tracks": ' + finite_json([s.to_dict() for s in summaries], indent=1) + "}\n")
         self._file.close()
         self.finish(keep)
 
