@@ -208,7 +208,6 @@ def quote_run_times(runs: dict[str, NotebookRun]) -> list[Path]:
         first = notebook.cells[0].source
         notebook.cells[0].source = RUN_TIME.sub(lambda m, run=run: m[1] + said(run) + m[3], first)
         if name.startswith("00_"):
-            notebook.cells = [*notebook.cells]
             for cell in notebook.cells:
                 cell.source = rows(cell.source)
         text = nbformat.writes(notebook) + "\n"

@@ -152,9 +152,8 @@ def checkpoint_for(data: str) -> Path:
     if os.environ.get("FER_CHECKPOINT"):
         return Path(os.environ["FER_CHECKPOINT"])
     if data.startswith("synthetic"):
-        out = (
-            runs_dir() / "course" / "synthetic-quick-8"
-        )  # the epochs in the name: an older 4-epoch model is not reused
+        # the epochs in the name: an older 4-epoch model is not reused
+        out = runs_dir() / "course" / "synthetic-quick-8"
         best = out / "best.safetensors"
         if not best.is_file():
             from fer_utils.data import load_dataset, training_splits

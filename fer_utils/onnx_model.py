@@ -134,16 +134,13 @@ class OnnxClassifier:
         """Logits for preprocessed inputs (N, 3, S, S), run ``MAX_BATCH_INPUTS`` at a time: ONNX
         Runtime keeps its largest batch's activations in its arena, so one huge call would hold
         memory for every input at once."""
-        if len(inputs) == 0:
-            return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+        starts = range(0, max(len(inputs), 1), MAX_BATCH_INPUTS)  # an empty batch still runs once
         return np.concatenate(
-            [
-                self.session.run(
-                    None, {self.input_name: np.ascontiguousarray(inputs[k : k + MAX_BATCH_INPUTS], dtype=np.float32)}
-                )[0]
-                for k in range(0, len(inputs), MAX_BATCH_INPUTS)
-            ]
+            [self._run(np.ascontiguousarray(inputs[k : k + MAX_BATCH_INPUTS], dtype=np.float32)) for k in starts]
         )
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
 
     def probabilities(self, inputs: np.ndarray) -> np.ndarray:
         return softmax(self.logits(inputs))

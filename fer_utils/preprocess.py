@@ -18,14 +18,14 @@ from PIL import Image
 
 from fer_utils.errors import FERConfigError
 
-TTA_MODES = ("none", "flip", "crops")
-"""Test-time augmentation: the image alone; plus its mirror; plus five 90 % crops of each (ten views)."""
-
 CROP_FRACTION = 0.9
 """Side of each of the five TTA crops, as a share of the input side."""
 
 TTA_VIEWS = {"none": 1, "flip": 2, "crops": 10}
-"""How many model inputs each TTA mode makes of one face."""
+"""Test-time augmentation, and how many model inputs each mode makes of one face: the image alone;
+plus its mirror; plus five 90 % crops of each (ten views)."""
+
+TTA_MODES = tuple(TTA_VIEWS)
 
 MAX_BATCH_INPUTS = 32
 """Model inputs (faces times TTA views) run at once, in PyTorch and ONNX Runtime alike: a bound on
@@ -37,9 +37,14 @@ its largest batch's activations in its arena). On a CPU larger batches gain litt
 
 def faces_per_batch(tta: str, max_inputs: int = MAX_BATCH_INPUTS) -> int:
     """How many faces to run at once so that their TTA views stay within ``max_inputs``."""
-    if tta not in TTA_VIEWS:
-        raise FERConfigError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {tta!r}")
-    return max(1, max_inputs // TTA_VIEWS[tta])
+    return max(1, max_inputs // TTA_VIEWS[checked_tta(tta)])
+
+
+def checked_tta(mode: str) -> str:
+    """``mode`` if it is one of ``TTA_MODES``, else a clear error naming them."""
+    if mode not in TTA_VIEWS:
+        raise FERConfigError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+    return mode
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -101,8 +106,7 @@ def tta_inputs(
     its input itself (an ensemble of members of several input sizes enlarges each crop once, to
     each member's size).
     """
-    if mode not in TTA_MODES:
-        raise FERConfigError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+    checked_tta(mode)
     batch = np.asarray(faces)
     if batch.ndim != 3 or batch.shape[1] != batch.shape[2]:
         raise FERConfigError(f"faces must be an (N, H, H) stack of square gray images, got shape {batch.shape}")

@@ -199,6 +199,21 @@ def test_gradcam_maps_for_faces(predictor, small_faces):
     assert chosen.shape == (1, 48, 48)
 
 
+def test_batched_gradcam_and_predictions_match_one_batch(predictor, small_faces):
+    """Grad-CAM and predictions run in bounded batches for memory; the answers must not depend on it."""
+    from fer_utils.explain import gradcam_maps
+
+    faces = small_faces.images[:7]
+    x = predictor.input_tensor(faces)
+    assert np.allclose(
+        gradcam_maps(predictor.model, x, batch_size=2), gradcam_maps(predictor.model, x, batch_size=64), atol=1e-5
+    )
+    one_by_one = np.concatenate([predictor.predict_arrays(faces[i : i + 1]) for i in range(len(faces))])
+    assert np.allclose(
+        predictor.predict_arrays(np.concatenate([faces] * 6)), np.concatenate([one_by_one] * 6), atol=1e-5
+    )
+
+
 def test_face_part_share_locates_the_mass_of_a_map():
     from fer_utils.explain import face_part_share
 
