@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -24,8 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fer_utils.errors import FERDataError, FERError
+from fer_utils.errors import FERConfigError, FERDataError, FERError
 from fer_utils.inference import Predictor
+from fer_utils.interrupts import stop_signals_as_interrupt
 from fer_utils.video import DEFAULT_SMOOTHING, FrameAnalyzer
 
 MAX_FILE_SIZE = "10mb"
@@ -58,6 +60,15 @@ def uploaded_file(path: str) -> Path:
     if not resolved.is_relative_to(upload_folder()) or not resolved.is_file():
         raise FERDataError(f"{path}: not an uploaded file; the app analyses uploads only")
     return resolved
+
+
+def public_reason(err: FERError) -> str:
+    """What went wrong, for a client: the reason with this server's folders taken out of it
+    (an upload is named by its file name only), so no message shows where the server keeps files."""
+    text = getattr(err, "reason", None) or str(err)
+    for folder in {str(upload_folder()), tempfile.gettempdir(), os.path.realpath(tempfile.gettempdir()), os.getcwd()}:
+        text = re.sub(re.escape(folder.rstrip(os.sep)) + r"[^\s:;,'\"]*" + re.escape(os.sep), "", text)
+    return text
 
 
 def exposure_warning(host: str, share: bool) -> str | None:
@@ -98,7 +109,7 @@ def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False)
         result = predictor.predict_image(image_path)
         annotated = _unique(annotate_image(image_path, result))
     except FERDataError as err:
-        raise gr.Error(f"Cannot read this image: {err.reason}") from None
+        raise gr.Error(f"Cannot read this image: {public_reason(err)}") from None
     faces = [{"face": i, **face.to_dict()} for i, face in enumerate(result.faces)]
     summary = {"faces": faces, "reason": result.reason}
     label = result.faces[0].probabilities if result.faces else {}
@@ -113,7 +124,7 @@ def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False)
                 "Grad-CAM needs PyTorch, which this server does not have (pip install 'fer_utils[course]')"
             ) from None
         except FERError as err:
-            raise gr.Error(f"Grad-CAM is not available for this model: {err}") from None
+            raise gr.Error(f"Grad-CAM is not available for this model: {public_reason(err)}") from None
         overlays = [
             (_unique(Image.fromarray(np.asarray(overlay(f.face, cam)))), f"face {i}: {f.label}")
             for i, (f, cam) in enumerate(zip(result.faces, cams, strict=True))
@@ -147,7 +158,7 @@ def analyze_video_upload(
             progress=progress is not None,
         )
     except FERDataError as err:
-        raise gr.Error(f"Cannot read this video: {err.reason}") from None
+        raise gr.Error(f"Cannot read this video: {public_reason(err)}") from None
     if not report.summaries:
         raise gr.Error("No face was found in this video.")
     import pandas as pd  # Gradio's own dependency
@@ -295,9 +306,15 @@ def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 7860, share
     if (warning := exposure_warning(host, share)) is not None:
         print(warning, file=sys.stderr)
     private_upload_folder()
-    build_app(predictor).queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE).launch(
-        server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE
-    )
+    app = build_app(predictor).queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    try:
+        app.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE)
+    except OSError as err:
+        if "port" not in str(err):
+            raise
+        raise FERConfigError(
+            f"cannot serve on {host}:{port} (the port is taken, or not allowed); choose another with --port"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,12 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fer serve", description=__doc__.split("\n")[0])
     add_serve_flags(parser)
     args = parser.parse_args(argv)
-    try:
-        predictor = photo_predictor(args)
-    except FERError as err:
-        print(f"fer: error: {err}", file=sys.stderr)
-        return 1
-    serve(predictor, args.host, args.port, args.share)
+    with stop_signals_as_interrupt():  # SIGTERM and SIGHUP end it as Ctrl-C does: the upload folder goes
+        try:
+            serve(photo_predictor(args), args.host, args.port, args.share)
+        except FERError as err:
+            print(f"fer: error: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
     return 0
 
 

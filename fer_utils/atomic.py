@@ -85,11 +85,13 @@ def unused_path(folder: str | os.PathLike, stem: str, suffix: str, taken: set[Pa
     return candidate
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file ``path`` names, through any links (device and inode; hard links share them)."""
     try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def check_outputs(
@@ -102,23 +104,31 @@ def check_outputs(
     """The one output-path guard: refuse, before any work, an output that would destroy something.
 
     ``files`` and ``folders`` map what each output is ("JSON results") to its path (None: not
-    asked for). A file output is refused when it is one of ``inputs`` (photos, checkpoints,
-    members, data, teacher; links and hard links included), when two outputs are one file, when
-    it already exists and ``overwrite`` is False, or when it cannot be written. A folder output
-    (it may be an input folder) is refused when it cannot be written; what goes inside it is the
-    caller's to keep apart from the inputs (``unused_path``).
+    asked for). A file output is refused when it is one of ``inputs`` (photos, the files inside
+    input folders, checkpoints, members, data, teacher: whatever the command reads), through
+    symbolic and hard links, with or without ``overwrite``; when two outputs are one file; when it
+    already exists and ``overwrite`` is False; or when it cannot be written. ``inputs`` is read
+    only when an output already exists (only an existing file can be destroyed), so it may be a
+    generator over a large folder. A folder output (it may be an input folder) is refused when it
+    cannot be written; what goes inside it is the caller's to keep apart from the inputs
+    (``unused_path``).
     """
-    given = [Path(p) for p in inputs if p is not None and str(p) != ""]
     seen: dict[Path, str] = {}
+    read: dict[tuple[int, int], Path] | None = None
     for what, path in files.items():
         if not path:
             continue
         path = Path(path)
-        for source in given:
-            if _same_file(path, source):
+        if (identity := _identity(path)) is not None:
+            if read is None:
+                read = {}
+                for source in inputs:
+                    if source is not None and str(source) != "" and (i := _identity(Path(source))) is not None:
+                        read.setdefault(i, Path(source))
+            if identity in read:
                 raise FEROutputError(
-                    f"{path}: is an input of this command ({source}); writing the {what} there would destroy it. "
-                    "Choose another output path"
+                    f"{path}: is an input of this command ({read[identity]}); writing the {what} there would "
+                    "destroy it, and --overwrite never replaces inputs. Choose another output path"
                 )
         key = path.resolve()
         if key in seen:

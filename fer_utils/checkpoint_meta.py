@@ -122,23 +122,45 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def checkpoint_meta_problem(meta: dict[str, Any]) -> str | None:
-    """What is wrong with the fields inference trusts (never trust a file's word blindly), or None."""
-    size, classes, channels = meta["image_size"], meta["classes"], meta.get("in_channels", 3)  # older files say 3
-    if not (isinstance(size, int) and not isinstance(size, bool) and 16 <= size <= MAX_IMAGE_SIZE):
-        return f"says image_size {size!r}; it must be a whole number of pixels from 16 to {MAX_IMAGE_SIZE}"
-    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)):
-        return f"says classes {classes!r}; it must be a list of at least two class names"
+MAX_CLASSES = 1000
+MAX_CLASS_NAME = 64
+"""Bounds on a model's class names: a model file is someone else's text, printed and written to files."""
+
+
+def description_problem(classes: Any, image_size: Any, mean: Any, std: Any) -> str | None:
+    """The one check of what every model format (``.safetensors``, ensembles, ``.onnx``, the web
+    demo's model.json) says about its inputs and outputs, before anything is allocated for it:
+    class names unique, non-empty, printable and bounded; an input size within ``MAX_IMAGE_SIZE``;
+    a finite normalization with std > 0. Returns what is wrong, or None."""
+    if not (isinstance(image_size, int) and not isinstance(image_size, bool) and 16 <= image_size <= MAX_IMAGE_SIZE):
+        return f"says image_size {image_size!r}; it must be a whole number of pixels from 16 to {MAX_IMAGE_SIZE}"
+    if not (
+        isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)
+    ):
+        return f"says classes {str(classes)[:200]!r}; it must be a list of 2 to {MAX_CLASSES} class names"
+    bad = [c for c in classes if not (c.strip() and c.isprintable() and len(c) <= MAX_CLASS_NAME)]
+    if bad:
+        return (
+            f"has the class name {bad[0][:MAX_CLASS_NAME]!r}; each must be printable text of 1 to {MAX_CLASS_NAME} "
+            "characters"
+        )
     if len(set(classes)) != len(classes):
         return f"repeats a class name in {classes!r}"
+    for key, values in (("mean", mean), ("std", std)):
+        if not (isinstance(values, list) and len(values) in (1, 3) and all(_is_number(v) for v in values)):
+            return f"says {key} {str(values)[:100]!r}; it must be 1 or 3 finite numbers"
+    if not all(v > 0 for v in std):
+        return f"says std {std!r}; every value must be positive"
+    return None
+
+
+def checkpoint_meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the fields inference trusts (never trust a file's word blindly), or None."""
+    size, channels = meta["image_size"], meta.get("in_channels", 3)  # older files say 3
+    if problem := description_problem(meta["classes"], size, meta["mean"], meta["std"]):
+        return problem
     if channels != 3:
         return f"says in_channels {channels!r}; the course's models take 3 channels (the gray face repeated)"
-    for key in ("mean", "std"):
-        values = meta[key]
-        if not (isinstance(values, list) and len(values) in (1, 3) and all(_is_number(v) for v in values)):
-            return f"says {key} {values!r}; it must be 1 or 3 numbers"
-    if not all(v > 0 for v in meta["std"]):
-        return f"says std {meta['std']!r}; every value must be positive"
     if not isinstance(meta["arch"], str):
         return f"says arch {meta['arch']!r}; it must be an architecture name"
     if "temperature" in meta:
@@ -155,6 +177,11 @@ def checkpoint_meta_problem(meta: dict[str, Any]) -> str | None:
         sizes = [m.get("image_size", size) for m in members]
         if not all(isinstance(s, int) and not isinstance(s, bool) and size <= s <= MAX_IMAGE_SIZE for s in sizes):
             return f"lists member image sizes {sizes!r}; each must be a whole number from {size} to {MAX_IMAGE_SIZE}"
+        for i, m in enumerate(members):
+            if problem := description_problem(
+                meta["classes"], size, m.get("mean", meta["mean"]), m.get("std", meta["std"])
+            ):
+                return f"member {i} {problem}"
     return None
 
 

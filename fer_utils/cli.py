@@ -10,7 +10,9 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,13 @@ from fer_utils.cli_flags import (
     smooth_flag,
 )
 from fer_utils.config import RECIPES
+from fer_utils.data.images import NOT_REACHED
 from fer_utils.errors import FERDataError, FERError, FEROutputError, TerminalSafeStream
-from fer_utils.inference import SHIPPED_MODEL, SHIPPED_WEB_MODEL
+from fer_utils.inference import REPO_MODELS_DIR, SHIPPED_MODEL, SHIPPED_WEB_MODEL
+from fer_utils.interrupts import exit_status, stop_signals_as_interrupt
 from fer_utils.labels import FERPLUS_MODE_ALIASES
 from fer_utils.preprocess import TTA_MODES
+from fer_utils.video import camera_index
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -170,9 +175,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{out} already holds a trained model; continue it with --resume {out / 'last.safetensors'}, "
                 "choose another --out, or pass --overwrite"
             )
+    from fer_utils.training import RUN_FILES
+
     check_device(config.device)
     dataset = _load(args, config.seed)
     ensure_writable_dir(out, "training run")  # after loading: --out may sit inside the data folder
+    run_files = {f"training run's {name}": out / name for name in [*RUN_FILES.values(), "metrics.json"]}
+    check_outputs(run_files, inputs=command_inputs(args), overwrite=True)  # a run replaces its own files
     _report_skips(dataset)
     train_set, val_set = training_splits(dataset, config.val_fraction, config.seed)
     print(
@@ -231,7 +240,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or [default_checkpoint()]
     check_outputs(
         {"metrics JSON": args.json, "confusion matrix figure": args.figure, "reliability diagram": args.reliability},
-        inputs=[*checkpoint, *_data_inputs(args)],
+        inputs=command_inputs(args),
         overwrite=args.overwrite,
     )
     check_device(args.device)
@@ -315,9 +324,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from fer_utils.inference import default_checkpoint
 
     checkpoint = args.checkpoint or default_checkpoint()
-    check_outputs(
-        {"calibrated checkpoint": args.out}, inputs=[checkpoint, *_data_inputs(args)], overwrite=args.overwrite
-    )
+    check_outputs({"calibrated checkpoint": args.out}, inputs=command_inputs(args), overwrite=args.overwrite)
     check_device(args.device)
     meta = read_checkpoint_meta(checkpoint)  # fail fast, before loading data
     args.include_contempt = args.include_contempt or "contempt" in meta["classes"]
@@ -349,9 +356,33 @@ def add_calibrate_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_calibrate)
 
 
-def _data_inputs(args: argparse.Namespace) -> list[str]:
-    """The dataset files a command reads (its outputs must never replace them)."""
-    return [p for p in (getattr(args, "data", None), getattr(args, "ferplus", None)) if p]
+def command_inputs(args: argparse.Namespace, files: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
+    """Everything a command reads, declared in one place for the one output guard
+    (``check_outputs``): ``files`` (the photos or videos found in its arguments' folders), its
+    arguments themselves, its checkpoints (and the shipped models, the defaults), the dataset's
+    files (``--data``, else ``$FER_DATA_DIR``, for commands that load one), FER+ labels, int8
+    calibration data, teacher probabilities and starting weights. A generator: the guard expands
+    it only when an output already exists."""
+    yield from map(Path, files)
+    for name in ("paths", "inputs", "checkpoint", "members", "ferplus", "teacher"):
+        value = getattr(args, name, None)
+        values = [value] if isinstance(value, str) else value or []
+        yield from (Path(p) for p in values if name != "inputs" or camera_index(p) is None)
+    if isinstance(getattr(args, "pretrained", None), str):
+        yield Path(args.pretrained)
+    yield from (p for p in REPO_MODELS_DIR.glob("*") if p.is_file())
+    if env := os.environ.get("FER_CHECKPOINT"):
+        yield Path(env)
+    data = []
+    if hasattr(args, "ferplus"):  # commands that load a dataset
+        data.append(args.data)
+    if getattr(args, "int8", False):
+        data.append(args.calibration_data or os.environ.get("FER_DATA_DIR"))
+    for source in data:
+        if source is not None or os.environ.get("FER_DATA_DIR"):
+            from fer_utils.data.loading import dataset_files
+
+            yield from dataset_files(source)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -359,18 +390,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fer_utils.inference import expand_image_paths
     from fer_utils.results import finite_json, predictions_csv, predictions_json, summary_line
 
+    files, skipped = expand_image_paths(args.paths)
     check_outputs(
         {"JSON results": args.json, "CSV results": args.csv},
-        inputs=[*args.paths, *(args.checkpoint or [])],
+        inputs=command_inputs(args, files),
         folders={"annotated photos": args.annotate},
         overwrite=args.overwrite,
     )
     predictor = photo_predictor(args, tta=args.tta)
-    files, skipped = expand_image_paths(args.paths)
     results, bad = predictor.predict_images(
-        files, detect=False if args.no_detect else None, progress=len(files) > 20 and not args.quiet
+        files,
+        detect=False if args.no_detect else None,
+        progress=len(files) > 20 and not args.quiet,
+        keep_on_interrupt=True,
     )
-    skipped += bad
+    not_reached = [s for s in bad if s.reason == NOT_REACHED]
+    skipped += [s for s in bad if s.reason != NOT_REACHED]
     failed_writes: list[str] = []
     annotated: dict[str, str] = {}
     taken = {Path(f).resolve() for f in files}  # never write over an input photo
@@ -391,10 +426,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(summary_line(results, skipped) + where, file=sys.stderr)
     outputs = {}
     if args.json:
-        payload = predictions_json(results, skipped, predictor.classes, predictor.name, annotated)
+        payload = predictions_json(results, [*skipped, *not_reached], predictor.classes, predictor.name, annotated)
         outputs[args.json] = finite_json(payload) + "\n"
     if args.csv:
-        outputs[args.csv] = predictions_csv(results, skipped)
+        outputs[args.csv] = predictions_csv(results, [*skipped, *not_reached])
     for path, text in outputs.items():
         try:
             write_text_atomic(path, text)
@@ -402,6 +437,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failed_writes.append(f"{path}: {err.strerror or err}")
     if failed_writes:
         raise FEROutputError("the results are printed above, but writing failed for " + "; ".join(failed_writes[:3]))
+    if not_reached:
+        kept = f"; the results so far are in {', '.join(map(str, outputs))}" if outputs else ""
+        print(
+            f"fer: interrupted after {len(files) - len(not_reached)} of {len(files)} photos{kept} "
+            f"(rerun for the {len(not_reached)} not reached)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     if not results:
         raise FERError("no image could be read: " + "; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
     return 0
@@ -448,6 +491,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         return 0
     checkpoint = args.checkpoint or [default_checkpoint()]
+    check_outputs({"ONNX model": args.out}, inputs=command_inputs(args), overwrite=args.overwrite)
     calibration = None
     if args.int8:
         import numpy as np
@@ -513,9 +557,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     from fer_utils.inference import default_checkpoint
 
     checkpoint = args.checkpoint or [default_checkpoint()]
-    check_outputs(
-        {"teacher probabilities": args.out}, inputs=[*checkpoint, *_data_inputs(args)], overwrite=args.overwrite
-    )
+    check_outputs({"teacher probabilities": args.out}, inputs=command_inputs(args), overwrite=args.overwrite)
     dataset = _load(args)
     _report_skips(dataset)
     train_set, _ = training_splits(dataset)
@@ -545,6 +587,7 @@ def add_teacher_parser(sub: Any) -> None:
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from fer_utils.checkpoints import read_checkpoint_meta, save_ensemble
 
+    check_outputs({"ensemble checkpoint": args.out}, inputs=command_inputs(args), overwrite=args.overwrite)
     out = save_ensemble(args.members, args.out, half=args.half, overwrite=args.overwrite, select=args.select)
     meta = read_checkpoint_meta(out)
     print(f"wrote {out} ({len(meta['members'])} members, {out.stat().st_size / 1e6:.1f} MB)")
@@ -609,8 +652,10 @@ def add_webcam_parser(sub: Any) -> None:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from fer_utils.video import CLASSIFIER_THREADS, FrameSelection, analyze_videos, camera_index, expand_video_paths
+    from fer_utils.video import CLASSIFIER_THREADS, FrameSelection, analyze_videos, expand_video_paths
 
+    selection = FrameSelection(args.every, args.fps, args.start, args.end)
+    sources, skipped = expand_video_paths(args.inputs)
     check_outputs(
         {
             "CSV results": args.csv,
@@ -618,11 +663,9 @@ def cmd_video(args: argparse.Namespace) -> int:
             "annotated video": args.annotate,
             "timeline plot": args.plot,
         },
-        inputs=[*(p for p in args.inputs if camera_index(p) is None), *(args.checkpoint or [])],
+        inputs=command_inputs(args, [s for s in sources if not isinstance(s, int)]),
         overwrite=args.overwrite,
     )
-    selection = FrameSelection(args.every, args.fps, args.start, args.end)
-    sources, skipped = expand_video_paths(args.inputs)
     if not sources:
         raise FERDataError("; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
     predictor = photo_predictor(args, threads=CLASSIFIER_THREADS)
@@ -648,7 +691,9 @@ def cmd_video(args: argparse.Namespace) -> int:
                 "announces (a truncated or damaged file); the frames before are analysed",
                 file=sys.stderr,
             )
-    written = [str(p) for p in (args.csv, args.json, args.annotate, args.plot) if p]
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    written = report.written
     analysed = sum(r.analysed for r in report.runs)
     print(
         f"{len(report.runs)} videos, {analysed} frames analysed, {report.rows} faces in "
@@ -769,16 +814,32 @@ def main(argv: list[str] | None = None) -> int:
     # one sink for the terminal: names from files (classes, photos, videos) print as text
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = TerminalSafeStream(sys.stdout), TerminalSafeStream(sys.stderr, progress_bars=True)
-    try:
-        return args.func(args)
-    except FERError as err:
-        print(f"fer: error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("fer: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        sys.stdout, sys.stderr = streams
+    # one handler for stop requests: SIGTERM and SIGHUP stop every command as Ctrl-C does
+    with stop_signals_as_interrupt() as received:
+        try:
+            status = args.func(args)
+        except FERError as err:
+            print(f"fer: error: {err}", file=sys.stderr)
+            status = EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            print(f"fer: interrupted{_stopped_by(received)}; no output was left half-written", file=sys.stderr)
+            status = EXIT_INTERRUPTED
+        except OSError as err:  # the system's reason (a full disk, a folder gone): one line, as a user error
+            where = f"{err.filename}: " if err.filename else ""
+            print(
+                f"fer: error: {where}{err.strerror or err}; no output was left half-written at its name",
+                file=sys.stderr,
+            )
+            status = EXIT_USER_ERROR
+        finally:
+            sys.stdout, sys.stderr = streams
+    if received and status in (0, EXIT_INTERRUPTED):  # stopped (a server ends only so): say by which signal
+        return exit_status(received[0])
+    return status
+
+
+def _stopped_by(received: list[int]) -> str:
+    return f" (by {signal.Signals(received[0]).name})" if received else ""
 
 
 if __name__ == "__main__":

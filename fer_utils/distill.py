@@ -79,6 +79,8 @@ def load_teacher(path: str | os.PathLike, faces: FaceSet) -> np.ndarray:
         raise FERDataError(f"{path}: teacher file not found; make one with `fer teacher`") from None
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
         raise FERDataError(f"{path}: not a teacher file written by `fer teacher` ({err})") from None
+    if len(keys) == 0:
+        raise FERDataError(f"{path}: holds no faces; make it from the training data with `fer teacher`")
     if probabilities.ndim != 2 or probabilities.shape != (len(keys), len(meta.get("classes", ()))):
         raise FERDataError(
             f"{path}: probabilities have shape {probabilities.shape}, expected ({len(keys)}, "
@@ -96,6 +98,13 @@ def load_teacher(path: str | os.PathLike, faces: FaceSet) -> np.ndarray:
         )
     if not np.isfinite(probabilities).all():
         raise FERDataError(f"{path}: holds NaN or infinite probabilities")
+    sums = probabilities.sum(axis=1)
+    if (probabilities < 0).any() or not np.allclose(sums, 1.0, atol=0.02):
+        bad = int(np.argmax((probabilities < 0).any(axis=1) | ~np.isclose(sums, 1.0, atol=0.02)))
+        raise FERDataError(
+            f"{path}: the probabilities of face {keys[bad]} sum to {sums[bad]:.3g} (each face's must be "
+            "non-negative and sum to 1); make the file again with `fer teacher`"
+        )
     if len(keys) != len(wanted) or meta.get("faces_fingerprint") != faces_fingerprint(faces):
         raise FERDataError(
             f"{path}: was made from other faces than these {len(wanted)} training faces "

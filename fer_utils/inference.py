@@ -26,6 +26,7 @@ import numpy as np
 from fer_utils.checkpoint_meta import CheckpointSource, checkpoint_files, read_checkpoint_meta, resizes_input
 from fer_utils.data.images import (
     DEFAULT_FACE_SIZE,
+    NOT_REACHED,
     ImageSource,
     Skipped,
     files_under,
@@ -473,22 +474,35 @@ class Predictor:
         )
 
     def predict_images(
-        self, sources: Sequence[ImageSource], detect: bool | None = None, progress: bool = False
+        self,
+        sources: Sequence[ImageSource],
+        detect: bool | None = None,
+        progress: bool = False,
+        keep_on_interrupt: bool = False,
     ) -> tuple[list[ImageResult], list[Skipped]]:
-        """Predict many images; unreadable ones are reported as skipped, never raised."""
+        """Predict many images; unreadable ones are reported as skipped, never raised.
+        ``keep_on_interrupt``: Ctrl-C (or another stop signal) returns the results so far, the
+        images not reached skipped with the reason ``NOT_REACHED``, instead of raising."""
         from tqdm.auto import tqdm
 
         results: list[ImageResult] = []
         skipped: list[Skipped] = []
-        for source in tqdm(sources, desc="predicting", unit="img", disable=not progress):
-            try:
-                results.append(self.predict_image(source, detect))
-            except FERDataError as err:
-                skipped.append(Skipped(_source_name(source), err.reason))
-            except FERError:
-                raise  # the model or its runtime failed, not this photo: every later photo would fail too
-            except Exception as err:  # noqa: BLE001 - one odd photo never sinks the batch
-                skipped.append(Skipped(_source_name(source), f"cannot process ({type(err).__name__}: {err})"))
+        done = 0
+        try:
+            for source in tqdm(sources, desc="predicting", unit="img", disable=not progress):
+                try:
+                    results.append(self.predict_image(source, detect))
+                except FERDataError as err:
+                    skipped.append(Skipped(_source_name(source), err.reason))
+                except FERError:
+                    raise  # the model or its runtime failed, not this photo: every later photo would fail too
+                except Exception as err:  # noqa: BLE001 - one odd photo never sinks the batch
+                    skipped.append(Skipped(_source_name(source), f"cannot process ({type(err).__name__}: {err})"))
+                done += 1
+        except KeyboardInterrupt:
+            if not keep_on_interrupt:
+                raise
+            skipped += [Skipped(_source_name(s), NOT_REACHED) for s in list(sources)[done:]]
         return results, skipped
 
     def video_analyzer(self, smooth: float = DEFAULT_SMOOTHING, detect_size: int = VIDEO_MAX_SIDE) -> FrameAnalyzer:

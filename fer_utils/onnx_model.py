@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_utils.checkpoint_meta import MAX_IMAGE_SIZE, description_problem
 from fer_utils.errors import FERCheckpointError, FERConfigError
 from fer_utils.locations import default_cache_dir
 from fer_utils.preprocess import MAX_BATCH_INPUTS, softmax
@@ -99,25 +100,51 @@ def metadata_props(
     }
 
 
-def model_info(session_or_path: Any) -> OnnxModelInfo:
-    """The classes, input size and normalization stored in an exported model (a path or a session)."""
+def model_info(session_or_path: Any, name: str | None = None) -> OnnxModelInfo:
+    """The classes, input size and normalization stored in an exported model (a path or a session),
+    checked as a checkpoint's description is (:func:`~fer_utils.checkpoint_meta.description_problem`)
+    and against the graph's own input and output shapes."""
     session = open_session(session_or_path) if isinstance(session_or_path, (str, os.PathLike)) else session_or_path
+    if name is None:
+        name = str(session_or_path) if isinstance(session_or_path, (str, os.PathLike)) else "an ONNX model"
     raw = session.get_modelmeta().custom_metadata_map
     try:
-        return OnnxModelInfo(
-            classes=tuple(json.loads(raw["classes"])),
-            image_size=int(raw["image_size"]),
-            mean=tuple(float(v) for v in json.loads(raw["mean"])),
-            std=tuple(float(v) for v in json.loads(raw["std"])),
-            arch=raw.get("arch"),
-            members=int(raw.get("members", 1)),
-            member_sizes=tuple(int(v) for v in json.loads(raw.get("member_sizes", "[]"))),
-        )
+        classes, mean, std = (json.loads(raw[key]) for key in ("classes", "mean", "std"))
+        image_size = int(raw["image_size"])
+        members = int(raw.get("members", 1))
+        sizes = [int(v) for v in json.loads(raw.get("member_sizes", "[]"))]
     except (KeyError, ValueError, TypeError) as err:
         raise FERCheckpointError(
-            f"an ONNX model without the course's metadata ({type(err).__name__}: {err}); only files written by "
-            "`fer export` (or the Predictor's cache) say which classes and preprocessing they expect"
+            f"{name}: an ONNX model without the course's metadata ({type(err).__name__}: {err}); only files written "
+            "by `fer export` (or the Predictor's cache) say which classes and preprocessing they expect"
         ) from None
+    problem = description_problem(classes, image_size, mean, std)
+    if problem is None and not (1 <= members <= MAX_MEMBERS and all(16 <= s <= MAX_IMAGE_SIZE for s in sizes)):
+        problem = f"says members {members} and member sizes {sizes[:10]}; they must be 1 to {MAX_MEMBERS}, 16 to {MAX_IMAGE_SIZE} px"
+    info = OnnxModelInfo(tuple(classes), image_size, tuple(mean), tuple(std), raw.get("arch"), members, tuple(sizes))
+    problem = problem or _graph_problem(session, info)
+    if problem:
+        raise FERCheckpointError(f"{name}: the model's metadata {problem}; the file was edited or is damaged")
+    return info
+
+
+MAX_MEMBERS = 64
+"""The most members an exported ensemble may say it has."""
+
+
+def _graph_problem(session: Any, info: OnnxModelInfo) -> str | None:
+    """What the graph's declared shapes contradict in ``info`` (a fixed dimension that differs), or None."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or not outputs:
+        return f"describes a classifier, but the graph has {len(inputs)} inputs and {len(outputs)} outputs"
+    shape, out = list(inputs[0].shape), list(outputs[0].shape)
+    fixed = [d if isinstance(d, int) else None for d in shape]
+    resizes = any(s != info.image_size for s in info.member_sizes)
+    if len(shape) != 4 or fixed[1] not in (None, 3) or (not resizes and {*fixed[2:]} - {None, info.image_size}):
+        return f"says {info.image_size} px faces, but the graph takes inputs of shape {shape}"
+    if len(out) != 2 or (isinstance(out[1], int) and out[1] != len(info.classes)):
+        return f"names {len(info.classes)} classes, but the graph gives outputs of shape {out}"
+    return None
 
 
 class OnnxClassifier:
@@ -127,7 +154,7 @@ class OnnxClassifier:
     def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
         self.path = Path(path)
         self.session = open_session(self.path, threads)
-        self.info = model_info(self.session)
+        self.info = model_info(self.session, str(self.path))
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
@@ -140,7 +167,22 @@ class OnnxClassifier:
         )
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        """One batch through ONNX Runtime; its errors, and outputs that contradict the classes,
+        are one line naming the model."""
+        try:
+            out = self.session.run(None, {self.input_name: batch})[0]
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise FERCheckpointError(
+                f"{self.path}: ONNX Runtime could not run this model on inputs of shape {list(batch.shape)} "
+                f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+                "export it again with `fer export`"
+            ) from None
+        if out.ndim != 2 or out.shape[1] != len(self.info.classes):
+            raise FERCheckpointError(
+                f"{self.path}: the model gives outputs of shape {list(out.shape)} for {len(self.info.classes)} "
+                "classes; its metadata and graph disagree (export it again with `fer export`)"
+            )
+        return out
 
     def probabilities(self, inputs: np.ndarray) -> np.ndarray:
         return softmax(self.logits(inputs))

@@ -1,15 +1,12 @@
 """A training run's folder holds one run: a lock while a process trains into it, and no resume
-from another folder's checkpoint; SIGTERM (what systemd, Slurm and ``kill`` send) stops a run the
-way Ctrl-C does, so the last finished epoch is kept and the resume command is printed."""
+from another folder's checkpoint."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import signal
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,21 +80,3 @@ def claim_run_folder(out_dir: str | os.PathLike, resume: str | os.PathLike | Non
         with contextlib.suppress(OSError):
             if lock.read_text(encoding="utf-8") == owner:
                 lock.unlink()
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt while the block runs (main thread only), so a run that
-    is told to stop saves and reports like one stopped with Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -47,8 +47,9 @@ from fer_utils.distill import distillation_targets, load_teacher
 from fer_utils.distributed import World, from_main, join, launched_world, leave, sum_across
 from fer_utils.errors import FERCheckpointError, FERConfigError, FERTrainingError
 from fer_utils.evaluation import evaluate_model
+from fer_utils.interrupts import stop_signals_as_interrupt
 from fer_utils.models import arch_spec, build_model, set_backbone_trainable
-from fer_utils.runs import check_resume_folder, claim_run_folder, sigterm_as_interrupt
+from fer_utils.runs import check_resume_folder, claim_run_folder
 from fer_utils.transforms import batch_mixing, train_transform
 
 
@@ -357,7 +358,7 @@ def train(
     config.validate()
     check_resume_folder(out_dir, resume)  # every rank refuses, so none waits for a rank 0 that stopped
     folder = claim_run_folder(out_dir, resume) if launched_world().is_main else contextlib.nullcontext()
-    with folder, sigterm_as_interrupt():
+    with folder, stop_signals_as_interrupt():
         return _train_in_folder(config, train_set, val_set, Path(out_dir), resume, progress, data_info, on_epoch_end)
 
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fer_utils.atomic import atomic_path
-from fer_utils.data.images import Skipped, files_under
+from fer_utils.data.images import Skipped, check_pixels, files_under
 from fer_utils.detection import Detector, FaceBox, crop_face, quiet_opencv
 from fer_utils.errors import FERConfigError, FERDataError
 from fer_utils.results import SpreadsheetSafeWriter, finite_json
@@ -235,6 +235,12 @@ def open_video(source: str | os.PathLike | int) -> tuple[Any, VideoInfo]:
         if not capture.isOpened():
             raise FERDataError(source=f"camera {index}", reason="cannot be opened (no camera, or in use)")
     frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    try:
+        check_pixels(width, height, f"camera {index}" if index is not None else str(source))
+    except FERDataError:
+        capture.release()
+        raise
     info = VideoInfo(
         str(source),
         int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
@@ -263,6 +269,10 @@ class FrameSelection:
             raise FERConfigError(f"--fps must be a positive number, got {self.fps}")
         if self.fps is not None and self.every != 1:
             raise FERConfigError("give --every or --fps, not both")
+        if not math.isfinite(self.start) or (self.end is not None and not math.isfinite(self.end)):
+            raise FERConfigError(
+                f"--start and --end must be numbers of seconds, got start {self.start}, end {self.end}"
+            )
         if self.start < 0 or (self.end is not None and self.end <= self.start):
             raise FERConfigError(f"need 0 <= --start < --end, got start {self.start}, end {self.end}")
 
@@ -312,6 +322,7 @@ def read_frames(capture: Any, info: VideoInfo, selection: FrameSelection, decode
             ok, image = capture.retrieve()
             if not ok:
                 return
+            check_pixels(image.shape[1], image.shape[0], f"{info.source} frame {index}")  # a frame unlike its header
         yield Frame(index, t, image, selected)
 
 
@@ -770,6 +781,9 @@ class VideoReport:
     summaries: list[TrackSummary] = field(default_factory=list)
     rows: int = 0
     interrupted: str | None = None
+    notes: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    """The outputs that exist at their names because this run wrote them (a plot of no tracks is not)."""
 
 
 def analyze_videos(
@@ -791,6 +805,7 @@ def analyze_videos(
     error that stops the run leaves whatever was at those names before."""
     report = VideoReport()
     readable = []
+    _refuse_repeats(sources)
     for source in sources:
         try:
             open_video(source)[0].release()
@@ -842,6 +857,9 @@ def analyze_videos(
             json_out.close(report.summaries, keep=not failed)
         if annotated is not None:
             annotated.close(keep=not failed)
+        if not failed:
+            report.written += [str(p) for p in (csv_path, json_path) if p is not None]
+            report.written += [str(annotate_path)] if annotated is not None else []
     analysed = sum(r.analysed for r in report.runs)
     if not analysed and not report.interrupted and report.skipped:
         raise FERDataError("; ".join(f"{s.source}: {s.reason}" for s in report.skipped[:3]))
@@ -852,4 +870,20 @@ def analyze_videos(
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+        report.written.append(str(plot_path))
+    elif plot_path:
+        report.notes.append(f"no plot written to {plot_path}: no face was tracked")
     return report
+
+
+def _refuse_repeats(sources: Sequence[str | int]) -> None:
+    """A video named twice (directly, through a link, or also inside a named folder) would be read
+    twice into one set of track ids; refuse it instead, naming both."""
+    seen: dict[Any, str | int] = {}
+    for source in sources:
+        key: Any = source if isinstance(source, int) else Path(source).resolve()
+        if key in seen:
+            raise FERConfigError(
+                f"{source}: named twice (also as {seen[key]}); give each video once (a folder already includes its videos)"
+            )
+        seen[key] = source

@@ -14,7 +14,7 @@ import numpy as np
 
 from fer_utils.errors import FERConfigError, FERDataError
 from fer_utils.inference import Predictor
-from fer_utils.video import DEFAULT_SMOOTHING, FrameAnalyzer, FrameResult, draw_tracks
+from fer_utils.video import DEFAULT_SMOOTHING, FrameAnalyzer, FrameResult, draw_tracks, open_video
 
 
 class Capture(Protocol):
@@ -54,11 +54,10 @@ def run_webcam(
     import cv2
 
     if capture is None:
-        capture = cv2.VideoCapture(camera)
-        if not capture.isOpened():
-            raise FERDataError(
-                f"camera {camera} cannot be opened (no camera, or in use; in Colab use colab_snapshot())"
-            )
+        try:
+            capture, _ = open_video(camera)  # quietly: OpenCV's own warnings about absent cameras are not shown
+        except FERDataError as err:
+            raise FERDataError(source=err.source, reason=f"{err.reason}; in Colab use colab_snapshot()") from None
     analyzer = predictor.video_analyzer(smooth).warm_up()
     results: list[FrameResult] = []
     fps, start = None, time.perf_counter()

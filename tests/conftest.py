@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -167,3 +168,24 @@ def write_face_video(
         writer.write(cv2.cvtColor(np.clip(canvas, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR))
     writer.release()
     return path
+
+
+@pytest.fixture
+def children():
+    """``start(command, **popen)``: a child process in a session of its own, killed with all its
+    descendants (SIGKILL to its process group) and waited for when the test ends, however it ends:
+    a child that outlives its test never keeps running."""
+    import signal
+    import subprocess
+
+    started: list[subprocess.Popen] = []
+
+    def start(command, **popen) -> subprocess.Popen:
+        started.append(subprocess.Popen(command, start_new_session=True, **popen))
+        return started[-1]
+
+    yield start
+    for process in started:
+        with contextlib.suppress(ProcessLookupError):  # it and its group may have ended already
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)

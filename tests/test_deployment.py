@@ -99,14 +99,43 @@ def test_class_names_from_model_json_are_text_and_a_non_image_clears_the_result(
         injected = page.evaluate("document.querySelectorAll('#bars img, #faces img').length")
         page.set_input_files("#file", str(not_image))
         page.wait_for_selector("body[data-status=error]", timeout=30_000)
-        return shown, injected, page.evaluate("window.pwned"), page.inner_text("#label"), page.inner_text("#bars")
+        status = page.inner_text("#status")
+        return (
+            shown,
+            injected,
+            page.evaluate("window.pwned"),
+            page.inner_text("#label"),
+            page.inner_text("#bars"),
+            status,
+        )
 
     try:
-        shown, injected, pwned, label, bars_after = in_browser(url, act)
+        shown, injected, pwned, label, bars_after, status = in_browser(url, act)
     finally:
         server.shutdown()
     assert "<img" in shown and injected == 0 and pwned is None  # the name is shown as text, no script ran
     assert "notes.jpg is not an image" in label and bars_after == ""  # the old result is gone
+    assert "notes.jpg is not an image" in status  # the status line says so too, not "models ready"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_a_model_json_that_would_not_load_in_python_does_not_load_in_the_browser(site_folder, tmp_path):
+    import json
+
+    problems = {"std": [0, 0, 0], "classes": ["happy"] * 7, "image_size": 12000}
+    seen = {}
+    for key, value in problems.items():
+        edited = tmp_path / key
+        shutil.copytree(site_folder, edited)
+        meta = json.loads((edited / "model.json").read_text())
+        (edited / "model.json").write_text(json.dumps({**meta, key: value}))
+        server, url = serve_folder(edited)
+        try:
+            seen[key] = in_browser(url, lambda page: page.inner_text("#status"), status="error")
+        finally:
+            server.shutdown()
+    assert "model.json says std" in seen["std"] and "model.json repeats a class name" in seen["classes"]
+    assert "model.json says image_size 12000" in seen["image_size"]
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -121,8 +150,9 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def in_browser(url: str, action, extra_args: tuple[str, ...] = ()):
-    """Open ``url`` in headless Chromium, wait for the models, run ``action(page)`` and return its value."""
+def in_browser(url: str, action, extra_args: tuple[str, ...] = (), status: str = "ready"):
+    """Open ``url`` in headless Chromium, wait for the models (``status``: the page's state to wait
+    for), run ``action(page)`` and return its value."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -130,7 +160,7 @@ def in_browser(url: str, action, extra_args: tuple[str, ...] = ()):
         try:
             page = browser.new_page()
             page.goto(url)
-            page.wait_for_selector("body[data-status=ready]", timeout=60_000)
+            page.wait_for_selector(f"body[data-status={status}]", timeout=60_000)
             return action(page)
         finally:
             browser.close()

@@ -37,11 +37,17 @@ def torchrun(out: Path, *extra: str, **popen) -> subprocess.Popen:
     command += ["--master_addr=127.0.0.1", f"--master_port={free_port()}"]
     command += ["-m", "fer_utils.cli", "train", "--out", str(out), *ARGS, *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    popen.setdefault("start_new_session", True)  # its own process group: finish() can end it with its workers
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
 def finish(process: subprocess.Popen) -> str:
-    output, _ = process.communicate(timeout=600)
+    try:
+        output, _ = process.communicate(timeout=600)
+    finally:  # a run that outlives its test is killed with its workers, never left running
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     assert process.returncode == 0, output[-3000:]
     return output
 
@@ -84,7 +90,12 @@ def test_killed_two_process_run_resumes_to_the_same_weights(uninterrupted, tmp_p
             kill_9_processes_naming(str(out))  # the launcher and both workers (each in its own session)
             break
         time.sleep(0.05)
-    run.communicate(timeout=60)
+    try:
+        run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
     done = load_checkpoint(out / "last.safetensors").meta["training_state"]["epoch"] + 1
     assert 1 <= done < EPOCHS, "the run was not killed mid-way"
     finish(torchrun(out, "--resume", str(out / "last.safetensors")))

@@ -194,14 +194,14 @@ def test_checkpoints_with_non_finite_weights_are_refused(untrained_checkpoint, t
 # 5. fer serve rejects its own documented flags --------------------------------------------------
 
 
-def test_fer_serve_takes_its_documented_flags(untrained_checkpoint):
+def test_fer_serve_takes_its_documented_flags(untrained_checkpoint, children, tmp_path):
     pytest.importorskip("gradio")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp_path)}
     cmd = [sys.executable, "-m", "fer_utils.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(
+    server = children(
         [*cmd, "--checkpoint", str(untrained_checkpoint)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
@@ -216,9 +216,11 @@ def test_fer_serve_takes_its_documented_flags(untrained_checkpoint):
                 time.sleep(0.5)
         else:
             pytest.fail("fer serve did not answer within 90 s")
+        assert list(tmp_path.glob("fer-app-*")), "the app keeps uploads in a folder of its own"
     finally:
-        server.terminate()
+        server.terminate()  # SIGTERM, what systemd and docker stop send
         server.wait(timeout=20)
+    assert server.returncode == 143 and not list(tmp_path.glob("fer-app-*"))  # its upload folder is gone
 
 
 # 6. Bad CSV pixels crash ------------------------------------------------------------------------

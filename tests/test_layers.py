@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "fer_utils"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "labels", "locations"),
+    ("errors", "labels", "locations", "interrupts"),
     ("atomic", "architectures", "config", "checkpoint_meta", "preprocess", "data.images"),
     (
         "data.faceset",

@@ -191,11 +191,11 @@ def test_json_plot_and_annotated_copy(predictor, crossing_video, tmp_path):
     assert not list(tmp_path.glob(".*.tmp*"))  # no temporary files left behind
 
 
-def test_ctrl_c_keeps_a_valid_csv_of_the_rows_so_far(predictor, tmp_path):
+def test_ctrl_c_keeps_a_valid_csv_of_the_rows_so_far(predictor, tmp_path, children):
     video = write_face_video(tmp_path / "long.mp4", lambda i: [(110, 70)], n_frames=2400)
     out = tmp_path / "faces.csv"
     command = [sys.executable, "-m", "fer_utils.cli", "video", str(video), "--csv", str(out)]
-    process = subprocess.Popen(
+    process = children(
         [*command, "--quiet", "--checkpoint", *map(str, predictor.sources)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -15,16 +15,44 @@ function setStatus(text, status) {
   if (status) document.body.dataset.status = status;
 }
 
+// The checks fer_utils makes of every model's description (checkpoint_meta.description_problem),
+// for a model.json that may have been edited: what is wrong with it, or null.
+const LIMITS = { minSize: 16, maxSize: 1024, maxClasses: 1000, maxName: 64 };
+function metaProblem(meta) {
+  const { classes, image_size: size, mean, std } = meta;
+  if (!Number.isInteger(size) || size < LIMITS.minSize || size > LIMITS.maxSize) {
+    return `says image_size ${JSON.stringify(size)}; it must be a whole number from ${LIMITS.minSize} to ${LIMITS.maxSize}`;
+  }
+  if (!Array.isArray(classes) || classes.length < 2 || classes.length > LIMITS.maxClasses) {
+    return `must list 2 to ${LIMITS.maxClasses} class names`;
+  }
+  const printable = (c) => typeof c === "string" && c.trim() && c.length <= LIMITS.maxName && !/[\p{Cc}\p{Cf}\p{Co}\p{Zl}\p{Zp}]/u.test(c);
+  if (!classes.every(printable)) return `has a class name that is not printable text of 1 to ${LIMITS.maxName} characters`;
+  if (new Set(classes).size !== classes.length) return "repeats a class name";
+  for (const [key, values] of [["mean", mean], ["std", std]]) {
+    if (!Array.isArray(values) || ![1, 3].includes(values.length) || !values.every(Number.isFinite)) {
+      return `says ${key} ${JSON.stringify(values)}; it must be 1 or 3 finite numbers`;
+    }
+  }
+  if (!std.every((v) => v > 0)) return `says std ${JSON.stringify(std)}; every value must be positive`;
+  return null;
+}
+
 async function loadModels() {
   ort.env.wasm.wasmPaths = new URL("vendor/", document.baseURI).href; // absolute: module loaders need it
   ort.env.wasm.numThreads = 1; // threads need cross-origin isolation; one thread works on any static host
   state.meta = await (await fetch("model.json")).json();
+  const problem = metaProblem(state.meta);
+  if (problem) throw new Error(`model.json ${problem}; build the demo again with \`fer export --format web\``);
+  if (state.meta.mean.length === 1) state.meta.mean = Array(3).fill(state.meta.mean[0]);
+  if (state.meta.std.length === 1) state.meta.std = Array(3).fill(state.meta.std[0]);
   const options = { executionProviders: ["wasm"] };
   state.classifier = await ort.InferenceSession.create("model.onnx", options);
   state.detector = await ort.InferenceSession.create(state.meta.detector.file, options);
   $("camera").disabled = false;
   $("file").disabled = false;
-  setStatus(`models ready (${state.meta.arch}, ${state.meta.image_size}px; YuNet detector)`, "ready");
+  state.ready = `models ready (${state.meta.arch}, ${state.meta.image_size}px; YuNet detector)`;
+  setStatus(state.ready, "ready");
 }
 
 // PIL's "L" conversion: (R*19595 + G*38470 + B*7471 + 0x8000) >> 16.
@@ -214,6 +242,9 @@ async function classify(crops) {
   });
   const feeds = { [state.classifier.inputNames[0]]: new ort.Tensor("float32", input, [crops.length, 3, size, size]) };
   const logits = (await state.classifier.run(feeds))[state.classifier.outputNames[0]].data;
+  if (logits.length !== crops.length * classes.length) {
+    throw new Error(`model.onnx gives ${logits.length / crops.length} outputs per face for ${classes.length} classes`);
+  }
   return crops.map((_, n) => {
     const row = Array.from(logits.slice(n * classes.length, (n + 1) * classes.length));
     const top = Math.max(...row);
@@ -296,6 +327,7 @@ function clearResult(message) {
   $("faces").replaceChildren();
   $("bars").replaceChildren();
   $("label").textContent = message;
+  $("status").textContent = message; // the status line says what went wrong, not "models ready"
   $("timing").textContent = "";
   const canvas = $("photo");
   canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
@@ -305,6 +337,7 @@ function clearResult(message) {
 
 function show(result) {
   state.result = result;
+  if (state.ready) $("status").textContent = state.ready;
   $("faces").replaceChildren(...result.faces.map((f, i) => {
     const chip = element("button", "chip", `${i + 1}: ${f.label}`);
     chip.dataset.face = String(i);
@@ -393,6 +426,9 @@ $("faces").addEventListener("click", (event) => {
   const index = event.target.dataset.face;
   if (index !== undefined && state.result) showFace(state.result.faces[Number(index)]);
 });
-$("file").addEventListener("change", (event) => event.target.files[0] && onPhoto(event.target.files[0]));
+$("file").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (file) onPhoto(file).catch((err) => clearResult(`${file.name}: ${err.message}`));
+});
 $("camera").addEventListener("click", () => startCamera().catch((err) => setStatus(`camera: ${err.message}`)));
 loadModels().catch((err) => setStatus(`cannot load the models: ${err.message}`, "error"));

@@ -73,15 +73,19 @@ def read_csv_header(path: Path) -> list[str]:
     return header
 
 
-def csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(row number, cells) of every non-empty data row; the header is row 1, as spreadsheets count."""
+def csv_rows(path: Path, header: bool = True) -> Iterator[tuple[int, list[str]]]:
+    """(row number, cells) of every non-empty data row, as spreadsheets count them (the header, if
+    any, is row 1). A UTF-8 byte-order mark is accepted; a field over ``MAX_CSV_FIELD`` characters
+    or broken quoting is one FERDataError naming the row."""
     csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD))
     with open(_text_file(path), newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        row_number = 1
+        row_number = 1 if header else 0
         try:
-            next(reader, None)
-            for row_number, row in enumerate(reader, start=2):
+            if header:
+                next(reader, None)
+            first = row_number + 1
+            for row_number, row in enumerate(reader, start=first):
                 if row:
                     yield row_number, row
         except csv.Error as err:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
@@ -41,9 +40,11 @@ def read_ferplus_votes(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     votes, usages = [], []
     for row_number, row in csv_rows(path):
         try:
-            votes.append([float(row[c] or 0) for c in columns])
+            counts = [float(row[c] or 0) for c in columns]
         except (ValueError, IndexError):
             raise FERDataError(f"{path}: row {row_number} has unreadable vote counts") from None
+        check_votes(path, row_number, counts)
+        votes.append(counts)
         usages.append(row[lower["usage"]].strip() if "usage" in lower else "")
     return np.array(votes, dtype=np.float32).reshape(-1, len(FERPLUS_VOTE_COLUMNS)), usages
 
@@ -104,25 +105,54 @@ def is_ferplus_layout(root: str | os.PathLike) -> bool:
     )
 
 
+MAX_VOTES = 1000.0
+"""The most votes one face may have in one column (FER+ has ten annotators): a larger count is
+a damaged file, and would overflow the float32 targets."""
+
+
+def check_votes(path: Path, row_number: int, counts: list[float]) -> None:
+    """FERDataError naming the row unless every vote count is a finite number from 0 to ``MAX_VOTES``."""
+    if not all(math.isfinite(c) and 0 <= c <= MAX_VOTES for c in counts):
+        raise FERDataError(
+            f"{path}: row {row_number} has vote counts {counts}; each must be a number from 0 to {MAX_VOTES:g}"
+        )
+
+
+def _plain_name(path: Path, row_number: int, name: str) -> str:
+    """``name`` if it is a plain file name inside the label file's own folder (no folder part, no
+    ``..``, not absolute); else FERDataError naming the row: a label file never reads outside its split."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or len(name) > 255 or not name.isprintable():
+        raise FERDataError(
+            f"{path}: row {row_number} names the image {name[:80]!r}; FER+ names are plain file names inside "
+            f"{path.parent} (e.g. fer0000000.png)"
+        )
+    return name
+
+
 def read_ferplus_label_file(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """Read a header-less FER+ ``label.csv``: (image file names, N x 10 vote counts in file order)."""
+    """Read a header-less FER+ ``label.csv``: (image file names, N x 10 vote counts in file order).
+    Names must be plain file names in the label file's folder, each once; votes finite and bounded."""
     path = Path(path)
     names, votes = [], []
-    for row_number, row in enumerate(csv.reader(path.open(newline="", encoding="utf-8", errors="replace")), 1):
-        if not row:
-            continue
+    first_row: dict[str, int] = {}
+    for row_number, row in csv_rows(path, header=False):
         if len(row) != 2 + len(FERPLUS_VOTE_COLUMNS):
             raise FERDataError(
                 f"{path}: row {row_number} has {len(row)} fields; a FER+ label.csv row is "
                 f"'image name, face box, {', '.join(FERPLUS_VOTE_COLUMNS)}'"
             )
+        name = _plain_name(path, row_number, row[0].strip())
         try:
             counts = [float(v) for v in row[2:]]
         except ValueError:
             raise FERDataError(f"{path}: row {row_number} has unreadable vote counts") from None
-        if not all(math.isfinite(c) and c >= 0 for c in counts):
-            raise FERDataError(f"{path}: row {row_number} has negative or non-finite vote counts")
-        names.append(row[0].strip())
+        check_votes(path, row_number, counts)
+        if name in first_row:
+            raise FERDataError(
+                f"{path}: row {row_number} repeats {name} (first in row {first_row[name]}); each face is listed once"
+            )
+        first_row[name] = row_number
+        names.append(name)
         votes.append(counts)
     if not names:
         raise FERDataError(f"{path}: holds no rows")

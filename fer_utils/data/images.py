@@ -23,6 +23,10 @@ class Skipped:
     reason: str
 
 
+NOT_REACHED = "not analysed: the run was stopped before it"
+"""The reason given for the inputs a stopped run did not reach (rerun them)."""
+
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 """File endings treated as images when scanning folders (case-insensitive)."""
 
@@ -120,6 +124,22 @@ def _exif_upright(image: Image.Image) -> Image.Image:
         return image
 
 
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+"""The one limit on a decoded picture's pixel count, for photos (Pillow's decompression-bomb
+guard, which this is) and every video frame: past it a single picture takes gigabytes."""
+
+
+def check_pixels(width: int, height: int, source: str) -> None:
+    """FERDataError naming ``source`` when a ``width`` x ``height`` picture is over ``MAX_PIXELS``,
+    said before it is decoded wherever the size is known first (a video's header)."""
+    if MAX_PIXELS is not None and width * height > MAX_PIXELS:
+        raise FERDataError(
+            source=source,
+            reason=f"{width}x{height} pixels is over the limit of {MAX_PIXELS / 1e6:.0f} megapixels per picture; "
+            "downscale it first",
+        )
+
+
 def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
     """Open a path, bytes or PIL image, fully decoded and EXIF-rotated.
 
@@ -141,8 +161,11 @@ def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
             with fp:
-                image = Image.open(fp)
+                image = Image.open(fp)  # reads the header only
+                check_pixels(*image.size, name)  # the one limit, before any pixel is decoded
                 image.load()
+    except FERDataError:
+        raise
     except FileNotFoundError:
         raise FERDataError(source=name, reason="file not found (or a broken symbolic link)") from None
     except IsADirectoryError:

@@ -13,7 +13,7 @@ from fer_utils.data.faceset import FaceSet, LoadedDataset, stratified_split
 from fer_utils.data.fer2013_csv import load_fer2013_csv
 from fer_utils.data.ferplus import is_ferplus_layout, load_ferplus, load_ferplus_folders
 from fer_utils.data.folders import load_image_folders
-from fer_utils.data.images import DEFAULT_FACE_SIZE
+from fer_utils.data.images import DEFAULT_FACE_SIZE, files_under, is_image_file
 from fer_utils.data.synthetic import load_synthetic
 from fer_utils.errors import FERDataError
 from fer_utils.labels import class_names
@@ -26,6 +26,18 @@ MAX_SYNTHETIC_SCALE = 20.0
 def default_data_path() -> str:
     """``$FER_DATA_DIR`` when set, else the built-in synthetic faces."""
     return os.environ.get("FER_DATA_DIR") or SYNTHETIC
+
+
+def dataset_files(path: str | os.PathLike | None = None) -> list[Path]:
+    """The files ``load_dataset(path)`` may read (a file; the images and CSVs inside a folder;
+    nothing for synthetic faces): what an output path must never replace."""
+    path = default_data_path() if path is None else str(path)
+    if path == SYNTHETIC or path.startswith(SYNTHETIC + ":"):
+        return []
+    if not Path(path).is_dir():
+        return [Path(path)]
+    found, _ = files_under(Path(path))
+    return [p for p in found if p.suffix.lower() == ".csv" or is_image_file(p)]
 
 
 def load_dataset(
