@@ -30,9 +30,9 @@ def timed(fn):
 
 
 def bench_loading(data: str | None, work: Path) -> None:
+    from fer_utils.core.labels import EMOTIONS
     from fer_utils.data import FaceSet, load_dataset, write_fer2013_csv
     from fer_utils.data.fer2013_csv import load_fer2013_csv
-    from fer_utils.labels import EMOTIONS
 
     if data and Path(data).is_dir():
         (_, cold) = timed(lambda: load_dataset(data, cache_dir=work / "cache", progress=False))
@@ -93,10 +93,10 @@ def bench_default_training(batches: int) -> float:
     from torch.utils.data import DataLoader
 
     from fer_utils.data import TorchFaceDataset, synthetic_faces
-    from fer_utils.devices import resolve_device, resolve_precision
-    from fer_utils.models import arch_spec, build_model
-    from fer_utils.training import TrainConfig, make_optimizer, train_one_epoch
-    from fer_utils.transforms import train_transform
+    from fer_utils.model.devices import resolve_device, resolve_precision
+    from fer_utils.model.factory import arch_spec, build_model
+    from fer_utils.train.loop import TrainConfig, make_optimizer, train_one_epoch
+    from fer_utils.train.transforms import train_transform
 
     config = TrainConfig()
     device = resolve_device(config.device)
@@ -158,7 +158,7 @@ def bench_tutorial_training(work: Path, batches: int) -> float:
     from torchvision import datasets, transforms
 
     from fer_utils.data import synthetic_faces
-    from fer_utils.models import build_model
+    from fer_utils.model.factory import build_model
 
     root = work / "imagefolder"
     faces = synthetic_faces(10, seed=0)

@@ -186,7 +186,7 @@ def quote_run_times(runs: dict[str, NotebookRun]) -> list[Path]:
     notebook 00 and each notebook's first cell (tests/test_course.py checks they agree)."""
     import nbformat
 
-    from fer_utils.atomic import write_text_atomic
+    from fer_utils.core.atomic import write_text_atomic
 
     def rows(text: str) -> str:
         return "\n".join(
@@ -264,7 +264,7 @@ def main() -> int:
         parser.error("give --data (FER2013) or set FER_DATA_DIR: the point is the real data")
     if args.save and args.save.resolve().is_relative_to(ROOT):
         parser.error("--save must be outside the repository: executed notebooks hold real faces")
-    from fer_utils.atomic import write_text_atomic
+    from fer_utils.core.atomic import write_text_atomic
 
     kernel = args.kernel or default_kernel()
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))

@@ -39,9 +39,9 @@ def main() -> None:
     import onnxruntime as ort
 
     from fer_utils.data import load_dataset
-    from fer_utils.export import export_onnx
-    from fer_utils.inference import Predictor
-    from fer_utils.onnx_model import model_info
+    from fer_utils.model.export import export_onnx
+    from fer_utils.predict.predictor import Predictor
+    from fer_utils.runtime.onnx import model_info
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default=None, help="default: the shipped model")

@@ -27,15 +27,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fer_utils.atomic import check_outputs, write_text_atomic
-from fer_utils.config import RECIPES
+from fer_utils.core.atomic import check_outputs, write_text_atomic
+from fer_utils.core.config import RECIPES
+from fer_utils.core.errors import FERError
 from fer_utils.data import TorchFaceDataset, load_dataset, synthetic_faces
-from fer_utils.devices import resolve_precision
-from fer_utils.errors import FERError
-from fer_utils.inference import Predictor
-from fer_utils.models import arch_spec, build_model
-from fer_utils.training import TrainConfig, make_optimizer, train_one_epoch
-from fer_utils.transforms import train_transform
+from fer_utils.model.devices import resolve_precision
+from fer_utils.model.factory import arch_spec, build_model
+from fer_utils.predict.predictor import Predictor
+from fer_utils.train.loop import TrainConfig, make_optimizer, train_one_epoch
+from fer_utils.train.transforms import train_transform
 
 
 def epoch_rate(faces, arch: str, image_size: int, precision: str, device: torch.device, batch: int) -> float:

@@ -47,19 +47,19 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import f1_score, log_loss
 
-from fer_utils.calibration import base_model, fit_temperature, scaled_probabilities
-from fer_utils.checkpoint_meta import member_sizes, member_stats
-from fer_utils.checkpoints import load_model
+from fer_utils.core.metadata import member_sizes, member_stats
 from fer_utils.data import load_dataset
-from fer_utils.evaluation import (
+from fer_utils.model.calibration import base_model, fit_temperature, scaled_probabilities
+from fer_utils.model.checkpoints import load_model
+from fer_utils.model.factory import Ensemble
+from fer_utils.runtime.onnx import file_digest
+from fer_utils.runtime.preprocess import TTA_MODES
+from fer_utils.train.evaluation import (
     cross_fitted_probabilities,
     evaluate_model,
     expected_calibration_error,
     two_fold_halves,
 )
-from fer_utils.models import Ensemble
-from fer_utils.onnx_model import file_digest
-from fer_utils.preprocess import TTA_MODES
 
 
 def member_probabilities(path: Path, faces, tta: str = "none") -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """Grad-CAM resolution: which layer and method let a map show facial parts, by measurement.
 
 For a stratified sample of labelled faces, prints each variant's map size, the mean share of
-its mass on the eyes and brows and on the mouth (``fer_utils.explain.FACE_PARTS``) against those
+its mass on the eyes and brows and on the mouth (``fer_utils.model.gradcam.FACE_PARTS``) against those
 parts' share of the area, and the time per face. Asserts nothing.
 
     python benchmarks/bench_gradcam.py [--data DIR_OR_CSV] [--checkpoint FILE] [--faces 210]
@@ -16,8 +16,8 @@ import time
 import torch
 
 from fer_utils.data import load_dataset, stratified_sample
-from fer_utils.explain import cam_resolution, face_part_share
-from fer_utils.inference import Predictor
+from fer_utils.model.gradcam import cam_resolution, face_part_share
+from fer_utils.predict.predictor import Predictor
 
 VARIANTS = {
     "Grad-CAM, last layer": {"method": "gradcam", "layer": "last"},

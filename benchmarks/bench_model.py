@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from bench_core import bench_default_training, bench_tutorial_training, mean_ms
-from fer_utils.inference import Predictor
+from fer_utils.predict.predictor import Predictor
 
 THRESHOLDS = (0.60, 0.65)
 
@@ -45,7 +45,7 @@ def time_to_accuracy(history: pd.DataFrame, source: str) -> None:
 
 def train_and_time(data: str) -> None:
     from fer_utils.data import load_dataset, training_splits
-    from fer_utils.training import TrainConfig, train
+    from fer_utils.train.loop import TrainConfig, train
 
     train_set, val_set = training_splits(load_dataset(data, progress=False))
     with tempfile.TemporaryDirectory() as out:

@@ -7,7 +7,7 @@ Prints figures; asserts nothing.
 With ``--data`` (or $FER_DATA_DIR), FER2013 PublicTest faces (labels known) are pasted, enlarged,
 into 640x480 canvases at several sizes and in-plane rotations (0, +-15, +-30 degrees):
 - crop calibration: each detector's box against the known FER2013 crop (gives the crop scales
-  in fer_utils.detection);
+  in fer_utils.faces.detection);
 - detection recall, YuNet vs Haar, per size and rotation;
 - accuracy of the model on the detected faces, with and without alignment, beside its accuracy
   on the original 48x48 crops.
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from bench_core import mean_ms
-from fer_utils.detection import HaarDetector, YuNetDetector, crop_face
-from fer_utils.errors import FERConfigError
-from fer_utils.inference import Predictor
+from fer_utils.core.errors import FERConfigError
+from fer_utils.faces.detection import HaarDetector, YuNetDetector, crop_face
+from fer_utils.predict.predictor import Predictor
 
 ROTATIONS = (-30, -15, 0, 15, 30)
 SIZES = (80, 160, 320)

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fer_utils import app
 from fer_utils.data import synthetic_faces
 from fer_utils.data.images import open_image, to_grayscale_array
-from fer_utils.inference import Predictor
+from fer_utils.deploy import app
+from fer_utils.predict.predictor import Predictor
 
 
 def free_port() -> int:

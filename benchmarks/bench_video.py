@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_utils.video import CLASSIFIER_THREADS
+from fer_utils.predict.video import CLASSIFIER_THREADS
 
 FPS = 30
 
@@ -95,8 +95,8 @@ def worker(case: dict) -> dict:
     """Run one case in this (fresh) process; returns its figures."""
     import cv2
 
-    from fer_utils.inference import Predictor
-    from fer_utils.video import FrameSelection, analyze_video
+    from fer_utils.predict.predictor import Predictor
+    from fer_utils.predict.video import FrameSelection, analyze_video
 
     predictor = Predictor.from_checkpoint(case["checkpoint"] or None, threads=case["threads"])
     analyzer = predictor.video_analyzer().warm_up()

@@ -54,8 +54,13 @@ def classify_times(site: Path, face: Path, repeats: int) -> list[float]:
 
 def main() -> None:
     from fer_utils.data import load_dataset
-    from fer_utils.export import build_web_demo
-    from fer_utils.inference import REPO_MODELS_DIR, SHIPPED_FAST_MODEL, SHIPPED_PHOTO_MODEL, SHIPPED_SINGLE_MODEL
+    from fer_utils.model.export import build_web_demo
+    from fer_utils.predict.predictor import (
+        REPO_MODELS_DIR,
+        SHIPPED_FAST_MODEL,
+        SHIPPED_PHOTO_MODEL,
+        SHIPPED_SINGLE_MODEL,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", nargs="*", type=Path)

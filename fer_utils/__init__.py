@@ -1,3 +1,40 @@
-"""Facial expression recognition course library: data, models, training, evaluation, inference."""
+"""Facial expression recognition, as a course and as a library.
+
+The layers are the sub-packages, lower first: ``core`` (errors, labels, metadata, safe writes),
+``runtime`` (what a model sees; ONNX Runtime), ``data``, ``faces`` (detect, track, draw),
+``model`` (build, checkpoints, export, Grad-CAM), ``train``, ``predict`` (photos and videos,
+torch-free), ``deploy`` (app, webcam), ``course`` (the notebooks' helpers) and ``cli``.
+The names a user imports are here, each loaded on first use (so ``import fer_utils`` stays
+light and a prediction never imports torch)::
+
+    from fer_utils import Predictor
+    Predictor.from_checkpoint().predict_image("photo.jpg")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "Predictor": "fer_utils.predict.predictor",
+    "load_dataset": "fer_utils.data.loading",
+    "training_splits": "fer_utils.data.loading",
+    "TrainConfig": "fer_utils.core.config",
+    "train": "fer_utils.train.loop",
+    "build_model": "fer_utils.model.factory",
+    "load_model": "fer_utils.model.checkpoints",
+    "evaluate_checkpoint": "fer_utils.train.evaluation",
+    "export_onnx": "fer_utils.model.export",
+    "EMOTIONS": "fer_utils.core.labels",
+    "FERError": "fer_utils.core.errors",
+}
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'fer_utils' has no attribute {name!r}")

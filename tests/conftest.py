@@ -74,8 +74,8 @@ def real_data_dir() -> Path:
 
 def save_lite0(path: Path, model) -> Path:
     """Save a Lite0 as a checkpoint that takes 48 px faces (the card every plumbing test uses)."""
-    from fer_utils.checkpoints import ModelCard, save_checkpoint
-    from fer_utils.labels import EMOTIONS
+    from fer_utils.core.labels import EMOTIONS
+    from fer_utils.model.checkpoints import ModelCard, save_checkpoint
 
     return save_checkpoint(path, model, ModelCard("efficientnet-lite0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3))
 
@@ -83,7 +83,7 @@ def save_lite0(path: Path, model) -> Path:
 @pytest.fixture(scope="session")
 def untrained_checkpoint(tmp_path_factory) -> Path:
     """A real checkpoint file of an untrained Lite0 (plumbing tests; not for accuracy)."""
-    from fer_utils.models import build_model
+    from fer_utils.model.factory import build_model
 
     return save_lite0(
         tmp_path_factory.mktemp("ckpt") / "untrained.safetensors", build_model("efficientnet-lite0").eval()
@@ -95,8 +95,8 @@ def two_member_ensemble(tmp_path) -> tuple[Path, list]:
     """An ensemble file of two untrained Lite0 members of different weights, and the members."""
     import torch
 
-    from fer_utils.checkpoints import save_ensemble
-    from fer_utils.models import build_model
+    from fer_utils.model.checkpoints import save_ensemble
+    from fer_utils.model.factory import build_model
 
     members, files = [], []
     for seed in (0, 1):

@@ -8,23 +8,23 @@ import pytest
 import torch
 
 from conftest import save_lite0
-from fer_utils.calibration import (
+from fer_utils.cli import main
+from fer_utils.core.errors import FERCheckpointError, FERError
+from fer_utils.model.calibration import (
     TemperatureScaled,
     base_model,
     fit_temperature,
     scaled_probabilities,
 )
-from fer_utils.checkpoints import load_model, read_checkpoint_meta, update_checkpoint_metadata
-from fer_utils.cli import main
-from fer_utils.errors import FERCheckpointError, FERError
-from fer_utils.evaluation import (
+from fer_utils.model.checkpoints import load_model, read_checkpoint_meta, update_checkpoint_metadata
+from fer_utils.model.factory import Ensemble
+from fer_utils.train.evaluation import (
     EvaluationReport,
     calibrate_checkpoint,
     cross_fitted_probabilities,
     evaluate_checkpoint,
     two_fold_halves,
 )
-from fer_utils.models import Ensemble
 
 
 def _overconfident(n: int = 4000, true_temperature: float = 2.0, seed: int = 0):
@@ -51,7 +51,7 @@ def _overconfident_checkpoint(path):
     """An untrained Lite0 (fixed seed) with its classifier at 30x its usual scale: it calls every
     face "sad" with confidence 0.5-0.99, so the fit deterministically lands at its upper bound
     (about 20). The plain fixture's near-uniform outputs let the fit land anywhere, even at 1.0001."""
-    from fer_utils.models import build_model, classifier_layer
+    from fer_utils.model.factory import build_model, classifier_layer
 
     torch.manual_seed(0)
     model = build_model("efficientnet-lite0").eval()
@@ -77,7 +77,7 @@ def test_calibrated_copy_carries_the_temperature_and_every_path_applies_it(tmp_p
     calibrated = evaluate_checkpoint(out, small_faces).probabilities
     np.testing.assert_allclose(calibrated, scaled_probabilities(plain, result.temperature), atol=1e-4)
 
-    from fer_utils.inference import Predictor
+    from fer_utils.predict.predictor import Predictor
 
     for runtime in ("torch", "onnx"):
         predictor = Predictor.from_checkpoint(out, runtime=runtime, device="cpu")

@@ -2,10 +2,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from fer_utils.checkpoints import ModelCard, load_checkpoint, model_from_checkpoint, save_checkpoint
-from fer_utils.errors import FERCheckpointError
-from fer_utils.labels import EMOTIONS
-from fer_utils.models import build_model
+from fer_utils.core.errors import FERCheckpointError
+from fer_utils.core.labels import EMOTIONS
+from fer_utils.model.checkpoints import ModelCard, load_checkpoint, model_from_checkpoint, save_checkpoint
+from fer_utils.model.factory import build_model
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_mismatched_class_list_and_architecture_are_explained(saved):
     _, path = saved
     with pytest.raises(FERCheckpointError, match="trained for classes angry.*data has angry.*contempt"):
         model_from_checkpoint(path, expect_classes=(*EMOTIONS, "contempt"))
-    from fer_utils.checkpoints import load_model_weights
+    from fer_utils.model.checkpoints import load_model_weights
 
     with pytest.raises(FERCheckpointError, match="weights do not fit this model"):
         load_model_weights(build_model("efficientnet-lite0"), load_checkpoint(path))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import save_class_folders
-from fer_utils.checkpoints import read_checkpoint_meta
 from fer_utils.cli import main
+from fer_utils.model.checkpoints import read_checkpoint_meta
 
 QUICK = ["--epochs", "1", "--image-size", "32", "--no-pretrained", "--batch-size", "32", "--quiet"]
 

@@ -27,8 +27,8 @@ from PIL import Image
 
 from conftest import face_photo, hand_edited, write_face_video
 from fer_utils.cli import main
+from fer_utils.core.errors import FERCheckpointError, FERDataError
 from fer_utils.data.fer2013_csv import write_fer2013_csv
-from fer_utils.errors import FERCheckpointError, FERDataError
 
 
 def one_line(capsys) -> str:
@@ -101,7 +101,7 @@ def test_no_output_replaces_anything_the_command_reads(
 def test_a_stop_signal_keeps_the_results_so_far_and_says_what_was_not_reached(
     signum, photos, tmp_path, untrained_checkpoint, monkeypatch, capsys
 ):
-    from fer_utils.inference import Predictor
+    from fer_utils.predict.predictor import Predictor
 
     real, calls = Predictor.predict_image, []
 
@@ -161,7 +161,7 @@ HOSTILE_DESCRIPTIONS = {
 
 @pytest.fixture(scope="module")
 def exported(untrained_checkpoint, tmp_path_factory) -> Path:
-    from fer_utils.export import export_onnx
+    from fer_utils.model.export import export_onnx
 
     return export_onnx(untrained_checkpoint, tmp_path_factory.mktemp("onnx") / "model.onnx", check=False).path
 
@@ -197,7 +197,7 @@ def test_every_model_format_gets_the_same_metadata_checks_before_any_work(
 
 
 def test_onnx_runtime_failures_are_one_line_naming_the_model(exported, monkeypatch):
-    from fer_utils.onnx_model import OnnxClassifier
+    from fer_utils.runtime.onnx import OnnxClassifier
 
     classifier = OnnxClassifier(exported)
     with pytest.raises(FERCheckpointError, match="ONNX Runtime could not run this model") as err:
@@ -211,7 +211,7 @@ def test_onnx_runtime_failures_are_one_line_naming_the_model(exported, monkeypat
 def test_the_pixel_limit_holds_for_video_frames_as_for_photos(tmp_path, untrained_checkpoint, monkeypatch, capsys):
     import fer_utils.data.images as images
     from fer_utils.data.images import open_image
-    from fer_utils.inference import Predictor
+    from fer_utils.predict.predictor import Predictor
 
     video = write_face_video(tmp_path / "v.mp4", lambda i: [(110, 70)], n_frames=3)  # 320 x 240
     photo = tmp_path / "p.png"
@@ -290,7 +290,7 @@ def test_a_plot_of_no_faces_is_not_said_to_be_written(tmp_path, untrained_checkp
 def test_a_full_disk_is_one_line_and_leaves_the_earlier_output(
     still_video, untrained_checkpoint, tmp_path, monkeypatch, capsys
 ):
-    from fer_utils.video import CsvStream
+    from fer_utils.predict.video import CsvStream
 
     out = tmp_path / "faces.csv"
     out.write_text("an earlier run\n")
@@ -350,7 +350,7 @@ def test_a_taken_port_is_one_line(untrained_checkpoint, children):
 
 def test_a_teacher_file_of_probabilities_that_are_not_probabilities_is_refused(tmp_path):
     from fer_utils.data import synthetic_faces
-    from fer_utils.distill import load_teacher, save_teacher
+    from fer_utils.train.distill import load_teacher, save_teacher
 
     faces = synthetic_faces(n_per_class=2, seed=2)
     path = save_teacher(tmp_path / "t.npz", faces, np.zeros((len(faces), 7), np.float32), {"data": "synthetic"})
@@ -359,7 +359,7 @@ def test_a_teacher_file_of_probabilities_that_are_not_probabilities_is_refused(t
 
 
 def test_the_apps_messages_show_reasons_not_server_paths():
-    from fer_utils.app import public_reason, upload_folder
+    from fer_utils.deploy.app import public_reason, upload_folder
 
     where = upload_folder() / "video-abc123" / "clip.mp4"
     err = FERDataError(f"{where}: not a video OpenCV can read; {os.getcwd()}/models/x.onnx: broken")

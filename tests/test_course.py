@@ -82,10 +82,11 @@ def test_every_notebook_installs_the_course_from_the_one_repository():
 def test_a_fork_points_everything_at_itself_in_one_command(tmp_path, capsys):
     import shutil
 
-    from fer_utils.course import main, repo_root, set_repository
+    from fer_utils.course import LESSONS_FILE, main, repo_root, set_repository
 
     (tmp_path / "fer_utils").mkdir()
-    shutil.copy(repo_root() / "fer_utils" / "course.py", tmp_path / "fer_utils" / "course.py")
+    (tmp_path / LESSONS_FILE).parent.mkdir(parents=True)
+    shutil.copy(repo_root() / LESSONS_FILE, tmp_path / LESSONS_FILE)
     shutil.copytree(repo_root() / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns("*.py"))
     shutil.copy(repo_root() / "README.md", tmp_path / "README.md")
     fork = "https://github.com/someone/fer-fork"
@@ -93,7 +94,7 @@ def test_a_fork_points_everything_at_itself_in_one_command(tmp_path, capsys):
     assert len(changed) == 2 + len(list((tmp_path / "notebooks").glob("*.ipynb")))
     readme = (tmp_path / "README.md").read_text()
     assert "github/someone/fer-fork/blob/main/notebooks/" in readme and "github/fer-course/fer-course" not in readme
-    assert f'REPOSITORY = "{fork}"' in (tmp_path / "fer_utils" / "course.py").read_text()
+    assert f'REPOSITORY = "{fork}"' in (tmp_path / LESSONS_FILE).read_text()
     for path, sources in _notebook_texts(tmp_path / "notebooks"):  # still valid notebooks
         text = "\n".join(sources)
         assert f'REPOSITORY = "{fork}"' in text and "github/someone/fer-fork/blob/main/notebooks/" + path.name in text

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from fer_utils.core.errors import FERDataError
+from fer_utils.core.labels import EMOTIONS
 from fer_utils.data import load_dataset, load_fer2013_csv
-from fer_utils.errors import FERDataError
-from fer_utils.labels import EMOTIONS
 
 PIXELS = " ".join(["7"] * 2304)
 

@@ -3,9 +3,9 @@ import pytest
 from PIL import Image
 
 from conftest import save_class_folders
+from fer_utils.core.errors import FERDataError
+from fer_utils.core.labels import EMOTIONS
 from fer_utils.data import load_dataset, load_image_folders, read_face
-from fer_utils.errors import FERDataError
-from fer_utils.labels import EMOTIONS
 
 
 def test_class_folders_load_with_labels_from_folder_names(class_folder_dataset, small_faces):

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer_utils.core.errors import FERDataError
 from fer_utils.data import (
     FaceSet,
     class_weights,
@@ -12,7 +13,6 @@ from fer_utils.data import (
     weighted_sampler,
 )
 from fer_utils.data.cache import cache_file
-from fer_utils.errors import FERDataError
 
 
 def imbalanced() -> FaceSet:

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from conftest import CHROMIUM, CHROMIUM_FLAGS, face_photo
-from fer_utils.export import build_web_demo
-from fer_utils.inference import REPO_MODELS_DIR, SHIPPED_WEB_MODEL, Predictor
+from fer_utils.model.export import build_web_demo
+from fer_utils.predict.predictor import REPO_MODELS_DIR, SHIPPED_WEB_MODEL, Predictor
 
 WEB = Path(__file__).parent.parent / "web"
 
@@ -256,7 +256,7 @@ def test_browser_camera_labels_faces_live(site, tmp_path):
 @pytest.fixture(scope="module")
 def gradio_url(checkpoint):
     pytest.importorskip("gradio")
-    from fer_utils.app import build_app
+    from fer_utils.deploy.app import build_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_utils.checkpoints import read_checkpoint_meta
 from fer_utils.cli import main
-from fer_utils.config import RECIPES, TrainConfig
+from fer_utils.core.config import RECIPES, TrainConfig
+from fer_utils.core.errors import FERConfigError, FERDataError
 from fer_utils.data import load_dataset, synthetic_faces, training_splits
-from fer_utils.distill import distillation_targets, load_teacher, save_teacher
-from fer_utils.errors import FERConfigError, FERDataError
+from fer_utils.model.checkpoints import read_checkpoint_meta
+from fer_utils.train.distill import distillation_targets, load_teacher, save_teacher
 
 QUICK = ["--epochs", "1", "--image-size", "32", "--no-pretrained", "--batch-size", "32", "--quiet", "--tta", "none"]
 
@@ -73,7 +73,7 @@ def test_gpu_recipe_runs_at_toy_size_on_the_cpu(tmp_path):
 def test_teacher_keys_tell_apart_faces_that_share_a_file_name_across_classes():
     # The Kaggle FER2013 folders reuse file names across class folders (e.g. angry/ and sad/).
     from fer_utils.data import FaceSet
-    from fer_utils.distill import face_keys
+    from fer_utils.train.distill import face_keys
 
     faces = synthetic_faces(1, seed=2)
     sources = np.array([f"/data/train/{faces.classes[label]}/Training_1.jpg" for label in faces.labels])

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
-from fer_utils.checkpoints import load_checkpoint, read_checkpoint_meta
 from fer_utils.data import load_dataset
-from fer_utils.evaluation import evaluate_checkpoint
+from fer_utils.model.checkpoints import load_checkpoint, read_checkpoint_meta
+from fer_utils.train.evaluation import evaluate_checkpoint
 
 pytestmark = pytest.mark.slow
 

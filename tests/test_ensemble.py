@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from fer_utils.architectures import IMAGENET_MEAN, IMAGENET_STD
-from fer_utils.calibration import base_model
-from fer_utils.checkpoint_meta import member_sizes, member_stats
-from fer_utils.checkpoints import ModelCard, load_model, read_checkpoint_meta, save_checkpoint, save_ensemble
 from fer_utils.cli import main
-from fer_utils.errors import FERCheckpointError
-from fer_utils.evaluation import evaluate_checkpoint, evaluate_model
-from fer_utils.inference import Predictor
-from fer_utils.labels import EMOTIONS
-from fer_utils.models import Ensemble, build_model
+from fer_utils.core.architectures import IMAGENET_MEAN, IMAGENET_STD
+from fer_utils.core.errors import FERCheckpointError
+from fer_utils.core.labels import EMOTIONS
+from fer_utils.core.metadata import member_sizes, member_stats
+from fer_utils.model.calibration import base_model
+from fer_utils.model.checkpoints import ModelCard, load_model, read_checkpoint_meta, save_checkpoint, save_ensemble
+from fer_utils.model.factory import Ensemble, build_model
+from fer_utils.predict.predictor import Predictor
+from fer_utils.train.evaluation import evaluate_checkpoint, evaluate_model
 
 
 def member(path, seed: int, image_size: int = 48, mean=(0.5,) * 3, std=(0.5,) * 3):
@@ -172,8 +172,8 @@ def test_ensemble_gradcam_averages_the_members_maps(members, small_faces):
 
 def test_ensemble_exports_as_one_onnx_graph(members, tmp_path):
     pytest.importorskip("onnxruntime")
-    from fer_utils.export import export_onnx, onnx_metadata
-    from fer_utils.onnx_model import onnx_probabilities
+    from fer_utils.model.export import export_onnx, onnx_metadata
+    from fer_utils.runtime.onnx import onnx_probabilities
 
     packed = save_ensemble(members[:2], tmp_path / "two.safetensors")
     result = export_onnx(packed, tmp_path / "two.onnx")

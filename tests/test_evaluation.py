@@ -5,16 +5,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fer_utils.data import load_dataset
-from fer_utils.evaluation import EvaluationReport
-from fer_utils.labels import EMOTIONS
-from fer_utils.viz import (
+from fer_utils.core.labels import EMOTIONS
+from fer_utils.course.figures import (
     class_distribution_figure,
     confusion_matrix_figure,
     sample_grid_figure,
     save_figure,
     training_curves_figure,
 )
+from fer_utils.data import load_dataset
+from fer_utils.train.evaluation import EvaluationReport
 
 
 def report_with(labels, predicted):
@@ -68,7 +68,7 @@ def test_figures_are_written_as_images(tmp_path):
 def test_calibration_metrics_match_their_definitions():
     from sklearn.metrics import log_loss
 
-    from fer_utils.evaluation import EvaluationReport, expected_calibration_error, selective_accuracy
+    from fer_utils.train.evaluation import EvaluationReport, expected_calibration_error, selective_accuracy
 
     classes = ("a", "b")
     # 10 faces at confidence 0.9 of which 9 are right, 10 at 0.6 of which 3 are right:
@@ -86,7 +86,7 @@ def test_calibration_metrics_match_their_definitions():
 
 
 def test_a_calibrated_model_has_a_small_ece():
-    from fer_utils.evaluation import expected_calibration_error
+    from fer_utils.train.evaluation import expected_calibration_error
 
     rng = np.random.default_rng(0)
     confidence = rng.uniform(0.5, 1.0, 20000)

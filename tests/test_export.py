@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from fer_utils.cli import main
-from fer_utils.errors import FERError
-from fer_utils.export import export_onnx, onnx_metadata, parity_check
-from fer_utils.inference import Predictor
-from fer_utils.onnx_model import onnx_probabilities
+from fer_utils.core.errors import FERError
+from fer_utils.model.export import export_onnx, onnx_metadata, parity_check
+from fer_utils.predict.predictor import Predictor
+from fer_utils.runtime.onnx import onnx_probabilities
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_export_matches_pytorch_with_dynamic_batch_and_metadata(exported, untrai
 
 
 def test_parity_check_fails_for_a_different_model(exported):
-    from fer_utils.models import build_model
+    from fer_utils.model.factory import build_model
 
     other = build_model("efficientnet-lite0")
     torch.nn.init.normal_(other.classifier.weight, std=1.0)
@@ -44,9 +44,9 @@ def test_cli_export(untrained_checkpoint, tmp_path, capsys):
 def test_int8_export_is_smaller_and_keeps_predictions(tmp_path):
     from sklearn.linear_model import LogisticRegression
 
-    from fer_utils.checkpoints import ModelCard, save_checkpoint
     from fer_utils.data import synthetic_faces
-    from fer_utils.models import build_model
+    from fer_utils.model.checkpoints import ModelCard, save_checkpoint
+    from fer_utils.model.factory import build_model
 
     # A model that is sure of its answers, so that agreement measures the quantization and not a
     # coin toss: ImageNet Lite0 with a head fitted to these faces' features (fp32 gets them all).

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fer_utils.core.errors import FERDataError
+from fer_utils.core.labels import EMOTIONS
 from fer_utils.data import load_dataset
-from fer_utils.errors import FERDataError
-from fer_utils.labels import EMOTIONS
 
 HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
 

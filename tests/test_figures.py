@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from matplotlib.image import AxesImage
 
-from fer_utils.detection import FaceBox
-from fer_utils.labels import EMOTIONS
-from fer_utils.results import FaceResult, ImageResult
-from fer_utils.viz import misclassified_gallery_figure, photo_prediction_figure
+from fer_utils.core.labels import EMOTIONS
+from fer_utils.course.figures import misclassified_gallery_figure, photo_prediction_figure
+from fer_utils.faces.detection import FaceBox
+from fer_utils.faces.results import FaceResult, ImageResult
 
 
 def collisions(fig) -> list[str]:
@@ -98,9 +98,9 @@ def _panel_pixels(fig) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("name", ["brightness", "contrast"])
 def test_the_augmentation_sliders_change_what_the_faces_look_like(name):
+    from fer_utils.course.figures import augmentation_grid_figure
     from fer_utils.data import synthetic_faces
-    from fer_utils.transforms import Augmentation, augmentation_transform
-    from fer_utils.viz import augmentation_grid_figure
+    from fer_utils.train.transforms import Augmentation, augmentation_transform
 
     face = synthetic_faces(1, seed=3).images[0]
     shown = {}
@@ -117,8 +117,8 @@ def test_the_augmentation_sliders_change_what_the_faces_look_like(name):
 
 
 def test_a_gallery_of_one_class_draws_one_row():
+    from fer_utils.course.figures import sample_grid_figure
     from fer_utils.data import synthetic_faces
-    from fer_utils.viz import sample_grid_figure
 
     faces = synthetic_faces(3, seed=7)
     fig = sample_grid_figure(faces.subset(faces.labels == EMOTIONS.index("disgust")), per_class=3)
@@ -129,7 +129,7 @@ def test_a_gallery_of_one_class_draws_one_row():
 def test_training_curves_mark_whole_epochs():
     import pandas as pd
 
-    from fer_utils.viz import training_curves_figure
+    from fer_utils.course.figures import training_curves_figure
 
     history = pd.DataFrame(
         {

@@ -25,11 +25,11 @@ from PIL import Image
 
 from conftest import face_photo, hand_edited
 from fer_utils.cli import main
+from fer_utils.core.errors import FERConfigError, FERDataError, FEROutputError
 from fer_utils.data import load_dataset, synthetic_faces
 from fer_utils.data.fer2013_csv import write_fer2013_csv
-from fer_utils.detection import FaceBox
-from fer_utils.errors import FERConfigError, FERDataError, FEROutputError
-from fer_utils.inference import Predictor
+from fer_utils.faces.detection import FaceBox
+from fer_utils.predict.predictor import Predictor
 
 QUICK = ["--image-size", "32", "--no-pretrained", "--batch-size", "32", "--quiet", "--eval-batch-size", "64"]
 
@@ -112,7 +112,7 @@ def test_resuming_another_folders_run_is_refused_and_leaves_both_intact(finished
 
 
 def test_a_live_run_holds_its_folder_and_a_dead_ones_lock_is_taken_over(tmp_path):
-    from fer_utils.runs import LOCK_FILE, claim_run_folder
+    from fer_utils.train.runs import LOCK_FILE, claim_run_folder
 
     with (
         claim_run_folder(tmp_path / "r"),
@@ -147,7 +147,7 @@ def test_sigterm_stops_training_like_ctrl_c_and_says_how_to_resume(tmp_path, chi
 
 
 def test_a_killed_data_loading_worker_is_one_line_that_keeps_the_run_resumable(tmp_path, capsys, monkeypatch):
-    import fer_utils.training as training
+    import fer_utils.train.loop as training
 
     real, calls = training.train_one_epoch, []
 
@@ -171,7 +171,7 @@ def test_a_killed_data_loading_worker_is_one_line_that_keeps_the_run_resumable(t
 def test_the_app_refuses_server_paths_it_was_not_sent(photo, untrained_checkpoint, tmp_path, monkeypatch):
     import gradio as gr
 
-    from fer_utils.app import analyze
+    from fer_utils.deploy.app import analyze
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
     predictor = Predictor.from_checkpoint(untrained_checkpoint, runtime="torch")
@@ -189,8 +189,8 @@ def test_the_app_refuses_server_paths_it_was_not_sent(photo, untrained_checkpoin
 ABORTED_UPLOAD = """
 import socket, sys, time
 from pathlib import Path
-from fer_utils import app
-from fer_utils.inference import Predictor
+from fer_utils.deploy import app
+from fer_utils.predict.predictor import Predictor
 
 folder = app.private_upload_folder()
 predictor = Predictor.from_checkpoint(sys.argv[1], runtime="torch")
@@ -233,7 +233,7 @@ def test_an_aborted_upload_stays_in_the_apps_own_folder_and_is_swept(untrained_c
 
 
 def test_serving_beyond_this_machine_says_who_can_reach_it():
-    from fer_utils.app import exposure_warning
+    from fer_utils.deploy.app import exposure_warning
 
     assert exposure_warning("127.0.0.1", share=False) is None
     assert "anyone who can reach this machine" in exposure_warning("0.0.0.0", share=False)
@@ -288,8 +288,8 @@ def test_huge_photos_are_reported_in_their_own_pixels(tmp_path, untrained_checkp
 
 
 def test_a_damaged_or_foreign_onnx_cache_entry_is_rebuilt(untrained_checkpoint, tmp_path):
-    from fer_utils.checkpoints import model_from_checkpoint
-    from fer_utils.export import cached_onnx
+    from fer_utils.model.checkpoints import model_from_checkpoint
+    from fer_utils.model.export import cached_onnx
 
     model, checkpoint = model_from_checkpoint(untrained_checkpoint)
     path = cached_onnx(model, checkpoint, tmp_path)
@@ -301,8 +301,8 @@ def test_a_damaged_or_foreign_onnx_cache_entry_is_rebuilt(untrained_checkpoint, 
 
 
 def test_an_unwritable_onnx_cache_exports_once_for_the_process(untrained_checkpoint, tmp_path, capsys, monkeypatch):
-    import fer_utils.export as runtime
-    from fer_utils.checkpoints import model_from_checkpoint
+    import fer_utils.model.export as runtime
+    from fer_utils.model.checkpoints import model_from_checkpoint
 
     model, checkpoint = model_from_checkpoint(untrained_checkpoint)
     blocked = tmp_path / "not-a-folder"
@@ -330,7 +330,7 @@ def test_the_dataset_cache_sees_content_changes_that_keep_size_and_mtime(tmp_pat
 
 
 def test_a_truncated_dataset_cache_entry_is_rebuilt(class_folder_dataset):
-    from fer_utils.locations import default_cache_dir
+    from fer_utils.core.locations import default_cache_dir
 
     first = load_dataset(class_folder_dataset)
     entries = sorted(default_cache_dir().glob("faces-*.npz"), key=lambda p: p.stat().st_mtime)
@@ -341,7 +341,7 @@ def test_a_truncated_dataset_cache_entry_is_rebuilt(class_folder_dataset):
 
 
 def test_a_teacher_made_from_other_faces_is_refused(tmp_path):
-    from fer_utils.distill import load_teacher, save_teacher
+    from fer_utils.train.distill import load_teacher, save_teacher
 
     made_on = synthetic_faces(3, seed=1)
     other = type(made_on)(255 - made_on.images, made_on.labels, made_on.classes, made_on.sources)  # same names
@@ -412,14 +412,14 @@ def test_a_yunet_model_that_is_not_yunet_is_one_line(tmp_path, untrained_checkpo
 
 @pytest.mark.parametrize("arch", ["efficientnet-b7", "efficientnet-b0"])
 def test_an_edited_architecture_is_refused_before_the_model_is_built(untrained_checkpoint, tmp_path, arch):
-    from fer_utils.checkpoints import load_model
-    from fer_utils.errors import FERCheckpointError
+    from fer_utils.core.errors import FERCheckpointError
+    from fer_utils.model.checkpoints import load_model
 
     edited = hand_edited(untrained_checkpoint, tmp_path / "edited.safetensors", {"arch": arch})
     with pytest.raises(FERCheckpointError, match="describes another model than the weights"):
         load_model(edited)  # checked on PyTorch's meta device: no B7 (66 M parameters) is ever allocated
     ensemble = tmp_path / "ensemble.safetensors"
-    from fer_utils.checkpoints import read_checkpoint_meta, save_ensemble
+    from fer_utils.model.checkpoints import read_checkpoint_meta, save_ensemble
 
     save_ensemble([untrained_checkpoint, untrained_checkpoint], ensemble)
     members = read_checkpoint_meta(ensemble)["members"]

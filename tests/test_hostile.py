@@ -18,20 +18,20 @@ import pytest
 from PIL import Image
 
 from conftest import hand_edited, save_class_folders
-from fer_utils.checkpoints import (
+from fer_utils.cli import main
+from fer_utils.core.errors import FERCheckpointError, FERConfigError, FERDataError
+from fer_utils.data import load_dataset
+from fer_utils.data.fer2013_csv import load_fer2013_csv
+from fer_utils.data.images import MAX_WORKING_SIDE, open_image, to_grayscale_array
+from fer_utils.model.checkpoints import (
     load_checkpoint,
     model_from_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
     update_checkpoint_metadata,
 )
-from fer_utils.cli import main
-from fer_utils.data import load_dataset
-from fer_utils.data.fer2013_csv import load_fer2013_csv
-from fer_utils.data.images import MAX_WORKING_SIDE, open_image, to_grayscale_array
-from fer_utils.errors import FERCheckpointError, FERConfigError, FERDataError
-from fer_utils.inference import Predictor, expand_image_paths
-from fer_utils.training import TrainConfig, resume_config
+from fer_utils.predict.predictor import Predictor, expand_image_paths
+from fer_utils.train.loop import TrainConfig, resume_config
 
 QUICK = ["--image-size", "32", "--no-pretrained", "--batch-size", "32", "--quiet", "--eval-batch-size", "64"]
 
@@ -151,7 +151,7 @@ def test_resume_refuses_a_changed_setting_in_one_line(interrupted_run, capsys):
 
 def test_library_resume_with_another_config_is_refused(interrupted_run):
     from fer_utils.data import synthetic_faces
-    from fer_utils.training import train
+    from fer_utils.train.loop import train
 
     faces = synthetic_faces(2, seed=1)
     config = TrainConfig.from_dict({**read_checkpoint_meta(interrupted_run / "last.safetensors")["config"]})
@@ -182,7 +182,7 @@ def test_checkpoints_with_non_finite_weights_are_refused(untrained_checkpoint, t
     checkpoint = load_checkpoint(untrained_checkpoint)
     model, _ = model_from_checkpoint(untrained_checkpoint)
     next(model.parameters()).data.fill_(float("nan"))
-    from fer_utils.checkpoints import ModelCard
+    from fer_utils.model.checkpoints import ModelCard
 
     meta = checkpoint.meta
     card = ModelCard(meta["arch"], tuple(meta["classes"]), meta["image_size"], meta["mean"], meta["std"])
@@ -283,7 +283,7 @@ def test_unwritable_outputs_fail_before_the_work(untrained_checkpoint, tmp_path,
 
 
 def test_results_survive_a_failed_write(untrained_checkpoint, tmp_path, monkeypatch, capsys):
-    import fer_utils.atomic as atomic
+    import fer_utils.core.atomic as atomic
 
     photo = tmp_path / "p.png"
     Image.new("L", (48, 48), 90).save(photo)
@@ -345,7 +345,7 @@ def test_huge_8_bit_and_alpha_images_are_reduced():
 
 
 def test_app_runs_requests_side_by_side():
-    from fer_utils import app
+    from fer_utils.deploy import app
 
     assert app.CONCURRENCY > 1 and app.QUEUE_SIZE >= 8
 

@@ -34,7 +34,7 @@ def test_the_inference_install_has_no_torch():
 
 def test_fer_predict_runs_an_exported_model_without_torch(tmp_path, untrained_checkpoint):
     pytest.importorskip("onnxruntime")
-    from fer_utils.export import export_onnx
+    from fer_utils.model.export import export_onnx
 
     model = export_onnx(untrained_checkpoint, tmp_path / "model.onnx").path
     done = fer("predict", str(PHOTO), "--checkpoint", str(model), "--json", "out.json", cwd=tmp_path)
@@ -53,7 +53,7 @@ def test_a_checkpoint_without_its_export_is_one_line_naming_the_fix(tmp_path, un
 def test_fer_video_runs_an_exported_model_without_torch(tmp_path, untrained_checkpoint):
     pytest.importorskip("onnxruntime")
     from conftest import write_face_video
-    from fer_utils.export import export_onnx
+    from fer_utils.model.export import export_onnx
 
     model = export_onnx(untrained_checkpoint, tmp_path / "model.onnx").path
     video = write_face_video(tmp_path / "clip.mp4", lambda i: [(110, 70)], n_frames=10)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fer_utils.errors import FERDataError
-from fer_utils.labels import (
+from fer_utils.core.errors import FERDataError
+from fer_utils.core.labels import (
     EMOTIONS,
     canonical_name,
     class_names,

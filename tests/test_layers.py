@@ -13,28 +13,15 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fer_utils"
 
-LAYERS: list[tuple[str, ...]] = [
-    ("errors", "labels", "locations", "interrupts"),
-    ("atomic", "architectures", "config", "checkpoint_meta", "preprocess", "data.images"),
-    (
-        "data.faceset",
-        "data.synthetic",
-        "data.cache",
-        "data.fer2013_csv",
-        "data.folders",
-        "data.ferplus",
-        "data.duplicates",
-    ),
-    ("data.loading", "data", "detection", "onnx_model", "results", "annotate", "tracking"),
-    ("devices", "calibration", "transforms", "models", "distributed", "runs"),
-    ("checkpoints", "forward", "distill"),
-    ("evaluation", "explain", "export", "training", "video"),
-    ("inference",),
-    ("viz", "widgets", "webcam", "cli_flags", "run_report"),
-    ("app",),
-    ("cli", "course"),
-]
-"""Lower layers first. A module may import its own layer or those before it, never a later one."""
+LAYERS = ("core", "runtime", "data", "faces", "model", "train", "predict", "deploy", "course", "cli")
+"""The sub-packages, lower layers first: a module may import its own package or those before it,
+never a later one. The folders are the table: a new sub-package must be placed here."""
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of a module name like ``predict.video`` (None for the package itself)."""
+    top = module.split(".")[0]
+    return LAYERS.index(top) if top in LAYERS else None
 
 
 def module_name(path: Path) -> str:
@@ -59,20 +46,20 @@ def import_graph() -> dict[str, set[str]]:
     return {name: {t for t in targets if t in modules} for name, targets in graph.items()}
 
 
-def test_every_module_has_a_layer():
-    graph = import_graph()
-    placed = {m for layer in LAYERS for m in layer} | {"fer_utils"}
-    assert set(graph) - placed == set(), "add new modules to LAYERS"
+def test_every_module_lives_in_a_layer():
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert folders == set(LAYERS), "a sub-package is a layer: place it in LAYERS"
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert loose == [], "modules live in the layer folders; fer_utils/__init__.py is the public API"
 
 
 def test_no_module_imports_a_layer_above_its_own():
-    layer_of = {m: i for i, layer in enumerate(LAYERS) for m in layer}
     upward = [
-        f"{source} (layer {layer_of[source]}) imports {target} (layer {layer_of[target]})"
+        f"{source} ({LAYERS[layer_of(source)]}) imports {target} ({LAYERS[layer_of(target)]})"
         for source, targets in import_graph().items()
-        if source in layer_of
+        if layer_of(source) is not None
         for target in targets
-        if target in layer_of and layer_of[target] > layer_of[source]
+        if layer_of(target) is not None and layer_of(target) > layer_of(source)
     ]
     assert upward == []
 
@@ -107,7 +94,7 @@ def test_the_cli_parser_and_the_prediction_modules_import_no_torch():
     done = run_isolated(
         """
         import sys
-        import fer_utils, fer_utils.app, fer_utils.inference, fer_utils.results, fer_utils.annotate
+        import fer_utils, fer_utils.deploy.app, fer_utils.predict.predictor, fer_utils.faces.results, fer_utils.faces.drawing
         from fer_utils.cli import build_parser
         build_parser().format_help()
         heavy = sorted(m for m in ("torch", "torchvision", "timm", "pandas", "matplotlib") if m in sys.modules)
@@ -120,14 +107,14 @@ def test_the_cli_parser_and_the_prediction_modules_import_no_torch():
 
 def test_predicting_from_an_exported_or_cached_model_imports_no_torch(tmp_path, untrained_checkpoint, monkeypatch):
     pytest.importorskip("onnxruntime")
-    from fer_utils.export import export_onnx
+    from fer_utils.model.export import export_onnx
 
     onnx_file = export_onnx(untrained_checkpoint, tmp_path / "model.onnx").path
     monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path / "cache"))
     warm = run_isolated(  # the first use of a checkpoint exports it into the cache (torch)
         f"""
         import numpy as np
-        from fer_utils.inference import Predictor
+        from fer_utils.predict.predictor import Predictor
         Predictor.from_checkpoint({str(untrained_checkpoint)!r}).predict_arrays([np.zeros((48, 48), np.uint8)])
         """
     )
@@ -136,7 +123,7 @@ def test_predicting_from_an_exported_or_cached_model_imports_no_torch(tmp_path, 
         f"""
         import sys
         import numpy as np
-        from fer_utils.inference import Predictor
+        from fer_utils.predict.predictor import Predictor
         face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
         cached = Predictor.from_checkpoint({str(untrained_checkpoint)!r})
         exported = Predictor.from_checkpoint({str(onnx_file)!r}, tta="crops")

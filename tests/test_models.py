@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from fer_utils.errors import FERConfigError
-from fer_utils.models import build_model, classifier_layer, offline_weights_file, read_state_dict
+from fer_utils.core.errors import FERConfigError
+from fer_utils.model.factory import build_model, classifier_layer, offline_weights_file, read_state_dict
 
 
 @pytest.mark.parametrize("arch", ["efficientnet-b0", "efficientnet-lite0"])
@@ -62,7 +62,7 @@ def test_a_run_starts_from_one_member_of_an_ensemble_file(tmp_path, two_member_e
         build_model("efficientnet-lite0", pretrained=str(packed), pretrained_member=2)
     with pytest.raises(FERConfigError, match=r"m0.safetensors: not an ensemble file, so it has no member 1"):
         build_model("efficientnet-lite0", pretrained=str(tmp_path / "m0.safetensors"), pretrained_member=1)
-    from fer_utils.config import TrainConfig
+    from fer_utils.core.config import TrainConfig
 
     with pytest.raises(FERConfigError, match="pretrained_member picks a member"):
         TrainConfig(pretrained_member=0)  # ImageNet weights have no members

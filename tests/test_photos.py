@@ -10,9 +10,9 @@ from PIL import Image
 
 from conftest import face_photo
 from fer_utils.cli import main
-from fer_utils.detection import FaceBox, HaarDetector, YuNetDetector, create_detector, crop_face
-from fer_utils.errors import FERConfigError, FERDataError
-from fer_utils.inference import Predictor
+from fer_utils.core.errors import FERConfigError, FERDataError
+from fer_utils.faces.detection import FaceBox, HaarDetector, YuNetDetector, create_detector, crop_face
+from fer_utils.predict.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ def test_gradcam_maps_for_faces(predictor, small_faces):
 
 def test_batched_gradcam_and_predictions_match_one_batch(predictor, small_faces):
     """Grad-CAM and predictions run in bounded batches for memory; the answers must not depend on it."""
-    from fer_utils.explain import gradcam_maps
+    from fer_utils.model.gradcam import gradcam_maps
 
     faces = small_faces.images[:7]
     x = predictor.input_tensor(faces)
@@ -215,7 +215,7 @@ def test_batched_gradcam_and_predictions_match_one_batch(predictor, small_faces)
 
 
 def test_face_part_share_locates_the_mass_of_a_map():
-    from fer_utils.explain import face_part_share
+    from fer_utils.model.gradcam import face_part_share
 
     mouth_only = np.zeros((1, 96, 96))
     mouth_only[0, 70:80, 40:60] = 1  # inside the mouth box (rows 30-44, columns 12-36 of 48, doubled)
@@ -263,7 +263,7 @@ def test_cli_predict_writes_csv_json_and_annotations(untrained_checkpoint, tmp_p
 
 
 def test_explorer_filters_and_renders(predictor, small_faces):
-    from fer_utils.widgets import WRONG, PredictionExplorer
+    from fer_utils.course.widgets import WRONG, PredictionExplorer
 
     explorer = PredictionExplorer(predictor, small_faces)
     assert explorer.index.max == len(small_faces) - 1
@@ -278,7 +278,7 @@ def test_explorer_filters_and_renders(predictor, small_faces):
 
 
 def test_upload_values_of_ipywidgets_7_and_8():
-    from fer_utils.widgets import uploaded_files
+    from fer_utils.course.widgets import uploaded_files
 
     v7 = {"a.jpg": {"metadata": {"name": "a.jpg"}, "content": b"123"}}
     v8 = ({"name": "a.jpg", "type": "image/jpeg", "size": 3, "content": memoryview(b"123")},)
@@ -288,7 +288,7 @@ def test_upload_values_of_ipywidgets_7_and_8():
 def test_uploader_predicts_uploaded_photo(predictor):
     import io
 
-    from fer_utils.widgets import PhotoUploader
+    from fer_utils.course.widgets import PhotoUploader
 
     buffer = io.BytesIO()
     Image.fromarray(face_photo()).save(buffer, format="JPEG")
@@ -298,7 +298,7 @@ def test_uploader_predicts_uploaded_photo(predictor):
 
 
 def test_webcam_loop_annotates_frames(predictor):
-    from fer_utils.webcam import run_webcam
+    from fer_utils.deploy.webcam import run_webcam
 
     frame = np.repeat(face_photo()[..., None], 3, axis=2)
 
@@ -329,7 +329,7 @@ def test_real_photo_face_is_found_and_cropped(predictor):
 
 
 def test_yunet_file_comes_from_the_package_else_a_checked_download(tmp_path, monkeypatch):
-    import fer_utils.detection as detection
+    import fer_utils.faces.detection as detection
 
     monkeypatch.setenv("FER_YUNET_MODEL", str(tmp_path / "missing.onnx"))
     with pytest.raises(FERConfigError, match="missing.onnx: no such file"):
@@ -352,7 +352,7 @@ def test_yunet_file_comes_from_the_package_else_a_checked_download(tmp_path, mon
 def test_a_tilted_head_is_measured_near_its_tilt_and_cropped_level(tilt):
     from fer_utils.course import sample_photo
     from fer_utils.data.images import to_gray
-    from fer_utils.detection import create_detector, crop_face
+    from fer_utils.faces.detection import create_detector, crop_face
 
     detector = create_detector("yunet")
     photo = Image.open(sample_photo()).convert("RGB")

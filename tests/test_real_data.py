@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from fer_utils.core.labels import EMOTIONS
 from fer_utils.data import load_dataset
-from fer_utils.labels import EMOTIONS
 
 pytestmark = pytest.mark.real_data
 

@@ -10,7 +10,7 @@ import torch
 
 from fer_utils.cli import main
 from fer_utils.data import load_dataset, synthetic_faces
-from fer_utils.inference import REPO_MODELS_DIR, SHIPPED_MODEL, Predictor
+from fer_utils.predict.predictor import REPO_MODELS_DIR, SHIPPED_MODEL, Predictor
 
 SHIPPED = REPO_MODELS_DIR / SHIPPED_MODEL
 pytestmark = pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model in models/")
@@ -32,7 +32,7 @@ def faces():
 
 
 def test_photos_default_to_the_model_trained_on_ten_peoples_labels(monkeypatch):
-    from fer_utils.inference import SHIPPED_PHOTO_MODEL, default_photo_checkpoint
+    from fer_utils.predict.predictor import SHIPPED_PHOTO_MODEL, default_photo_checkpoint
 
     monkeypatch.delenv("FER_CHECKPOINT", raising=False)
     assert default_photo_checkpoint() == REPO_MODELS_DIR / SHIPPED_PHOTO_MODEL
@@ -77,8 +77,8 @@ def test_cli_uses_the_shipped_model_by_default(capsys):
 
 
 def test_shipped_models_carry_the_temperature_fitted_on_the_selection_split():
-    from fer_utils.calibration import TemperatureScaled
-    from fer_utils.checkpoints import load_model
+    from fer_utils.model.calibration import TemperatureScaled
+    from fer_utils.model.checkpoints import load_model
 
     for name in (SHIPPED_MODEL, "ferplus_ensemble.safetensors", "fer2013_efficientnet-lite0.safetensors"):
         model, checkpoint = load_model(REPO_MODELS_DIR / name)
@@ -90,8 +90,8 @@ def test_shipped_models_carry_the_temperature_fitted_on_the_selection_split():
 def test_fast_model_is_member_0_of_the_six_alone_and_scores_well(predictor, faces):
     # models/README.md: one Lite0 at 104 px, float32, its temperature fitted on PublicTest (T 0.976:
     # NLL 0.8587 -> 0.8584), the accuracy of 0.7091 that member 0 had alone
-    from fer_utils.calibration import base_model
-    from fer_utils.inference import SHIPPED_FAST_MODEL
+    from fer_utils.model.calibration import base_model
+    from fer_utils.predict.predictor import SHIPPED_FAST_MODEL
 
     fast = Predictor.from_checkpoint(REPO_MODELS_DIR / SHIPPED_FAST_MODEL, runtime="torch")
     assert "members" not in fast.checkpoint.meta
@@ -119,7 +119,7 @@ def test_shipped_ensemble_is_what_its_model_card_and_lesson_say(predictor):
 
 
 def test_default_gradcam_resolves_facial_parts(predictor, faces):
-    from fer_utils.explain import cam_resolution, face_part_share
+    from fer_utils.model.gradcam import cam_resolution, face_part_share
 
     size = predictor.checkpoint.image_size
     sizes = [m["image_size"] for m in predictor.checkpoint.meta["members"]]

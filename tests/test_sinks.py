@@ -9,8 +9,8 @@ import json
 
 import numpy as np
 
-from fer_utils.errors import TerminalSafeStream, terminal_safe
-from fer_utils.results import FaceResult, ImageResult, finite_json, predictions_csv, spreadsheet_safe
+from fer_utils.core.errors import TerminalSafeStream, terminal_safe
+from fer_utils.faces.results import FaceResult, ImageResult, finite_json, predictions_csv, spreadsheet_safe
 
 HOSTILE = ['=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", "calm", "happy", "sad"]
 
@@ -41,7 +41,7 @@ def _number(cell: str) -> bool:
 
 
 def test_the_video_csv_stream_neutralizes_its_header_and_cells(tmp_path):
-    from fer_utils.video import CsvStream
+    from fer_utils.predict.video import CsvStream
 
     stream = CsvStream(tmp_path / "faces.csv", HOSTILE)
     stream.close()
@@ -60,7 +60,7 @@ def test_json_never_holds_nan_or_infinity():
         "ok": 1.0,
     }
     # the whole-image face (no detector box) has a NaN box score: its JSON is still JSON
-    from fer_utils.results import predictions_json
+    from fer_utils.faces.results import predictions_json
 
     json.loads(finite_json(predictions_json([_result("a.jpg")], [], HOSTILE, "model")), parse_constant=_refuse)
 

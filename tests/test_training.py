@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from fer_utils.checkpoints import load_checkpoint
+from fer_utils.core.errors import FERCheckpointError, FERConfigError, FERTrainingError
 from fer_utils.data import load_dataset, synthetic_faces, training_splits
-from fer_utils.errors import FERCheckpointError, FERConfigError, FERTrainingError
-from fer_utils.training import TrainConfig, lr_factor, train
+from fer_utils.model.checkpoints import load_checkpoint
+from fer_utils.train.loop import TrainConfig, lr_factor, train
 
 TINY = {
     "arch": "efficientnet-lite0",
@@ -120,7 +120,7 @@ def _assert_resume_replays(full, config, sets, out, cols):
 
 def _train_interrupting_at_epoch(config, train_set, val_set, out, epoch):
     """Run train() and press Ctrl-C when ``epoch`` (1-based) starts."""
-    import fer_utils.training as training
+    import fer_utils.train.loop as training
 
     original = training.set_backbone_trainable
     calls = {"n": 0}
@@ -188,7 +188,7 @@ def test_a_missing_gpu_is_one_line_not_a_traceback(tmp_path, capsys):
 
 
 def test_precision_choices_and_the_cpu_default():
-    from fer_utils.devices import resolve_device, resolve_precision
+    from fer_utils.model.devices import resolve_device, resolve_precision
 
     cpu = resolve_device("cpu")
     assert resolve_precision("auto", cpu) is None  # mixed precision measured slower on CPU: off

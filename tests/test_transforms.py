@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from fer_utils.errors import FERConfigError
-from fer_utils.preprocess import crop_boxes, face_inputs, tta_inputs
-from fer_utils.transforms import batch_mixing, eval_transform, train_transform
+from fer_utils.core.errors import FERConfigError
+from fer_utils.runtime.preprocess import crop_boxes, face_inputs, tta_inputs
+from fer_utils.train.transforms import batch_mixing, eval_transform, train_transform
 
 
 def face():

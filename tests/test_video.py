@@ -19,10 +19,10 @@ import pytest
 
 from conftest import face_photo, write_face_video
 from fer_utils.cli import main
-from fer_utils.detection import FaceBox
-from fer_utils.inference import REPO_MODELS_DIR, SHIPPED_SINGLE_MODEL, Predictor
-from fer_utils.tracking import IoUTracker, ProbabilitySmoother, iou_matrix, match_boxes
-from fer_utils.video import LEADING_COLUMNS, csv_columns
+from fer_utils.faces.detection import FaceBox
+from fer_utils.faces.tracking import IoUTracker, ProbabilitySmoother, iou_matrix, match_boxes
+from fer_utils.predict.predictor import REPO_MODELS_DIR, SHIPPED_SINGLE_MODEL, Predictor
+from fer_utils.predict.video import LEADING_COLUMNS, csv_columns
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
@@ -307,7 +307,7 @@ def test_a_4k_video_gives_boxes_in_its_own_pixels(predictor, tmp_path):
 
 
 def test_the_apps_live_camera_tracks_one_face_across_frames(predictor):
-    from fer_utils.app import live_frame
+    from fer_utils.deploy.app import live_frame
 
     frame = np.repeat(face_photo()[..., None], 3, axis=2)
     state = None
@@ -356,7 +356,7 @@ def test_start_end_and_every_choose_the_frames(predictor, crossing_video):
 
 
 def test_a_run_that_fails_midway_leaves_the_earlier_outputs_untouched(predictor, crossing_video, tmp_path):
-    from fer_utils.video import FrameSelection, analyze_videos
+    from fer_utils.predict.video import FrameSelection, analyze_videos
 
     csv_path, json_path = tmp_path / "faces.csv", tmp_path / "faces.json"
     csv_path.write_text("an earlier run's rows\n")

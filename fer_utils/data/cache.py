@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_utils.atomic import atomic_path
+from fer_utils.core.atomic import atomic_path
+from fer_utils.core.locations import default_cache_dir
 from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
-from fer_utils.locations import default_cache_dir
 
 CACHE_VERSION = 2  # 2: ctime in the fingerprint, fingerprint stored in the entry
 

@@ -10,9 +10,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
+from fer_utils.core.errors import FERDataError
+from fer_utils.core.labels import SPLIT_ALIASES, SPLITS
 from fer_utils.data.images import Skipped as Skipped  # re-exported: datasets report skipped files
-from fer_utils.errors import FERDataError
-from fer_utils.labels import SPLIT_ALIASES, SPLITS
 
 SPLIT_NAMES: dict[str, str] = {**SPLIT_ALIASES, "all": "all"}
 """What ``LoadedDataset.split`` accepts: every split alias, and ``all``."""

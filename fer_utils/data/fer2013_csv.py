@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_utils.atomic import atomic_path
-from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
-from fer_utils.errors import FERDataError
-from fer_utils.labels import (
+from fer_utils.core.atomic import atomic_path
+from fer_utils.core.errors import FERDataError
+from fer_utils.core.labels import (
     EMOTIONS,
     FER2013_CSV_CLASSES,
     FER2013_USAGES,
@@ -22,6 +21,7 @@ from fer_utils.labels import (
     fer2013_codes_to_indices,
     indices_to_fer2013_codes,
 )
+from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
 
 USAGE_TO_SPLIT: dict[str, str] = {usage.lower(): key for key, usage in FER2013_USAGES.items()}
 """FER2013 ``Usage`` values and our split keys: the published protocol trains on Training,

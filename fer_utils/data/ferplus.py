@@ -8,11 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
-from fer_utils.data.fer2013_csv import USAGE_TO_SPLIT, csv_rows, load_fer2013_csv, read_csv_header
-from fer_utils.data.folders import decode_faces
-from fer_utils.errors import FERDataError
-from fer_utils.labels import (
+from fer_utils.core.errors import FERDataError
+from fer_utils.core.labels import (
     FERPLUS_MODE_ALIASES,
     FERPLUS_VOTE_COLUMNS,
     SPLITS,
@@ -20,6 +17,9 @@ from fer_utils.labels import (
     class_names,
     ferplus_votes_to_targets,
 )
+from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
+from fer_utils.data.fer2013_csv import USAGE_TO_SPLIT, csv_rows, load_fer2013_csv, read_csv_header
+from fer_utils.data.folders import decode_faces
 
 
 def _dropped(mode: str, keep: np.ndarray, include_contempt: bool, unit: str) -> str:

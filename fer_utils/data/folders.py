@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from fer_utils.core.errors import FERDataError
+from fer_utils.core.labels import CONTEMPT, EMOTIONS, FER2013_USAGES, SPLIT_ALIASES, SPLITS, canonical_name, class_names
 from fer_utils.data.faceset import FaceSet, LoadedDataset, Skipped
 from fer_utils.data.images import DEFAULT_FACE_SIZE, files_under, is_image_file, read_face
-from fer_utils.errors import FERDataError
-from fer_utils.labels import CONTEMPT, EMOTIONS, FER2013_USAGES, SPLIT_ALIASES, SPLITS, canonical_name, class_names
 
 SPLIT_FOLDERS: dict[str, str] = SPLIT_ALIASES
 """Top-level folder names of split layouts, mapped to split keys."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from fer_utils.errors import FERDataError
+from fer_utils.core.errors import FERDataError
 
 
 @dataclass

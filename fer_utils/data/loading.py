@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_utils.core.errors import FERDataError
+from fer_utils.core.labels import class_names
 from fer_utils.data.cache import cache_file, load_cached, save_cached
 from fer_utils.data.faceset import FaceSet, LoadedDataset, stratified_split
 from fer_utils.data.fer2013_csv import load_fer2013_csv
@@ -15,8 +17,6 @@ from fer_utils.data.ferplus import is_ferplus_layout, load_ferplus, load_ferplus
 from fer_utils.data.folders import load_image_folders
 from fer_utils.data.images import DEFAULT_FACE_SIZE, files_under, is_image_file
 from fer_utils.data.synthetic import load_synthetic
-from fer_utils.errors import FERDataError
-from fer_utils.labels import class_names
 
 SYNTHETIC = "synthetic"
 MAX_SYNTHETIC_SCALE = 20.0

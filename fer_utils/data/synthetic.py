@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from fer_utils.core.labels import EMOTIONS
 from fer_utils.data.faceset import FaceSet, LoadedDataset
 from fer_utils.data.images import DEFAULT_FACE_SIZE
-from fer_utils.labels import EMOTIONS
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Serving the model: the Gradio app and the live webcam loop."""

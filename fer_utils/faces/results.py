@@ -1,0 +1,178 @@
+"""What a prediction returns, and the three ways it is written out: a line per face for people,
+a row per face for spreadsheets (CSV) and a nested document for programs (JSON). The CLI, the app
+and the notebooks all print and save results through these, so the formats cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fer_utils.data.images import Skipped
+from fer_utils.faces.detection import FaceBox
+
+
+@dataclass
+class FaceResult:
+    """One face: where it is, what the model says, and every class's probability."""
+
+    box: FaceBox | None  # None when the whole image was taken as the face
+    label: str
+    score: float
+    probabilities: dict[str, float]
+    face: np.ndarray = field(repr=False)  # the 48x48 crop the model saw
+
+    def to_dict(self) -> dict:
+        return {
+            "box": None if self.box is None else self.box.to_dict(),
+            "label": self.label,
+            "score": self.score,
+            "probabilities": self.probabilities,
+        }
+
+    def describe(self) -> str:
+        """``happy (0.93)  happy 0.93  surprise 0.04  neutral 0.02``: the label and the top three."""
+        top3 = sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:3]
+        return f"{self.label} ({self.score:.2f})  " + "  ".join(f"{c} {v:.2f}" for c, v in top3)
+
+
+@dataclass
+class ImageResult:
+    """All faces found in one image, numbered left to right; ``reason`` says why there are none."""
+
+    source: str
+    width: int
+    height: int
+    faces: list[FaceResult]
+    detected: bool  # False when the image was taken as one face crop
+    reason: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False)  # grayscale image, for drawing
+
+    def rows(self) -> list[dict]:
+        """One flat record per face (file, face index, box, label, probabilities) for CSV/JSON."""
+        rows = []
+        for i, face in enumerate(self.faces):
+            box = face.box or FaceBox(0, 0, self.width, self.height, float("nan"))  # whole image = the face
+            rows.append(
+                {
+                    "file": self.source,
+                    "face": i,
+                    "box_x": box.x,
+                    "box_y": box.y,
+                    "box_w": box.w,
+                    "box_h": box.h,
+                    "detection_score": None if face.box is None else box.score,
+                    "label": face.label,
+                    "score": round(face.score, 5),
+                    **{f"p_{c}": round(p, 5) for c, p in face.probabilities.items()},
+                }
+            )
+        return rows
+
+    def lines(self) -> list[str]:
+        """What the CLI prints for this image: one line per face, or the reason there is none."""
+        if not self.faces:
+            return [f"{self.source}: {self.reason}"]
+        lines = []
+        for i, face in enumerate(self.faces):
+            where = f" face {i} at {face.box.x},{face.box.y} {face.box.w}x{face.box.h}" if face.box else ""
+            lines.append(f"{self.source}{where}: {face.describe()}")
+        return lines
+
+
+def summary_line(results: Sequence[ImageResult], skipped: Sequence[Skipped]) -> str:
+    """``3 images, 4 faces, 1 without a face, 0 skipped``."""
+    faces = sum(len(r.faces) for r in results)
+    empty = sum(not r.faces for r in results)
+    return f"{len(results)} images, {faces} faces, {empty} without a face, {len(skipped)} skipped"
+
+
+def predictions_json(
+    results: Sequence[ImageResult],
+    skipped: Sequence[Skipped],
+    classes: Sequence[str],
+    model: str,
+    annotated: dict[str, str] | None = None,
+) -> dict:
+    """Every image's faces (boxes, labels, probabilities), the skipped files and the model used."""
+    annotated = annotated or {}
+    return {
+        "classes": list(classes),
+        "checkpoint": model,
+        "images": [
+            {
+                "file": r.source,
+                "width": r.width,
+                "height": r.height,
+                "detected": r.detected,
+                "reason": r.reason,
+                "faces": [f.to_dict() for f in r.faces],
+                **({"annotated": annotated[r.source]} if r.source in annotated else {}),
+            }
+            for r in results
+        ],
+        "skipped": [dataclasses.asdict(s) for s in skipped],
+    }
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""How a cell a spreadsheet would evaluate as a formula begins (OWASP, CSV injection)."""
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: a string that begins like a formula (a class name
+    or a file name from someone else) gets a leading apostrophe; numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class SpreadsheetSafeWriter(csv.DictWriter):
+    """``csv.DictWriter`` whose header and text cells never run as formulas: every CSV file the
+    package writes (``fer predict --csv``, ``fer video --csv``, the app's downloads) goes through it."""
+
+    def __init__(self, f, fieldnames: Sequence[str], **options) -> None:
+        super().__init__(f, [spreadsheet_safe(name) for name in fieldnames], **options)
+
+    def writerow(self, rowdict: dict):
+        return super().writerow({spreadsheet_safe(k): spreadsheet_safe(v) for k, v in rowdict.items()})
+
+    def writerows(self, rowdicts) -> None:
+        for row in rowdicts:
+            self.writerow(row)
+
+
+def finite_json(value: object, indent: int | None = 2) -> str:
+    """JSON text that every parser reads: NaN and infinities (which ``json.dumps`` writes as bare
+    ``NaN``, not JSON) become ``null``."""
+
+    def finite(item: object) -> object:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {k: finite(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(v) for v in item]
+        return item
+
+    return json.dumps(finite(value), indent=indent, allow_nan=False)
+
+
+def predictions_csv(results: Sequence[ImageResult], skipped: Sequence[Skipped]) -> str:
+    """One row per face, then one per image without a face and per skipped file (with a reason)."""
+    rows = [row for r in results for row in r.rows()]
+    rows += [{"file": r.source, "reason": r.reason} for r in results if not r.faces]
+    rows += [{"file": s.source, "reason": f"skipped: {s.reason}"} for s in skipped]
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    text = io.StringIO()
+    writer = SpreadsheetSafeWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
