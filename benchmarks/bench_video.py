@@ -95,8 +95,9 @@ def worker(case: dict) -> dict:
     """Run one case in this (fresh) process; returns its figures."""
     import cv2
 
+    from fer_utils.predict.frames import FrameSelection
     from fer_utils.predict.predictor import Predictor
-    from fer_utils.predict.video import FrameSelection, analyze_video
+    from fer_utils.predict.video import analyze_video
 
     predictor = Predictor.from_checkpoint(case["checkpoint"] or None, threads=case["threads"])
     analyzer = predictor.video_analyzer().warm_up()

@@ -290,7 +290,7 @@ def test_a_plot_of_no_faces_is_not_said_to_be_written(tmp_path, untrained_checkp
 def test_a_full_disk_is_one_line_and_leaves_the_earlier_output(
     still_video, untrained_checkpoint, tmp_path, monkeypatch, capsys
 ):
-    from fer_utils.predict.video import CsvStream
+    from fer_utils.predict.video_outputs import CsvStream
 
     out = tmp_path / "faces.csv"
     out.write_text("an earlier run\n")

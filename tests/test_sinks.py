@@ -41,7 +41,7 @@ def _number(cell: str) -> bool:
 
 
 def test_the_video_csv_stream_neutralizes_its_header_and_cells(tmp_path):
-    from fer_utils.predict.video import CsvStream
+    from fer_utils.predict.video_outputs import CsvStream
 
     stream = CsvStream(tmp_path / "faces.csv", HOSTILE)
     stream.close()

@@ -22,7 +22,7 @@ from fer_utils.cli import main
 from fer_utils.faces.detection import FaceBox
 from fer_utils.faces.tracking import IoUTracker, ProbabilitySmoother, iou_matrix, match_boxes
 from fer_utils.predict.predictor import REPO_MODELS_DIR, SHIPPED_SINGLE_MODEL, Predictor
-from fer_utils.predict.video import LEADING_COLUMNS, csv_columns
+from fer_utils.predict.timeline import LEADING_COLUMNS, csv_columns
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
@@ -356,7 +356,8 @@ def test_start_end_and_every_choose_the_frames(predictor, crossing_video):
 
 
 def test_a_run_that_fails_midway_leaves_the_earlier_outputs_untouched(predictor, crossing_video, tmp_path):
-    from fer_utils.predict.video import FrameSelection, analyze_videos
+    from fer_utils.predict.frames import FrameSelection
+    from fer_utils.predict.video import analyze_videos
 
     csv_path, json_path = tmp_path / "faces.csv", tmp_path / "faces.json"
     csv_path.write_text("an earlier run's rows\n")

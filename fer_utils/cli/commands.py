@@ -33,8 +33,8 @@ from fer_utils.core.interrupts import exit_status, stop_signals_as_interrupt
 from fer_utils.core.labels import FERPLUS_MODE_ALIASES
 from fer_utils.core.locations import PACKAGE_DIR, REPO_MODELS_DIR
 from fer_utils.data.images import NOT_REACHED
+from fer_utils.predict.frames import camera_index
 from fer_utils.predict.predictor import SHIPPED_MODEL, SHIPPED_WEB_MODEL
-from fer_utils.predict.video import camera_index
 from fer_utils.runtime.preprocess import TTA_MODES
 
 EXIT_USER_ERROR = 1
@@ -653,7 +653,8 @@ def add_webcam_parser(sub: Any) -> None:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from fer_utils.predict.video import CLASSIFIER_THREADS, FrameSelection, analyze_videos, expand_video_paths
+    from fer_utils.predict.frames import FrameSelection, expand_video_paths
+    from fer_utils.predict.video import CLASSIFIER_THREADS, analyze_videos
 
     selection = FrameSelection(args.every, args.fps, args.start, args.end)
     sources, skipped = expand_video_paths(args.inputs)
@@ -841,4 +842,3 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stopped_by(received: list[int]) -> str:
     return f" (by {signal.Signals(received[0]).name})" if received else ""
-

@@ -248,4 +248,3 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     print(f"{len(changed)} files now point at {args.repository}")
     return 0
-

@@ -138,7 +138,8 @@ def analyze_video_upload(
     fresh folder among the uploads, so the sweeper removes them with the upload."""
     import gradio as gr
 
-    from fer_utils.predict.video import FrameSelection, analyze_videos
+    from fer_utils.predict.frames import FrameSelection
+    from fer_utils.predict.video import analyze_videos
 
     if not video_path:
         raise gr.Error("Upload a video first.")
@@ -181,7 +182,7 @@ def live_frame(predictor: Predictor, frame: np.ndarray | None, analyzer: FrameAn
     session's frames (its own FrameAnalyzer, kept in the session state), drawn on the frame."""
     import cv2
 
-    from fer_utils.predict.video import draw_tracks
+    from fer_utils.predict.video_outputs import draw_tracks
 
     if frame is None:
         return None, analyzer

@@ -13,8 +13,11 @@ from typing import Protocol
 import numpy as np
 
 from fer_utils.core.errors import FERConfigError, FERDataError
+from fer_utils.predict.frames import open_video
 from fer_utils.predict.predictor import Predictor
-from fer_utils.predict.video import DEFAULT_SMOOTHING, FrameAnalyzer, FrameResult, draw_tracks, open_video
+from fer_utils.predict.timeline import FrameResult
+from fer_utils.predict.video import DEFAULT_SMOOTHING, FrameAnalyzer
+from fer_utils.predict.video_outputs import draw_tracks
 
 
 class Capture(Protocol):

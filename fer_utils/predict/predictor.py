@@ -13,19 +13,16 @@ imported only to export (once per model), for Grad-CAM, or for ``runtime="torch"
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fer_utils.core.errors import FERCheckpointError, FERConfigError, FERDataError, FERError
+from fer_utils.core.errors import FERCheckpointError, FERDataError, FERError
 from fer_utils.core.locations import REPO_MODELS_DIR
-from fer_utils.core.metadata import CheckpointSource, checkpoint_files, read_checkpoint_meta, resizes_input
+from fer_utils.core.metadata import CheckpointSource
 from fer_utils.data.images import (
     DEFAULT_FACE_SIZE,
     NOT_REACHED,
@@ -38,35 +35,20 @@ from fer_utils.data.images import (
 )
 from fer_utils.faces.detection import (
     CROP_MAX_SIDE,
-    DETECTORS,
     VIDEO_MAX_SIDE,
     Detector,
     FaceBox,
-    create_detector,
-    crop_face,
 )
 from fer_utils.faces.results import FaceResult, ImageResult
-from fer_utils.predict.video import (
-    DEFAULT_SMOOTHING,
-    FrameAnalyzer,
-    FrameSelection,
-    VideoResult,
-    analyze_video,
-    open_video,
-)
-from fer_utils.runtime.onnx import OnnxClassifier, cache_entry, checkpoint_key, verified
-from fer_utils.runtime.preprocess import TTA_MODES, face_inputs, faces_per_batch, softmax, tta_inputs
+from fer_utils.predict.classifier import RUNTIMES, FaceClassifier, class_dict, classified_crops
+from fer_utils.predict.finder import FaceFinder, FaceRegions
+from fer_utils.predict.frames import FrameSelection, open_video
+from fer_utils.predict.video import DEFAULT_SMOOTHING, FrameAnalyzer, VideoResult, analyze_video
 
 if TYPE_CHECKING:
     import torch
 
     from fer_utils.model.checkpoints import Checkpoint
-
-RUNTIMES = ("auto", "onnx", "torch")
-"""How the Predictor runs the classifier: ``onnx`` (ONNX Runtime, CPU; exported once and cached),
-``torch``, or ``auto``: ONNX Runtime when it is installed and no GPU is asked for (one face at a
-time it is faster than PyTorch on any device, and needs no torch), else PyTorch. Grad-CAM always
-uses PyTorch."""
 
 SHIPPED_MODEL = "fer2013_ensemble.safetensors"
 """The FER2013 model: an ensemble of EfficientNet-Lite0 members (models/README.md), the default of the
@@ -150,26 +132,15 @@ def expand_image_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], 
     return files, skipped
 
 
-def _has_onnxruntime() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
 def _source_name(source: ImageSource) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
 
 
-@dataclass
-class FaceRegions:
-    """Where to classify in one image: the detected ``boxes``, or the whole image when it already is
-    a face crop (``whole_image``); ``reason`` says why there is nothing to classify."""
-
-    boxes: list[FaceBox]
-    whole_image: bool = False
-    reason: str | None = None
-
-
 class Predictor:
-    """A trained model ready for inference: ``Predictor.from_checkpoint().predict_image("photo.jpg")``.
+    """Photos and videos in, faces and their expressions out:
+    ``Predictor.from_checkpoint().predict_image("photo.jpg")``. A facade over a
+    :class:`~fer_utils.predict.classifier.FaceClassifier` (the model, in ONNX Runtime or PyTorch)
+    and a face detector.
 
     ``detector``: ``yunet`` (default), ``haar`` or any object with ``detect(gray)``. ``align``:
     rotate each face so its eyes are level before cropping (needs landmarks, i.e. YuNet).
@@ -188,47 +159,15 @@ class Predictor:
         align: bool = True,
         threads: int = 0,
     ) -> None:
-        from fer_utils.model.devices import model_device, resolve_device
+        self.finder = FaceFinder(detector, align)
+        self.classifier = FaceClassifier(model, checkpoint, tta, device, runtime, threads)
 
-        self._configure(checkpoint.classes, checkpoint.image_size, checkpoint.meta, tta, detector, runtime, align)
-        self.device = model_device(model) if device is None else resolve_device(device)
-        self._model: Any = model.to(self.device).eval()
-        self._checkpoint: Checkpoint | None = checkpoint
-        self.sources = [checkpoint.path] if checkpoint.path is not None else []
-        if runtime == "auto":
-            runtime = "onnx" if self.device.type == "cpu" and _has_onnxruntime() else "torch"
-        if runtime == "onnx" and self.device.type != "cpu":
-            raise FERConfigError(f"runtime 'onnx' runs on the CPU; use runtime 'torch' on {self.device}")
-        self.runtime = runtime
-        self.threads = threads
-        self._onnx: OnnxClassifier | None = None
-        self._cache_key: str | None = None  # set by from_checkpoint: the export is found by the files' hash
-
-    def _configure(
-        self,
-        classes: Sequence[str],
-        image_size: int,
-        meta: dict,
-        tta: str,
-        detector: Detector | str | None,
-        runtime: str,
-        align: bool,
-    ) -> None:
-        if tta not in TTA_MODES:
-            raise FERDataError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {tta!r}")
-        if runtime not in RUNTIMES:
-            raise FERConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        if isinstance(detector, str) and detector not in DETECTORS:
-            raise FERConfigError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
-        self.classes = tuple(classes)
-        self.image_size = int(image_size)
-        self.mean, self.std = tuple(meta["mean"]), tuple(meta["std"])
-        self.tta = tta
-        self._keep_crop_size = resizes_input(meta)
-        self.align = align
-        self._detector = detector  # a name (one detector per thread, made on first use) or the caller's object
-        self._per_thread = threading.local()
-        self._lock = threading.RLock()  # guards lazy loading (which nests) and a caller's own detector
+    @classmethod
+    def around(cls, classifier: FaceClassifier, finder: FaceFinder | None = None) -> Predictor:
+        """A Predictor over an existing classifier and face finder (default: YuNet, aligned)."""
+        self = cls.__new__(cls)
+        self.classifier, self.finder = classifier, finder or FaceFinder()
+        return self
 
     @classmethod
     def from_onnx(
@@ -243,14 +182,8 @@ class Predictor:
         """A Predictor around an exported model (``fer export`` or the cache), in ONNX Runtime on
         the CPU; torch is never imported. ``sources``: the checkpoints it was exported from, which
         Grad-CAM loads on demand."""
-        classifier = OnnxClassifier(path, threads)
-        info = classifier.info
-        self = cls.__new__(cls)
-        self._configure(info.classes, info.image_size, info.to_dict(), tta, detector, "onnx", align)
-        self.device, self._model, self._checkpoint = None, None, None
-        self.sources = list(sources) or [Path(path)]
-        self.runtime, self.threads, self._onnx = "onnx", threads, classifier
-        return self
+        finder = FaceFinder(detector, align)
+        return cls.around(FaceClassifier.from_onnx(path, tta, threads, sources), finder)
 
     @classmethod
     def from_checkpoint(
@@ -269,150 +202,50 @@ class Predictor:
         With runtime ``auto``/``onnx`` on the CPU, the export cached for these exact files is used
         without importing torch; the first time, the model is loaded, exported, checked against
         PyTorch and cached. ``device`` (auto: CUDA, then MPS, then CPU) applies to runtime ``torch``."""
-        files = checkpoint_files(path if path is not None else default_photo_checkpoint())
-        if runtime not in RUNTIMES:
-            raise FERConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        if any(f.suffix.lower() == ".onnx" for f in files):
-            if len(files) > 1 or runtime == "torch":
-                raise FERConfigError(
-                    f"{files[0]}: an exported ONNX model runs alone in ONNX Runtime; pass the .safetensors "
-                    "checkpoints for runtime 'torch' or for an ensemble of several files"
-                )
-            return cls.from_onnx(files[0], tta, detector, align, threads)
-        wants_gpu = str(device) not in ("auto", "cpu")
-        key: str | None = None  # the files' hash, once computed: the cached export's name
-        if runtime == "onnx" or (runtime == "auto" and not wants_gpu and _has_onnxruntime()):
-            for f in files:
-                read_checkpoint_meta(f)  # a missing, damaged or foreign file fails here, in one line
-            key = checkpoint_key(files)
-            if verified(entry := cache_entry(key)):
-                return cls.from_onnx(entry, tta, detector, align, threads, sources=files)
-        if importlib.util.find_spec("torch") is None:
-            raise FERConfigError(
-                f"{files[0]}: this install has no torch, so it runs exported models only; export this checkpoint "
-                "where the course is installed (`fer export --checkpoint FILE --out model.onnx`) and pass the "
-                ".onnx file, or install training support (pip install 'fer_utils[course,export]')"
-            )
-        from fer_utils.model.checkpoints import load_model
+        finder = FaceFinder(detector, align)  # a bad detector name fails before the model loads
+        source = path if path is not None else default_photo_checkpoint()
+        return cls.around(FaceClassifier.from_checkpoint(source, tta, device, runtime, threads), finder)
 
-        model, checkpoint = load_model(files if len(files) > 1 else files[0])
-        predictor = cls(model, checkpoint, tta, detector, device, runtime, align, threads)
-        predictor.sources = files
-        if predictor.runtime == "onnx":
-            predictor._cache_key = key or checkpoint_key(files)
-        return predictor
+    # the classifier's, read through the one object callers hold
+    classes = property(lambda self: self.classifier.classes, doc="The class names, in the model's order.")
+    image_size = property(lambda self: self.classifier.preprocessing.image_size, doc="The model's input side.")
+    mean = property(lambda self: self.classifier.preprocessing.mean, doc="The input normalization's mean.")
+    std = property(lambda self: self.classifier.preprocessing.std, doc="The input normalization's std.")
 
     @property
-    def model(self) -> torch.nn.Module:
-        """The PyTorch model (Grad-CAM, runtime ``torch``): loaded from the checkpoint on first use
-        when this Predictor was opened from its ONNX export."""
-        with self._lock:
-            if self._model is None:
-                if not self.sources or any(Path(s).suffix.lower() == ".onnx" for s in self.sources):
-                    raise FERConfigError(
-                        f"{self.name}: an exported ONNX model has no PyTorch graph for Grad-CAM; "
-                        "use the .safetensors checkpoint it was exported from"
-                    )
-                from fer_utils.model.checkpoints import load_model
-                from fer_utils.model.devices import resolve_device
+    def tta(self) -> str:
+        """The test-time augmentation views (settable: ``none``, ``flip``, ``crops``)."""
+        return self.classifier.preprocessing.tta
 
-                model, self._checkpoint = load_model(self.sources if len(self.sources) > 1 else self.sources[0])
-                self.device = resolve_device("cpu")
-                self._model = model.eval()
-        return self._model
+    @tta.setter
+    def tta(self, mode: str) -> None:
+        self.classifier.preprocessing = self.classifier.preprocessing.with_tta(mode)
 
-    @property
-    def checkpoint(self) -> Checkpoint:
-        """The loaded checkpoint behind :attr:`model` (loaded with it, on first use)."""
-        if self._checkpoint is None:
-            self.model  # noqa: B018 - loads model and checkpoint together
-        return self._checkpoint
+    runtime = property(lambda self: self.classifier.runtime, doc="``onnx`` or ``torch``.")
+    device = property(lambda self: self.classifier.device, doc="The PyTorch device (None in ONNX Runtime).")
+    sources = property(lambda self: self.classifier.sources, doc="The checkpoint (or export) files.")
+    model = property(lambda self: self.classifier.model, doc=FaceClassifier.model.__doc__)
+    checkpoint = property(lambda self: self.classifier.checkpoint, doc=FaceClassifier.checkpoint.__doc__)
+    name = property(lambda self: self.classifier.name, doc=FaceClassifier.name.__doc__)
+    align = property(lambda self: self.finder.align, doc="Whether faces are levelled before cropping.")
+    detector = property(lambda self: self.finder.detector, doc=FaceFinder.detector.__doc__)
 
-    @property
-    def name(self) -> str:
-        """How reports name the model: its file(s), or the in-memory ensemble's members."""
-        if self.sources:
-            return " + ".join(str(s) for s in self.sources)
-        from fer_utils.model.checkpoints import checkpoint_name
-
-        return checkpoint_name(self._checkpoint)
-
-    @property
-    def detector(self) -> Detector:
-        """This thread's face detector, created on first use (loading it costs time a face-crop user
-        never needs). OpenCV's detectors keep per-call state (``setInputSize`` then ``detect``), so
-        threads sharing one get each other's boxes: a web server's workers each get their own."""
-        if self._detector is not None and not isinstance(self._detector, str):
-            return self._detector
-        detector = getattr(self._per_thread, "detector", None)
-        if detector is None:
-            detector = self._per_thread.detector = create_detector(self._detector or DETECTORS[0])
-        return detector
-
-    def _detect(self, gray: np.ndarray) -> list[FaceBox]:
-        if self._detector is not None and not isinstance(self._detector, str):
-            with self._lock:  # a caller's own detector object may not be thread-safe either
-                return self.detector.detect(gray)
-        return self.detector.detect(gray)
-
-    def _refine(self, gray: np.ndarray, box: FaceBox) -> FaceBox:
-        refine = getattr(self.detector, "refine_landmarks", None)
-        if refine is None:
-            return box
-        if self._detector is not None and not isinstance(self._detector, str):
-            with self._lock:
-                return refine(gray, box)
-        return refine(gray, box)
-
-    def _logits(self, inputs: np.ndarray) -> np.ndarray:
-        """The classifier's logits for a preprocessed batch, in this Predictor's runtime."""
-        if self.runtime == "torch":
-            import torch
-
-            with torch.inference_mode():
-                return self.model(torch.from_numpy(inputs).to(self.device)).float().cpu().numpy()
-        with self._lock:  # one export and one session, however many threads ask at once
-            if self._onnx is None:
-                from fer_utils.model.export import cached_onnx
-
-                model = self.model
-                self._onnx = OnnxClassifier(cached_onnx(model, self.checkpoint, key=self._cache_key), self.threads)
-        return self._onnx.logits(inputs)
+    def find_faces(self, gray: np.ndarray, detect: bool | None = None) -> FaceRegions:
+        """What to classify in a grayscale picture (see :meth:`FaceFinder.find`)."""
+        return self.finder.find(gray, detect)
 
     def inputs(self, faces: Sequence[np.ndarray]) -> np.ndarray:
-        """The normalized model input (N, 3, S, S) float32 for uint8 face crops of any size
-        (each first resized to 48x48 like the training faces)."""
-        return face_inputs(self._faces48(faces), self.image_size, self.mean, self.std)
-
-    @staticmethod
-    def _faces48(faces: Sequence[np.ndarray]) -> np.ndarray:
-        """uint8 face crops of any size as the (N, 48, 48) stack the models were trained on."""
-        return np.stack([square_resize(np.ascontiguousarray(f, dtype=np.uint8), DEFAULT_FACE_SIZE) for f in faces])
+        """The normalized model input (N, 3, S, S) float32 for uint8 face crops of any size."""
+        return self.classifier.inputs(faces)
 
     def input_tensor(self, faces: Sequence[np.ndarray]) -> torch.Tensor:
-        """:meth:`inputs` as a torch tensor on this Predictor's device (Grad-CAM, notebooks)."""
-        import torch
-
-        return torch.from_numpy(self.inputs(faces)).to(self.device or "cpu")
+        """:meth:`inputs` as a torch tensor on the model's device (Grad-CAM, notebooks)."""
+        return self.classifier.input_tensor(faces)
 
     def predict_arrays(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities (N, C) for uint8 face crops (any size; resized like the training data),
         averaged over the test-time augmentation views."""
-        if not len(faces):
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        step = faces_per_batch(self.tta)  # bounded batches: memory does not grow with the number of faces
-        return np.concatenate(
-            [self._probabilities(faces[start : start + step]) for start in range(0, len(faces), step)]
-        )
-
-    def _probabilities(self, faces: Sequence[np.ndarray]) -> np.ndarray:
-        """:meth:`predict_arrays` for one batch."""
-        views = tta_inputs(
-            self._faces48(faces), self.image_size, self.mean, self.std, self.tta, keep_crop_size=self._keep_crop_size
-        )
-        v, b = views.shape[:2]
-        probabilities = softmax(self._logits(views.reshape(v * b, *views.shape[2:])))
-        return probabilities.reshape(v, b, -1).mean(axis=0).astype(np.float32)
+        return self.classifier.probabilities(faces)
 
     def gradcam(
         self,
@@ -421,27 +254,8 @@ class Predictor:
         method: str = "layercam",
         layer: str = "fine",
     ) -> np.ndarray:
-        """Class-activation maps (N, S, S) for face crops, for ``target_classes`` (default: the
-        predicted ones); ``method`` and ``layer`` as in :func:`fer_utils.model.gradcam.gradcam_maps`."""
-        from fer_utils.model.gradcam import gradcam_maps
-
-        return gradcam_maps(self.model, self.input_tensor(faces), target_classes, method=method, layer=layer)
-
-    def find_faces(self, gray: np.ndarray, detect: bool | None = None) -> FaceRegions:
-        """What to classify: the detected faces, or the whole image for face crops (``detect``:
-        None = auto, skipping detection for images of at most 96 px; True; False)."""
-        if detect is False or (detect is None and max(gray.shape) <= CROP_MAX_SIDE):
-            return FaceRegions([], whole_image=True)
-        if min(gray.shape) < 24:
-            return FaceRegions(
-                [],
-                reason=f"image too small to search for faces ({gray.shape[1]}x{gray.shape[0]}); "
-                "use detect=False / --no-detect for face crops",
-            )
-        boxes = sorted(self._detect(gray), key=lambda box: (box.x, box.y))  # numbered left to right
-        if self.align:  # the eye line YuNet gives first lags behind a tilted head: measure it again
-            boxes = [self._refine(gray, box) for box in boxes]
-        return FaceRegions(boxes, reason=None if boxes else "no face found")
+        """Class-activation maps (N, S, S) for face crops (see :meth:`FaceClassifier.gradcam`)."""
+        return self.classifier.gradcam(faces, target_classes, method, layer)
 
     def predict_image(self, source: ImageSource, detect: bool | None = None, keep_image: bool = False) -> ImageResult:
         """Every face in one image. ``detect``: None = auto (skip for images <= 96 px), True, False.
@@ -455,20 +269,16 @@ class Predictor:
         boxes: list[FaceBox | None]
         if regions.whole_image:
             boxes, crops = [None], [square_resize(gray, DEFAULT_FACE_SIZE)]
+            probabilities = self.predict_arrays(crops)
         else:
             boxes = list(regions.boxes)
-            crops = [crop_face(gray, box, align=self.align) for box in regions.boxes]
+            crops, probabilities = classified_crops(gray, regions.boxes, self.predict_arrays, self.align)
         faces = []
-        for box, crop, probs in zip(boxes, crops, self.predict_arrays(crops), strict=True):
+        for box, crop, probs in zip(boxes, crops, probabilities, strict=True):
             top = int(probs.argmax())
+            photo_box = None if box is None else box.in_photo(scale, width, height)
             faces.append(
-                FaceResult(
-                    None if box is None else box.in_photo(scale, width, height),
-                    self.classes[top],
-                    float(probs[top]),
-                    {c: float(p) for c, p in zip(self.classes, probs, strict=True)},
-                    crop,
-                )
+                FaceResult(photo_box, self.classes[top], float(probs[top]), class_dict(self.classes, probs), crop)
             )
         return ImageResult(
             _source_name(source),
@@ -490,39 +300,14 @@ class Predictor:
         """Predict many images; unreadable ones are reported as skipped, never raised.
         ``keep_on_interrupt``: Ctrl-C (or another stop signal) returns the results so far, the
         images not reached skipped with the reason ``NOT_REACHED``, instead of raising."""
-        from tqdm.auto import tqdm
-
-        results: list[ImageResult] = []
-        skipped: list[Skipped] = []
-        done = 0
-        try:
-            for source in tqdm(sources, desc="predicting", unit="img", disable=not progress):
-                try:
-                    results.append(self.predict_image(source, detect))
-                except FERDataError as err:
-                    skipped.append(Skipped(_source_name(source), err.reason))
-                except FERError:
-                    raise  # the model or its runtime failed, not this photo: every later photo would fail too
-                except Exception as err:  # noqa: BLE001 - one odd photo never sinks the batch
-                    skipped.append(Skipped(_source_name(source), f"cannot process ({type(err).__name__}: {err})"))
-                done += 1
-        except KeyboardInterrupt:
-            if not keep_on_interrupt:
-                raise
-            skipped += [Skipped(_source_name(s), NOT_REACHED) for s in list(sources)[done:]]
-        return results, skipped
+        return predict_each(self.predict_image, sources, detect, progress, keep_on_interrupt)
 
     def video_analyzer(self, smooth: float = DEFAULT_SMOOTHING, detect_size: int = VIDEO_MAX_SIDE) -> FrameAnalyzer:
         """A :class:`~fer_utils.predict.video.FrameAnalyzer` over this model: frames in, tracked and smoothed
         faces out (``smooth`` seconds; 0 = raw). It has a detector of its own, searching frames at
         up to ``detect_size`` px (larger finds smaller faces, slower), unless this Predictor was
         given a detector object."""
-        if detect_size < 64:
-            raise FERConfigError(f"detect_size must be at least 64 px, got {detect_size}")
-        if self._detector is not None and not isinstance(self._detector, str):
-            detector = self._detector
-        else:
-            detector = create_detector(self._detector or DETECTORS[0], detect_size)
+        detector = self.finder.for_video(detect_size)
         return FrameAnalyzer(self, detector, smooth)
 
     def predict_video(
@@ -546,3 +331,36 @@ class Predictor:
         open_video(source)[0].release()  # a bad file fails here, before any frame
         frames = analyze_video(self.video_analyzer(smooth, detect_size), source, selection, progress=progress)
         return VideoResult(frames, self.classes, keep_frames)
+
+
+def predict_each(
+    predict_image: Callable[[ImageSource, bool | None], ImageResult],
+    sources: Sequence[ImageSource],
+    detect: bool | None = None,
+    progress: bool = False,
+    keep_on_interrupt: bool = False,
+) -> tuple[list[ImageResult], list[Skipped]]:
+    """``predict_image`` over many images with a progress bar: an unreadable image is skipped
+    with its reason, a failing model stops the batch, and (``keep_on_interrupt``) a stop keeps
+    the results so far, the images not reached skipped as ``NOT_REACHED``."""
+    from tqdm.auto import tqdm
+
+    results: list[ImageResult] = []
+    skipped: list[Skipped] = []
+    done = 0
+    try:
+        for source in tqdm(sources, desc="predicting", unit="img", disable=not progress):
+            try:
+                results.append(predict_image(source, detect))
+            except FERDataError as err:
+                skipped.append(Skipped(_source_name(source), err.reason))
+            except FERError:
+                raise  # the model or its runtime failed, not this photo: every later photo would fail too
+            except Exception as err:  # noqa: BLE001 - one odd photo never sinks the batch
+                skipped.append(Skipped(_source_name(source), f"cannot process ({type(err).__name__}: {err})"))
+            done += 1
+    except KeyboardInterrupt:
+        if not keep_on_interrupt:
+            raise
+        skipped += [Skipped(_source_name(s), NOT_REACHED) for s in list(sources)[done:]]
+    return results, skipped
