@@ -95,7 +95,8 @@ def bench_default_training(batches: int) -> float:
     from fer_utils.data import TorchFaceDataset, synthetic_faces
     from fer_utils.model.devices import resolve_device, resolve_precision
     from fer_utils.model.factory import arch_spec, build_model
-    from fer_utils.train.loop import TrainConfig, make_optimizer, train_one_epoch
+    from fer_utils.train.loop import TrainConfig
+    from fer_utils.train.steps import make_optimizer, train_one_epoch
     from fer_utils.train.transforms import train_transform
 
     config = TrainConfig()

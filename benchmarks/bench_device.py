@@ -34,7 +34,8 @@ from fer_utils.data import TorchFaceDataset, load_dataset, synthetic_faces
 from fer_utils.model.devices import resolve_precision
 from fer_utils.model.factory import arch_spec, build_model
 from fer_utils.predict.predictor import Predictor
-from fer_utils.train.loop import TrainConfig, make_optimizer, train_one_epoch
+from fer_utils.train.loop import TrainConfig
+from fer_utils.train.steps import make_optimizer, train_one_epoch
 from fer_utils.train.transforms import train_transform
 
 

@@ -49,8 +49,8 @@ from sklearn.metrics import f1_score, log_loss
 
 from fer_utils.core.metadata import member_sizes, member_stats
 from fer_utils.data import load_dataset
+from fer_utils.model.assembly import load_model
 from fer_utils.model.calibration import base_model, fit_temperature, scaled_probabilities
-from fer_utils.model.checkpoints import load_model
 from fer_utils.model.factory import Ensemble
 from fer_utils.runtime.onnx import file_digest
 from fer_utils.runtime.preprocess import TTA_MODES

@@ -95,7 +95,7 @@ def two_member_ensemble(tmp_path) -> tuple[Path, list]:
     """An ensemble file of two untrained Lite0 members of different weights, and the members."""
     import torch
 
-    from fer_utils.model.checkpoints import save_ensemble
+    from fer_utils.model.assembly import save_ensemble
     from fer_utils.model.factory import build_model
 
     members, files = [], []

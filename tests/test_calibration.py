@@ -10,13 +10,14 @@ import torch
 from conftest import save_lite0
 from fer_utils.cli import main
 from fer_utils.core.errors import FERCheckpointError, FERError
+from fer_utils.model.assembly import load_model
 from fer_utils.model.calibration import (
     TemperatureScaled,
     base_model,
     fit_temperature,
     scaled_probabilities,
 )
-from fer_utils.model.checkpoints import load_model, read_checkpoint_meta, update_checkpoint_metadata
+from fer_utils.model.checkpoints import read_checkpoint_meta, update_checkpoint_metadata
 from fer_utils.model.factory import Ensemble
 from fer_utils.train.evaluation import (
     EvaluationReport,

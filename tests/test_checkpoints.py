@@ -4,7 +4,8 @@ import torch
 
 from fer_utils.core.errors import FERCheckpointError
 from fer_utils.core.labels import EMOTIONS
-from fer_utils.model.checkpoints import ModelCard, load_checkpoint, model_from_checkpoint, save_checkpoint
+from fer_utils.model.assembly import model_from_checkpoint
+from fer_utils.model.checkpoints import ModelCard, load_checkpoint, save_checkpoint
 from fer_utils.model.factory import build_model
 
 
@@ -46,7 +47,7 @@ def test_mismatched_class_list_and_architecture_are_explained(saved):
     _, path = saved
     with pytest.raises(FERCheckpointError, match="trained for classes angry.*data has angry.*contempt"):
         model_from_checkpoint(path, expect_classes=(*EMOTIONS, "contempt"))
-    from fer_utils.model.checkpoints import load_model_weights
+    from fer_utils.model.assembly import load_model_weights
 
     with pytest.raises(FERCheckpointError, match="weights do not fit this model"):
         load_model_weights(build_model("efficientnet-lite0"), load_checkpoint(path))

@@ -13,8 +13,9 @@ from fer_utils.core.architectures import IMAGENET_MEAN, IMAGENET_STD
 from fer_utils.core.errors import FERCheckpointError
 from fer_utils.core.labels import EMOTIONS
 from fer_utils.core.metadata import member_sizes, member_stats
+from fer_utils.model.assembly import load_model, save_ensemble
 from fer_utils.model.calibration import base_model
-from fer_utils.model.checkpoints import ModelCard, load_model, read_checkpoint_meta, save_checkpoint, save_ensemble
+from fer_utils.model.checkpoints import ModelCard, read_checkpoint_meta, save_checkpoint
 from fer_utils.model.factory import Ensemble, build_model
 from fer_utils.predict.predictor import Predictor
 from fer_utils.train.evaluation import evaluate_checkpoint, evaluate_model

@@ -288,7 +288,7 @@ def test_huge_photos_are_reported_in_their_own_pixels(tmp_path, untrained_checkp
 
 
 def test_a_damaged_or_foreign_onnx_cache_entry_is_rebuilt(untrained_checkpoint, tmp_path):
-    from fer_utils.model.checkpoints import model_from_checkpoint
+    from fer_utils.model.assembly import model_from_checkpoint
     from fer_utils.model.export import cached_onnx
 
     model, checkpoint = model_from_checkpoint(untrained_checkpoint)
@@ -302,7 +302,7 @@ def test_a_damaged_or_foreign_onnx_cache_entry_is_rebuilt(untrained_checkpoint, 
 
 def test_an_unwritable_onnx_cache_exports_once_for_the_process(untrained_checkpoint, tmp_path, capsys, monkeypatch):
     import fer_utils.model.export as runtime
-    from fer_utils.model.checkpoints import model_from_checkpoint
+    from fer_utils.model.assembly import model_from_checkpoint
 
     model, checkpoint = model_from_checkpoint(untrained_checkpoint)
     blocked = tmp_path / "not-a-folder"
@@ -413,13 +413,14 @@ def test_a_yunet_model_that_is_not_yunet_is_one_line(tmp_path, untrained_checkpo
 @pytest.mark.parametrize("arch", ["efficientnet-b7", "efficientnet-b0"])
 def test_an_edited_architecture_is_refused_before_the_model_is_built(untrained_checkpoint, tmp_path, arch):
     from fer_utils.core.errors import FERCheckpointError
-    from fer_utils.model.checkpoints import load_model
+    from fer_utils.model.assembly import load_model
 
     edited = hand_edited(untrained_checkpoint, tmp_path / "edited.safetensors", {"arch": arch})
     with pytest.raises(FERCheckpointError, match="describes another model than the weights"):
         load_model(edited)  # checked on PyTorch's meta device: no B7 (66 M parameters) is ever allocated
     ensemble = tmp_path / "ensemble.safetensors"
-    from fer_utils.model.checkpoints import read_checkpoint_meta, save_ensemble
+    from fer_utils.model.assembly import save_ensemble
+    from fer_utils.model.checkpoints import read_checkpoint_meta
 
     save_ensemble([untrained_checkpoint, untrained_checkpoint], ensemble)
     members = read_checkpoint_meta(ensemble)["members"]

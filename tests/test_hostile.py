@@ -23,15 +23,16 @@ from fer_utils.core.errors import FERCheckpointError, FERConfigError, FERDataErr
 from fer_utils.data import load_dataset
 from fer_utils.data.fer2013_csv import load_fer2013_csv
 from fer_utils.data.images import MAX_WORKING_SIDE, open_image, to_grayscale_array
+from fer_utils.model.assembly import model_from_checkpoint
 from fer_utils.model.checkpoints import (
     load_checkpoint,
-    model_from_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
     update_checkpoint_metadata,
 )
 from fer_utils.predict.predictor import Predictor, expand_image_paths
-from fer_utils.train.loop import TrainConfig, resume_config
+from fer_utils.train.loop import TrainConfig
+from fer_utils.train.runs import resume_config
 
 QUICK = ["--image-size", "32", "--no-pretrained", "--batch-size", "32", "--quiet", "--eval-batch-size", "64"]
 

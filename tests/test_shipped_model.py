@@ -77,8 +77,8 @@ def test_cli_uses_the_shipped_model_by_default(capsys):
 
 
 def test_shipped_models_carry_the_temperature_fitted_on_the_selection_split():
+    from fer_utils.model.assembly import load_model
     from fer_utils.model.calibration import TemperatureScaled
-    from fer_utils.model.checkpoints import load_model
 
     for name in (SHIPPED_MODEL, "ferplus_ensemble.safetensors", "fer2013_efficientnet-lite0.safetensors"):
         model, checkpoint = load_model(REPO_MODELS_DIR / name)

@@ -9,7 +9,8 @@ import torch
 from fer_utils.core.errors import FERCheckpointError, FERConfigError, FERTrainingError
 from fer_utils.data import load_dataset, synthetic_faces, training_splits
 from fer_utils.model.checkpoints import load_checkpoint
-from fer_utils.train.loop import TrainConfig, lr_factor, train
+from fer_utils.train.loop import TrainConfig, train
+from fer_utils.train.steps import lr_factor
 
 TINY = {
     "arch": "efficientnet-lite0",

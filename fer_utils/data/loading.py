@@ -40,6 +40,37 @@ def dataset_files(path: str | os.PathLike | None = None) -> list[Path]:
     return [p for p in found if p.suffix.lower() == ".csv" or is_image_file(p)]
 
 
+def _synthetic_scale(path: str) -> float:
+    """The scale of ``synthetic:0.2`` (1 for ``synthetic``), within ``MAX_SYNTHETIC_SCALE``."""
+    try:
+        scale = float(path.split(":", 1)[1]) if ":" in path else 1.0
+    except ValueError:
+        scale = math.nan
+    if not (0 < scale <= MAX_SYNTHETIC_SCALE):  # NaN fails too
+        raise FERDataError(
+            f"bad synthetic size {path!r}: use 'synthetic' or a scale in (0, {MAX_SYNTHETIC_SCALE:g}], e.g. 'synthetic:0.2'"
+        )
+    return scale
+
+
+def _read_dataset(
+    source: Path, size: int, include_contempt: bool, ferplus: str | os.PathLike | None, mode: str, progress: bool
+) -> LoadedDataset:
+    """Read ``source`` in its format (no cache): FER+ folders, class folders, FER2013 CSV (with FER+ labels)."""
+    if source.is_dir() and is_ferplus_layout(source):
+        return load_ferplus_folders(source, size, mode, include_contempt, progress)
+    if source.is_dir():
+        return load_image_folders(source, size, include_contempt, progress)
+    if ferplus:
+        return load_ferplus(source, ferplus, mode, include_contempt)
+    if source.suffix.lower() == ".csv":
+        dataset = load_fer2013_csv(source)
+        if dataset.splits and next(iter(dataset.splits.values())).image_size != size:
+            dataset = resize_dataset(dataset, size)
+        return dataset
+    raise FERDataError(f"{source}: not a CSV file or a folder; give a FER2013 CSV or a folder of class folders")
+
+
 def load_dataset(
     path: str | os.PathLike | None = None,
     size: int = DEFAULT_FACE_SIZE,
@@ -60,16 +91,7 @@ def load_dataset(
     """
     path = default_data_path() if path is None else str(path)
     if path == SYNTHETIC or path.startswith(SYNTHETIC + ":"):
-        try:
-            scale = float(path.split(":", 1)[1]) if ":" in path else 1.0
-        except ValueError:
-            scale = math.nan
-        if not (0 < scale <= MAX_SYNTHETIC_SCALE):  # NaN fails too
-            raise FERDataError(
-                f"bad synthetic size {path!r}: use 'synthetic' or a scale in (0, {MAX_SYNTHETIC_SCALE:g}], "
-                "e.g. 'synthetic:0.2'"
-            )
-        return load_synthetic(seed, size, scale, class_names(include_contempt))
+        return load_synthetic(seed, size, _synthetic_scale(path), class_names(include_contempt))
     source = Path(path).expanduser()
     if not source.exists():
         raise FERDataError(
@@ -87,18 +109,7 @@ def load_dataset(
     entry = cache_file(source, options, Path(cache_dir) if cache_dir else None) if cache else None
     if entry is not None and (cached := load_cached(entry)) is not None:
         return cached
-    if source.is_dir() and is_ferplus_layout(source):
-        dataset = load_ferplus_folders(source, size, ferplus_mode, include_contempt, progress)
-    elif source.is_dir():
-        dataset = load_image_folders(source, size, include_contempt, progress)
-    elif ferplus:
-        dataset = load_ferplus(source, ferplus, ferplus_mode, include_contempt)
-    elif source.suffix.lower() == ".csv":
-        dataset = load_fer2013_csv(source)
-        if dataset.splits and next(iter(dataset.splits.values())).image_size != size:
-            dataset = resize_dataset(dataset, size)
-    else:
-        raise FERDataError(f"{source}: not a CSV file or a folder; give a FER2013 CSV or a folder of class folders")
+    dataset = _read_dataset(source, size, include_contempt, ferplus, ferplus_mode, progress)
     if entry is not None:
         try:
             save_cached(dataset, entry)

@@ -55,8 +55,8 @@ def _jittered(expression: Expression, rng: np.random.Generator) -> Expression:
 
 def draw_face(expression: Expression, rng: np.random.Generator, size: int = DEFAULT_FACE_SIZE) -> np.ndarray:
     """Draw one face with the given expression and random pose/lighting; returns (size, size) uint8.
-
-    Long on purpose: one drawing step per facial part, top to bottom, reads like the face it makes."""
+    The random draws come in a fixed order (head, then pose and lighting), so a seed always gives
+    the same faces."""
     s = size * 4  # draw at 4x and downsample for antialiasing
     background = rng.uniform(20, 235)
     skin = float(np.clip(background + rng.choice([-1, 1]) * rng.uniform(40, 110), 60, 225))
@@ -70,8 +70,27 @@ def draw_face(expression: Expression, rng: np.random.Generator, size: int = DEFA
     if rng.random() < 0.5:  # hair
         d.chord([cx - fw * 1.05, cy - fh * 1.08, cx + fw * 1.05, cy + fh * 0.2], 180, 360, fill=dark * 0.6)
         d.ellipse([cx - fw * 0.95, cy - fh * 0.62, cx + fw * 0.95, cy + fh * 0.9], fill=skin)
-    u = 0.028 * s * scale  # line-width unit, proportional to the face
-    e = expression
+    face = _Face(cx, cy, fw, fh, 0.028 * s * scale, skin, dark)  # u: line-width unit, proportional to the face
+    _draw_features(d, face, expression)
+    return _photographed(canvas, rng, size, background)
+
+
+@dataclass(frozen=True)
+class _Face:
+    """Where the face sits on the canvas (centre, half width and height), its line-width unit and tones."""
+
+    cx: float
+    cy: float
+    fw: float
+    fh: float
+    u: float
+    skin: float
+    dark: float
+
+
+def _draw_features(d: ImageDraw.ImageDraw, face: _Face, e: Expression) -> None:
+    """Eyes and brows, nose (and wrinkles), mouth: the parts an expression moves, top to bottom."""
+    cx, cy, fw, fh, u, skin, dark = face.cx, face.cy, face.fw, face.fh, face.u, face.skin, face.dark
 
     eye_y = cy - 0.12 * fh
     eye_dx, eye_w = 0.42 * fw, 0.2 * fw
@@ -110,6 +129,9 @@ def draw_face(expression: Expression, rng: np.random.Generator, size: int = DEFA
     else:
         d.line(list(zip(px, upper, strict=False)), fill=dark * 0.7, width=max(2, int(1.8 * u)), joint="curve")
 
+
+def _photographed(canvas: Image.Image, rng: np.random.Generator, size: int, background: float) -> np.ndarray:
+    """The drawing as a camera would give it: tilted, downsampled, sometimes blurred, lit unevenly, noisy."""
     image = canvas.rotate(rng.normal(0, 8), resample=Image.Resampling.BILINEAR, fillcolor=background)
     image = image.resize((size, size), Image.Resampling.BOX).convert("L")
     if rng.random() < 0.3:

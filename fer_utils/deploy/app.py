@@ -205,60 +205,72 @@ def build_app(predictor: Predictor):
             "disgust, fear, happy, neutral, sad or surprise: in a photo, live from your camera, or over a video."
         )
         with gr.Tab("Photo"):
-            with gr.Row():
-                with gr.Column():
-                    # image_mode=None: Gradio hands over the uploaded file itself. Its default ("RGB")
-                    # re-saves every gray or RGBA upload under a name derived from the content,
-                    # non-atomically, so concurrent uploads of the same photo read each other's
-                    # half-written files (the soak in benchmarks/bench_serve.py saw 8 of 366 requests
-                    # fail that way); our loader handles every mode, 16-bit included, and EXIF itself.
-                    image = gr.Image(sources=["upload", "webcam"], type="filepath", image_mode=None, label="photo")
-                    gradcam = gr.Checkbox(label="show Grad-CAM (what the model looked at)", value=False)
-                    button = gr.Button("Analyze", variant="primary")
-                with gr.Column():
-                    annotated = gr.Image(label="faces found", type="pil", format="png")
-                    label = gr.Label(num_top_classes=7, label="first face")
-            faces = gr.JSON(label="all faces")
-            cams = gr.Gallery(label="Grad-CAM", columns=4, height="auto", format="png")
+            _photo_tab(gr, predictor)
         with gr.Tab("Live camera"):
-            gr.Markdown("Faces are tracked from frame to frame and their labels smoothed over half a second.")
-            with gr.Row():
-                camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="camera")
-                live = gr.Image(label="faces", type="numpy")
-            tracker = gr.State(None)
+            _camera_tab(gr, predictor)
         with gr.Tab("Video"):
-            with gr.Row():
-                with gr.Column():
-                    video = gr.Video(sources=["upload"], format=None, label=f"video (up to {MAX_FILE_SIZE})")
-                    smooth = gr.Slider(0, 2, value=DEFAULT_SMOOTHING, step=0.1, label="smoothing (seconds)")
-                    video_button = gr.Button("Analyze video", variant="primary")
-                with gr.Column():
-                    timeline = gr.Image(label="expressions over time, per person", type="filepath")
-            tracks = gr.Dataframe(label="per person (track)")
-            rows = gr.File(label="every face in every frame (CSV)")
-        button.click(
-            lambda path, cam: analyze(predictor, path, cam),
-            inputs=[image, gradcam],
-            outputs=[annotated, label, faces, cams],
-            api_name="predict",
-        )
-        camera.stream(
-            lambda frame, state: live_frame(predictor, frame, state),
-            inputs=[camera, tracker],
-            outputs=[live, tracker],
-            stream_every=0.2,
-            time_limit=120,
-            concurrency_limit=CONCURRENCY,
-        )
-        video_button.click(
-            lambda path, seconds, progress=gr.Progress(track_tqdm=True): analyze_video_upload(  # noqa: B008
-                predictor, path, seconds, progress
-            ),
-            inputs=[video, smooth],
-            outputs=[timeline, tracks, rows],
-            api_name="video",
-        )
+            _video_tab(gr, predictor)
     return demo
+
+
+def _photo_tab(gr, predictor: Predictor) -> None:
+    with gr.Row():
+        with gr.Column():
+            # image_mode=None: Gradio hands over the uploaded file itself. Its default ("RGB")
+            # re-saves every gray or RGBA upload under a name derived from the content,
+            # non-atomically, so concurrent uploads of the same photo read each other's
+            # half-written files (the soak in benchmarks/bench_serve.py catches it); our loader
+            # handles every mode, 16-bit included, and EXIF itself.
+            image = gr.Image(sources=["upload", "webcam"], type="filepath", image_mode=None, label="photo")
+            gradcam = gr.Checkbox(label="show Grad-CAM (what the model looked at)", value=False)
+            button = gr.Button("Analyze", variant="primary")
+        with gr.Column():
+            annotated = gr.Image(label="faces found", type="pil", format="png")
+            label = gr.Label(num_top_classes=7, label="first face")
+    faces = gr.JSON(label="all faces")
+    cams = gr.Gallery(label="Grad-CAM", columns=4, height="auto", format="png")
+    button.click(
+        lambda path, cam: analyze(predictor, path, cam),
+        inputs=[image, gradcam],
+        outputs=[annotated, label, faces, cams],
+        api_name="predict",
+    )
+
+
+def _camera_tab(gr, predictor: Predictor) -> None:
+    gr.Markdown("Faces are tracked from frame to frame and their labels smoothed over half a second.")
+    with gr.Row():
+        camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="camera")
+        live = gr.Image(label="faces", type="numpy")
+    tracker = gr.State(None)
+    camera.stream(
+        lambda frame, state: live_frame(predictor, frame, state),
+        inputs=[camera, tracker],
+        outputs=[live, tracker],
+        stream_every=0.2,
+        time_limit=120,
+        concurrency_limit=CONCURRENCY,
+    )
+
+
+def _video_tab(gr, predictor: Predictor) -> None:
+    with gr.Row():
+        with gr.Column():
+            video = gr.Video(sources=["upload"], format=None, label=f"video (up to {MAX_FILE_SIZE})")
+            smooth = gr.Slider(0, 2, value=DEFAULT_SMOOTHING, step=0.1, label="smoothing (seconds)")
+            button = gr.Button("Analyze video", variant="primary")
+        with gr.Column():
+            timeline = gr.Image(label="expressions over time, per person", type="filepath")
+    tracks = gr.Dataframe(label="per person (track)")
+    rows = gr.File(label="every face in every frame (CSV)")
+    button.click(
+        lambda path, seconds, progress=gr.Progress(track_tqdm=True): analyze_video_upload(  # noqa: B008
+            predictor, path, seconds, progress
+        ),
+        inputs=[video, smooth],
+        outputs=[timeline, tracks, rows],
+        api_name="video",
+    )
 
 
 def sweep_stale_files(folder: Path, older_than: float) -> int:

@@ -5,7 +5,7 @@ A network trained with cross-entropy is usually over- or under-confident: among 
 fitted on held-out faces (minimum negative log-likelihood) fixes most of that without changing
 a single prediction: ``T > 1`` softens the probabilities, ``T < 1`` sharpens them, and the argmax
 stays where it was. ``fer calibrate`` fits ``T`` on the selection split and stores it in the
-checkpoint's metadata; :func:`fer_utils.model.checkpoints.model_from_checkpoint` then wraps the model
+checkpoint's metadata; :func:`fer_utils.model.assembly.model_from_checkpoint` then wraps the model
 in :class:`TemperatureScaled`, so evaluation, the Predictor, ONNX and the browser demo all
 show calibrated probabilities.
 """

@@ -30,9 +30,10 @@ from torch import nn
 
 from fer_utils.core.atomic import atomic_path, check_outputs, write_text_atomic
 from fer_utils.core.errors import FERError
-from fer_utils.core.metadata import member_sizes, resizes_input
+from fer_utils.core.metadata import CheckpointSource, member_sizes, resizes_input
 from fer_utils.data.images import DEFAULT_FACE_SIZE, square_resize
-from fer_utils.model.checkpoints import Checkpoint, CheckpointSource, checkpoint_files, load_model
+from fer_utils.model.assembly import load_model
+from fer_utils.model.checkpoints import Checkpoint, checkpoint_files
 from fer_utils.model.devices import release_freed_memory
 from fer_utils.runtime.onnx import (
     EXPORT_FORMAT,

@@ -159,7 +159,7 @@ class FaceClassifier:
                 "where the course is installed (`fer export --checkpoint FILE --out model.onnx`) and pass the "
                 ".onnx file, or install training support (pip install 'fer_utils[course,export]')"
             )
-        from fer_utils.model.checkpoints import load_model
+        from fer_utils.model.assembly import load_model
 
         model, checkpoint = load_model(files if len(files) > 1 else files[0])
         classifier = cls(model, checkpoint, tta, device, runtime, threads)
@@ -179,7 +179,7 @@ class FaceClassifier:
                         f"{self.name}: an exported ONNX model has no PyTorch graph for Grad-CAM; "
                         "use the .safetensors checkpoint it was exported from"
                     )
-                from fer_utils.model.checkpoints import load_model
+                from fer_utils.model.assembly import load_model
                 from fer_utils.model.devices import resolve_device
 
                 model, self._checkpoint = load_model(self.sources if len(self.sources) > 1 else self.sources[0])

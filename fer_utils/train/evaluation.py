@@ -20,15 +20,11 @@ from sklearn.metrics import (
 from torch import nn
 
 from fer_utils.core.atomic import check_outputs, write_text_atomic
+from fer_utils.core.metadata import CheckpointSource
 from fer_utils.data.faceset import FaceSet
+from fer_utils.model.assembly import load_model
 from fer_utils.model.calibration import base_model, fit_temperature, scaled_probabilities
-from fer_utils.model.checkpoints import (
-    Checkpoint,
-    CheckpointSource,
-    checkpoint_name,
-    load_model,
-    update_checkpoint_metadata,
-)
+from fer_utils.model.checkpoints import Checkpoint, checkpoint_name, update_checkpoint_metadata
 from fer_utils.model.devices import resolve_device
 from fer_utils.model.forward import predict_faces
 from fer_utils.runtime.preprocess import MAX_BATCH_INPUTS

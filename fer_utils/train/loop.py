@@ -8,85 +8,45 @@ uninterrupted run would have done. ``best.safetensors`` keeps the best epoch on 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fer_utils.core.atomic import write_text_atomic
 from fer_utils.core.config import (
-    RESUMABLE_CHANGES,
     TrainConfig,
-    unsafe_changes,
 )
 from fer_utils.core.errors import FERCheckpointError, FERConfigError, FERTrainingError
 from fer_utils.core.interrupts import stop_signals_as_interrupt
-from fer_utils.data.faceset import FaceSet, TorchFaceDataset, class_weights, weighted_sampler
-from fer_utils.model.checkpoints import (
-    Checkpoint,
-    ModelCard,
-    load_checkpoint,
-    load_model_weights,
-    model_from_checkpoint,
-    read_checkpoint_meta,
-    save_checkpoint,
-)
-from fer_utils.model.devices import autocast, resolve_device, resolve_precision
+from fer_utils.data.faceset import FaceSet, class_weights
+from fer_utils.model.assembly import load_model_weights, model_from_checkpoint
+from fer_utils.model.checkpoints import Checkpoint, ModelCard, save_checkpoint
+from fer_utils.model.devices import resolve_device, resolve_precision
 from fer_utils.model.factory import arch_spec, build_model, set_backbone_trainable
 from fer_utils.train.distill import distillation_targets, load_teacher
 from fer_utils.train.distributed import World, from_main, join, launched_world, leave, sum_across
-from fer_utils.train.evaluation import evaluate_model
-from fer_utils.train.runs import check_resume_folder, claim_run_folder
-from fer_utils.train.transforms import batch_mixing, train_transform
-
-
-def _no_training_state(path: str | os.PathLike) -> FERCheckpointError:
-    return FERCheckpointError(
-        f"{path}: holds no training state; resume from the last.safetensors that training writes, "
-        "not from best.safetensors"
-    )
-
-
-def _refuse_unsafe_changes(path: str | os.PathLike, saved: TrainConfig, wanted: TrainConfig) -> None:
-    """FERConfigError naming every setting a resumed run may not change (see ``RESUMABLE_CHANGES``)."""
-    refused = unsafe_changes(saved, wanted)
-    if refused:
-        raise FERConfigError(
-            f"{path}: a resumed run keeps its saved settings; cannot change "
-            + ", ".join(f"{k} (saved {a!r}, asked {b!r})" for k, (a, b) in refused.items())
-            + f". Only {', '.join(sorted(RESUMABLE_CHANGES))} may change "
-            "(resume_config(checkpoint) gives the saved settings); start a new run for the rest"
-        )
-
-
-def resume_config(checkpoint: str | os.PathLike, **changes: Any) -> TrainConfig:
-    """The configuration saved in a ``last.safetensors``, with ``changes`` applied.
-
-    Only the fields in ``RESUMABLE_CHANGES`` may change; anything else raises FERConfigError.
-    """
-    meta = read_checkpoint_meta(checkpoint)
-    if "config" not in meta or "training_state" not in meta:
-        raise _no_training_state(checkpoint)
-    saved = TrainConfig.from_dict(meta["config"])
-    unknown = set(changes) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise FERConfigError(f"unknown TrainConfig field(s): {', '.join(sorted(unknown))}")
-    wanted = dataclasses.replace(saved, **changes)
-    _refuse_unsafe_changes(checkpoint, saved, wanted)
-    return wanted
+from fer_utils.train.runs import RunState, check_resume_folder, claim_run_folder, restore_run
+from fer_utils.train.steps import (
+    _is_better,
+    _refuse_non_finite,
+    build_train_loader,
+    lr_factor,
+    make_optimizer,
+    train_one_epoch,
+    validate,
+)
+from fer_utils.train.transforms import batch_mixing
 
 
 @dataclass
@@ -104,234 +64,10 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, scheduler: str) -> float:
-    """Learning-rate multiplier at ``step``: linear warm-up, then cosine / linear decay or constant."""
-    if warmup_steps and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if scheduler == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    if scheduler == "linear":
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD; biases and norm layers get no weight decay."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=config.lr)
-
-
 def model_card(config: TrainConfig, classes: tuple[str, ...]) -> ModelCard:
     """The description inference needs, derived from the training config."""
     spec = arch_spec(config.arch)
     return ModelCard(config.arch, tuple(classes), config.image_size, spec.mean, spec.std)
-
-
-def epoch_seed(config: TrainConfig, epoch: int) -> int:
-    """The seed of one epoch's shuffling and augmentation: a pure function of (seed, epoch), so a
-    resumed run replays exactly. The stride is a prime above any epoch count: no two (seed, epoch)
-    pairs share a stream."""
-    return config.seed * EPOCH_SEED_STRIDE + epoch
-
-
-EPOCH_SEED_STRIDE = 100_003
-
-
-@dataclass
-class RunState:
-    """Where a run stands between epochs: what ``last.safetensors`` stores to resume exactly."""
-
-    next_epoch: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_value: float | None = None
-    best_epoch: int = -1
-    bad_epochs: int = 0
-
-    def to_meta(self) -> dict[str, Any]:
-        return {
-            "epoch": self.next_epoch - 1,
-            "history": self.history,
-            "best_value": self.best_value,
-            "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs,
-        }
-
-
-def restore_run(
-    resume: str | os.PathLike, config: TrainConfig, classes: tuple[str, ...]
-) -> tuple[Checkpoint, RunState]:
-    """Load ``last.safetensors`` and check it continues this very run (same classes, same settings
-    apart from ``RESUMABLE_CHANGES``)."""
-    checkpoint = load_checkpoint(resume)
-    state = checkpoint.meta.get("training_state")
-    if state is None or checkpoint.optimizer_state is None:
-        raise _no_training_state(resume)
-    if checkpoint.classes != classes or checkpoint.arch != config.arch:
-        raise FERCheckpointError(
-            f"{resume}: was trained as {checkpoint.arch} on {', '.join(checkpoint.classes)}; "
-            f"this run is {config.arch} on {', '.join(classes)}"
-        )
-    _refuse_unsafe_changes(resume, TrainConfig.from_dict(checkpoint.meta.get("config", {})), config)
-    run = RunState(state["epoch"] + 1, state["history"], state["best_value"], state["best_epoch"], state["bad_epochs"])
-    return checkpoint, run
-
-
-def build_train_loader(
-    train_set: FaceSet, config: TrainConfig, world: World, device: torch.device
-) -> tuple[DataLoader, Callable[[int], None]]:
-    """The augmented training DataLoader, and a function that reseeds its order for an epoch.
-
-    One process shuffles with a seeded generator; several processes each read their share of
-    a ``DistributedSampler`` permutation. ``class_weighting="sampler"`` draws classes equally often.
-    """
-    spec = arch_spec(config.arch)
-    dataset = TorchFaceDataset(train_set, train_transform(config.image_size, config.augment, spec.mean, spec.std))
-    generator = torch.Generator()
-    if world.distributed:
-        if config.class_weighting == "sampler":
-            raise FERConfigError("class_weighting='sampler' works in one process; use 'loss' with several")
-        sampler = DistributedSampler(
-            dataset, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed, drop_last=True
-        )
-    elif config.class_weighting == "sampler":
-        sampler = weighted_sampler(train_set, generator)
-    else:
-        sampler = RandomSampler(dataset, generator=generator)
-    loader = DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        num_workers=config.num_workers,
-        drop_last=len(dataset) > config.batch_size * world.size,
-        pin_memory=device.type == "cuda",  # page-locked batches copy to the GPU asynchronously
-        persistent_workers=False,  # new workers each epoch draw their seeds from the reseeded generator
-    )
-
-    def reseed(epoch: int) -> None:
-        seed = epoch_seed(config, epoch)
-        torch.manual_seed(seed * world.size + world.rank)  # augmentation differs between processes
-        generator.manual_seed(seed)
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
-
-    return loader, reseed
-
-
-@dataclass
-class EpochStats:
-    """What one pass over the training data measured (summed over processes)."""
-
-    loss: float  # summed over images
-    correct: int
-    images: int
-    lr: float  # at the last step
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    optimizer: torch.optim.Optimizer,
-    criterion: nn.Module,
-    schedule: Callable[[int], float],
-    first_step: int,
-    device: torch.device,
-    precision: torch.dtype | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    channels_last: bool = True,
-    progress: bool = False,
-    desc: str = "epoch",
-    after_step: Callable[[], None] | None = None,
-    mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-) -> EpochStats:
-    """One pass over ``loader``: forward, loss, backward, optimizer step, learning-rate schedule.
-
-    ``schedule(step)`` gives the learning rate of global step ``step`` (``first_step`` is this
-    epoch's first); ``after_step()`` runs after every optimizer step (the weight average's update);
-    ``mix(images, targets)`` mixes each batch (:func:`fer_utils.train.transforms.batch_mixing`), and the
-    training accuracy then counts a prediction right when it names the larger share of the mix.
-    Raises FERTrainingError when the loss stops being a finite number.
-    """
-    model.train()
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    seen, lr = 0, schedule(first_step)
-    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
-    for i, (images, targets) in enumerate(bar):
-        lr = schedule(first_step + i)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        if mix is not None:
-            images, targets = mix(images, targets)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            logits = model(images)
-            loss = criterion(logits.float(), targets)
-        if not torch.isfinite(loss):  # one sync per step: cheap next to the backward pass, and it
-            raise FERTrainingError(  # stops a diverged run before a broken step is taken
-                f"loss became {loss.item()} at step {i + 1} of this epoch (lr {lr:.2e}); "
-                "lower the learning rate (lr) or check the data"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:  # fp16: scale the loss so small gradients do not underflow
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        if after_step is not None:
-            after_step()
-        n = len(targets)
-        total_loss += loss.detach() * n
-        hard = targets if targets.ndim == 1 else targets.argmax(dim=1)
-        correct += (logits.argmax(dim=1) == hard).sum()
-        seen += n
-        if progress and i % 10 == 0:
-            bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", lr=f"{lr:.1e}")
-    return EpochStats(total_loss.item(), int(correct.item()), seen, lr)
-
-
-def validate(model: nn.Module, faces: FaceSet, config: TrainConfig) -> dict[str, float]:
-    """Validation loss, accuracy and macro-F1 (no TTA), scored by ``fer_utils.train.evaluation``."""
-    spec = arch_spec(config.arch)
-    report = evaluate_model(model, faces, config.image_size, spec.mean, spec.std, batch_size=config.eval_batch_size)
-    probabilities = report.probabilities
-    if not np.isfinite(probabilities).all():
-        return {"val_loss": float("nan"), "val_accuracy": float("nan"), "val_macro_f1": float("nan")}
-    picked = probabilities[np.arange(len(faces)), faces.labels]
-    return {
-        "val_loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
-        "val_accuracy": report.accuracy,
-        "val_macro_f1": report.macro_f1,
-    }
-
-
-def _refuse_non_finite(
-    model: nn.Module, metrics: dict[str, float], epoch: int, config: TrainConfig, last: Path
-) -> None:
-    """Stop before a diverged model is saved or selected: NaN/inf weights or validation outputs."""
-    broken = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
-    if broken or not math.isfinite(metrics["val_loss"]):
-        what = f"{len(broken)} weight tensors became NaN/inf" if broken else "validation outputs became NaN/inf"
-        saved = f" The last good epoch is saved in {last}." if last.exists() else " Nothing was saved."
-        raise FERTrainingError(
-            f"training diverged at epoch {epoch + 1}: {what}; lower the learning rate (lr, now {config.lr}) "
-            f"or check momentum/weight_decay.{saved}"
-        )
-
-
-def _is_better(value: float, best: float | None, monitor: str) -> bool:
-    if best is None:
-        return True
-    return value < best if monitor == "val_loss" else value > best
 
 
 def train(
@@ -406,20 +142,9 @@ def _prepare_run(
 ) -> _Run:
     """Check the data, join the process group, restore a resumed run, build model, optimizer,
     loss and loader on the right device."""
-    if train_set.classes != val_set.classes:
-        raise FERConfigError("train and validation sets have different class lists")
-    if len(train_set) == 0 or len(val_set) == 0:
-        raise FERConfigError(f"need faces to train and validate on, got {len(train_set)} and {len(val_set)}")
-    if config.teacher:
-        train_set = distillation_targets(train_set, load_teacher(config.teacher, train_set), config.distill_weight)
+    train_set = _checked_train_set(config, train_set, val_set)
     world = launched_world()
-    if world.distributed and config.freeze_backbone_epochs:
-        raise FERConfigError("freeze_backbone_epochs needs a single process: DDP cannot unfreeze layers mid-run")
-    device = resolve_device(config.device)
-    if world.distributed and device.type == "cuda":
-        device = torch.device("cuda", world.local_rank)  # one GPU per process
-        torch.cuda.set_device(device)
-    join(world, device)
+    device = _joined_device(config, world)
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     if config.threads:
@@ -430,10 +155,54 @@ def _prepare_run(
     torch.manual_seed(config.seed)  # the classifier's initial weights
     checkpoint, state = restore_run(resume, config, classes) if resume is not None else (None, RunState())
 
-    # The model: built on the CPU (weights load there), then moved; ``net`` is what trains.
+    model, optimizer, ema = _model_and_optimizer(config, len(classes), checkpoint, resume, device)
+    net = torch.compile(model) if config.compile else model
+    if world.distributed:
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    precision = resolve_precision(config.precision, device)
+    scaler = torch.amp.GradScaler(device.type) if precision == torch.float16 else None  # fp16 only: bf16 needs none
+    weights = class_weights(train_set).to(device) if config.class_weighting == "loss" else None
+    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
+    loader, reseed = build_train_loader(train_set, config, world, device)
+    paths = {name: out_dir / f for name, f in RUN_FILES.items()}
+    return _Run(
+        config, world, device, model, net, optimizer, criterion, loader, reseed, precision, scaler, card, state,
+        paths, progress and world.is_main, ema, batch_mixing(len(classes), config.mixup_alpha, config.cutmix_alpha),
+    )  # fmt: skip
+
+
+def _checked_train_set(config: TrainConfig, train_set: FaceSet, val_set: FaceSet) -> FaceSet:
+    """The training faces, refused when empty or of other classes than the validation faces, and
+    with the teacher's soft labels mixed in when distilling."""
+    if train_set.classes != val_set.classes:
+        raise FERConfigError("train and validation sets have different class lists")
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise FERConfigError(f"need faces to train and validate on, got {len(train_set)} and {len(val_set)}")
+    if config.teacher:
+        train_set = distillation_targets(train_set, load_teacher(config.teacher, train_set), config.distill_weight)
+    return train_set
+
+
+def _joined_device(config: TrainConfig, world: World) -> torch.device:
+    """This process's device (one GPU per process under torchrun), after joining the process group."""
+    if world.distributed and config.freeze_backbone_epochs:
+        raise FERConfigError("freeze_backbone_epochs needs a single process: DDP cannot unfreeze layers mid-run")
+    device = resolve_device(config.device)
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    join(world, device)
+    return device
+
+
+def _model_and_optimizer(
+    config: TrainConfig, num_classes: int, checkpoint: Checkpoint | None, resume: Any, device: torch.device
+) -> tuple[nn.Module, torch.optim.Optimizer, AveragedModel | None]:
+    """The model (built on the CPU, where weights load, then moved), its optimizer and the weight
+    average, each restored from ``checkpoint`` when resuming."""
     model = build_model(
         config.arch,
-        len(classes),
+        num_classes,
         pretrained=config.pretrained if resume is None else False,
         dropout=config.dropout,
         pretrained_member=config.pretrained_member,
@@ -451,19 +220,7 @@ def _prepare_run(
             if checkpoint.ema_state is None:
                 raise FERCheckpointError(f"{resume}: holds no weight average (ema_decay) to continue")
             ema.load_state_dict(checkpoint.ema_state)
-    net = torch.compile(model) if config.compile else model
-    if world.distributed:
-        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    precision = resolve_precision(config.precision, device)
-    scaler = torch.amp.GradScaler(device.type) if precision == torch.float16 else None  # fp16 only: bf16 needs none
-    weights = class_weights(train_set).to(device) if config.class_weighting == "loss" else None
-    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
-    loader, reseed = build_train_loader(train_set, config, world, device)
-    paths = {name: out_dir / f for name, f in RUN_FILES.items()}
-    return _Run(
-        config, world, device, model, net, optimizer, criterion, loader, reseed, precision, scaler, card, state,
-        paths, progress and world.is_main, ema, batch_mixing(len(classes), config.mixup_alpha, config.cutmix_alpha),
-    )  # fmt: skip
+    return model, optimizer, ema
 
 
 RUN_FILES = {"best": "best.safetensors", "last": "last.safetensors", "history": "history.csv"}

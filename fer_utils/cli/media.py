@@ -1,0 +1,259 @@
+"""``fer predict``, ``fer video``, ``fer webcam`` and ``fer serve``: the commands that read photos,
+videos or a camera, each next to its flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from fer_utils.cli.flags import (
+    add_serve_flags,
+    checkpoint_flag,
+    overwrite_flag,
+    photo_flags,
+    photo_predictor,
+    smooth_flag,
+)
+from fer_utils.cli.shared import EXIT_INTERRUPTED, command_inputs
+from fer_utils.core.atomic import check_outputs, unused_path
+from fer_utils.core.errors import FERDataError, FERError, FEROutputError
+from fer_utils.data.images import NOT_REACHED
+from fer_utils.runtime.preprocess import TTA_MODES
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fer_utils.faces.results import summary_line
+    from fer_utils.predict.predictor import expand_image_paths
+
+    files, skipped = expand_image_paths(args.paths)
+    check_outputs(
+        {"JSON results": args.json, "CSV results": args.csv},
+        inputs=command_inputs(args, files),
+        folders={"annotated photos": args.annotate},
+        overwrite=args.overwrite,
+    )
+    predictor = photo_predictor(args, tta=args.tta)
+    results, bad = predictor.predict_images(
+        files,
+        detect=False if args.no_detect else None,
+        progress=len(files) > 20 and not args.quiet,
+        keep_on_interrupt=True,
+    )
+    not_reached = [s for s in bad if s.reason == NOT_REACHED]
+    skipped += [s for s in bad if s.reason != NOT_REACHED]
+    for result in results:
+        print("\n".join(result.lines()))
+    annotated, failed_writes = _annotated_copies(args.annotate, results, files)
+    for s in skipped:
+        print(f"skipped: {s.source}: {s.reason}", file=sys.stderr)
+    where = f"; annotated copies in {args.annotate}" if annotated else ""
+    print(summary_line(results, skipped) + where, file=sys.stderr)
+    written, failed = _write_results(args, predictor, results, [*skipped, *not_reached], annotated)
+    if failed_writes + failed:
+        raise FEROutputError(
+            "the results are printed above, but writing failed for " + "; ".join((failed_writes + failed)[:3])
+        )
+    if not_reached:
+        kept = f"; the results so far are in {', '.join(written)}" if written else ""
+        print(
+            f"fer: interrupted after {len(files) - len(not_reached)} of {len(files)} photos{kept} "
+            f"(rerun for the {len(not_reached)} not reached)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if not results:
+        raise FERError("no image could be read: " + "; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
+    return 0
+
+
+def _annotated_copies(folder: str | None, results: list, inputs: list[Path]) -> tuple[dict[str, str], list[str]]:
+    """``--annotate``: each photo with its boxes and labels, under a name that replaces nothing
+    (never an input photo); which copy belongs to which photo, and the copies that failed."""
+    annotated: dict[str, str] = {}
+    failed: list[str] = []
+    if not folder:
+        return annotated, failed
+    from fer_utils.faces.drawing import annotate_image, save_pil
+
+    taken = {Path(f).resolve() for f in inputs}
+    for result in results:
+        target = unused_path(Path(folder).resolve(), Path(result.source).stem, ".jpg", taken)
+        try:
+            save_pil(annotate_image(result.source, result), target)
+            annotated[result.source] = str(target)
+        except (OSError, FERError) as err:
+            failed.append(f"{target}: {err}")
+    return annotated, failed
+
+
+def _write_results(args: argparse.Namespace, predictor, results: list, skipped: list, annotated: dict[str, str]):
+    """``--json`` / ``--csv``, each written whole: the paths written and the writes that failed."""
+    from fer_utils.core.atomic import write_text_atomic
+    from fer_utils.faces.results import finite_json, predictions_csv, predictions_json
+
+    outputs = {}
+    if args.json:
+        payload = predictions_json(results, skipped, predictor.classes, predictor.name, annotated)
+        outputs[args.json] = finite_json(payload) + "\n"
+    if args.csv:
+        outputs[args.csv] = predictions_csv(results, skipped)
+    written, failed = [], []
+    for path, text in outputs.items():
+        try:
+            write_text_atomic(path, text)
+            written.append(str(path))
+        except OSError as err:
+            failed.append(f"{path}: {err.strerror or err}")
+    return written, failed
+
+
+def add_predict_parser(sub: Any) -> None:
+    """``fer predict``: its flags, next to ``cmd_predict``."""
+    p = sub.add_parser("predict", help="find faces in photos (or take face crops) and predict their expressions")
+    p.add_argument("paths", nargs="+", metavar="PHOTO_OR_DIR", help="image files or folders (searched recursively)")
+    checkpoint_flag(p, photos=True)
+    p.add_argument(
+        "--tta",
+        nargs="?",
+        const="flip",
+        default="none",
+        choices=TTA_MODES,
+        help="test-time augmentation (--tta alone = flip)",
+    )
+    p.add_argument("--no-detect", action="store_true", help="inputs are face crops: skip face detection")
+    photo_flags(p)
+    p.add_argument("--annotate", default=None, metavar="OUT_DIR", help="save each photo with boxes and labels")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", default=None, metavar="OUT", help="write every face's result as JSON")
+    out.add_argument("--csv", default=None, metavar="OUT", help="write one row per face as CSV")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    overwrite_flag(p, "--json/--csv")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fer_utils.deploy.app import serve
+
+    predictor = photo_predictor(args)
+    serve(predictor, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
+def add_serve_parser(sub: Any) -> None:
+    """``fer serve``: its flags, next to ``cmd_serve``."""
+    p = sub.add_parser("serve", help="web app (Gradio): upload or webcam -> faces, probabilities, Grad-CAM")
+    add_serve_flags(p)
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_webcam(args: argparse.Namespace) -> int:
+    from fer_utils.deploy.webcam import run_webcam
+    from fer_utils.predict.video import CLASSIFIER_THREADS
+
+    results = run_webcam(photo_predictor(args, threads=CLASSIFIER_THREADS), camera=args.camera, smooth=args.smooth)
+    tracks = {f.track for r in results for f in r.faces}
+    print(f"{len(results)} frames, {sum(len(r.faces) for r in results)} faces in {len(tracks)} tracks")
+    return 0
+
+
+def add_webcam_parser(sub: Any) -> None:
+    """``fer webcam``: its flags, next to ``cmd_webcam``."""
+    p = sub.add_parser("webcam", help="live camera: boxes, labels and FPS (needs desktop opencv-python)")
+    p.add_argument("--camera", type=int, default=0, help="camera index (default 0)")
+    smooth_flag(p)
+    photo_flags(p)
+    checkpoint_flag(p, photos=True)
+    p.set_defaults(func=cmd_webcam)
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from fer_utils.predict.frames import FrameSelection, expand_video_paths
+    from fer_utils.predict.video import CLASSIFIER_THREADS, analyze_videos
+
+    selection = FrameSelection(args.every, args.fps, args.start, args.end)
+    sources, skipped = expand_video_paths(args.inputs)
+    check_outputs(
+        {
+            "CSV results": args.csv,
+            "JSON results": args.json,
+            "annotated video": args.annotate,
+            "timeline plot": args.plot,
+        },
+        inputs=command_inputs(args, [s for s in sources if not isinstance(s, int)]),
+        overwrite=args.overwrite,
+    )
+    if not sources:
+        raise FERDataError("; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
+    predictor = photo_predictor(args, threads=CLASSIFIER_THREADS)
+    report = analyze_videos(
+        lambda: predictor.video_analyzer(args.smooth, args.detect_size),
+        sources,
+        selection,
+        model=predictor.name,
+        csv_path=args.csv,
+        json_path=args.json,
+        annotate_path=args.annotate,
+        plot_path=args.plot,
+        progress=not args.quiet,
+    )
+    for summary in report.summaries:
+        print(summary.line())
+    for s in [*skipped, *report.skipped]:
+        print(f"skipped: {s.source}: {s.reason}", file=sys.stderr)
+    for run in report.runs:
+        if run.truncated:
+            print(
+                f"note: {run.info.source}: ended after {run.decoded} of the {run.info.frames} frames its container "
+                "announces (a truncated or damaged file); the frames before are analysed",
+                file=sys.stderr,
+            )
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    written = report.written
+    analysed = sum(r.analysed for r in report.runs)
+    print(
+        f"{len(report.runs)} videos, {analysed} frames analysed, {report.rows} faces in "
+        f"{len(report.summaries)} tracks" + (f"; wrote {', '.join(written)}" if written else ""),
+        file=sys.stderr,
+    )
+    if report.interrupted:
+        kept = f"; the {report.rows} rows so far are in {', '.join(written)}" if written else ""
+        print(f"fer: interrupted at {report.interrupted}{kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def add_video_parser(sub: Any) -> None:
+    """``fer video``: its flags, next to ``cmd_video``."""
+    from fer_utils.faces.detection import VIDEO_MAX_SIDE
+
+    p = sub.add_parser(
+        "video",
+        help="expressions over time in videos (or a camera): faces tracked, smoothed, one row per face per frame",
+    )
+    p.add_argument("inputs", nargs="+", metavar="VIDEO", help="video files, folders of videos, or a camera number")
+    checkpoint_flag(p, photos=True)
+    photo_flags(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--every", type=int, default=1, metavar="N", help="analyse every Nth frame (default 1: all)")
+    which.add_argument("--fps", type=float, default=None, metavar="F", help="analyse about F frames per second")
+    p.add_argument("--start", type=float, default=0.0, metavar="SECONDS", help="start here (default 0)")
+    p.add_argument("--end", type=float, default=None, metavar="SECONDS", help="stop here (default: the end)")
+    smooth_flag(p)
+    p.add_argument(
+        "--detect-size",
+        type=int,
+        default=VIDEO_MAX_SIDE,
+        metavar="PX",
+        help=f"search frames for faces at up to PX pixels (default {VIDEO_MAX_SIDE}: faces from about 44 px wide in "
+        "720p; 1280 finds them from about 24 px, at about 3 times the detection time)",
+    )
+    p.add_argument("--csv", default=None, metavar="OUT", help="one row per face per analysed frame")
+    p.add_argument("--json", default=None, metavar="OUT", help="the same rows plus per-track summaries")
+    p.add_argument("--annotate", default=None, metavar="OUT.mp4", help="a copy with boxes, track ids and labels")
+    p.add_argument("--plot", default=None, metavar="OUT.png", help="each track's probabilities over time")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    overwrite_flag(p, "output")
+    p.set_defaults(func=cmd_video)

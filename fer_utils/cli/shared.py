@@ -1,0 +1,89 @@
+"""What several ``fer`` commands share: exit codes, the dataset flags and loading, and the one
+declaration of everything a command reads (for the output guard)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from fer_utils.core.labels import FERPLUS_MODE_ALIASES
+from fer_utils.core.locations import REPO_MODELS_DIR
+from fer_utils.predict.frames import camera_index
+
+EXIT_USER_ERROR = 1
+
+
+EXIT_INTERRUPTED = 130
+
+
+def data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="FER2013 CSV, Kaggle train/test folder, FER+ image folders, class-folder dataset, or 'synthetic' "
+        "(default: $FER_DATA_DIR, else synthetic)",
+    )
+    parser.add_argument("--ferplus", default=None, metavar="CSV", help="FER+ fer2013new.csv: use its labels")
+    parser.add_argument(
+        "--ferplus-mode",
+        default="majority",
+        choices=list(FERPLUS_MODE_ALIASES),
+        help="FER+ training targets: majority label, or soft (FER+'s 'probability': the vote distribution)",
+    )
+    parser.add_argument("--include-contempt", action="store_true", help="8-class mode: keep contempt")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the dataset cache")
+
+
+def load_data(args: argparse.Namespace, seed: int = 0):
+    from fer_utils.data import load_dataset
+
+    return load_dataset(
+        args.data,
+        include_contempt=args.include_contempt,
+        ferplus=args.ferplus,
+        ferplus_mode=args.ferplus_mode,
+        cache=not args.no_cache,
+        seed=seed,
+        progress=not getattr(args, "quiet", False),
+    )
+
+
+def report_skips(dataset) -> None:
+    for note in dataset.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for s in dataset.skipped[:20]:
+        print(f"skipped: {s.source}: {s.reason}", file=sys.stderr)
+    if len(dataset.skipped) > 20:
+        print(f"skipped: ... and {len(dataset.skipped) - 20} more", file=sys.stderr)
+
+
+def command_inputs(args: argparse.Namespace, files: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
+    """Everything a command reads, declared in one place for the one output guard
+    (``check_outputs``): ``files`` (the photos or videos found in its arguments' folders), its
+    arguments themselves, its checkpoints (and the shipped models, the defaults), the dataset's
+    files (``--data``, else ``$FER_DATA_DIR``, for commands that load one), FER+ labels, int8
+    calibration data, teacher probabilities and starting weights. A generator: the guard expands
+    it only when an output already exists."""
+    yield from map(Path, files)
+    for name in ("paths", "inputs", "checkpoint", "members", "ferplus", "teacher"):
+        value = getattr(args, name, None)
+        values = [value] if isinstance(value, str) else value or []
+        yield from (Path(p) for p in values if name != "inputs" or camera_index(p) is None)
+    if isinstance(getattr(args, "pretrained", None), str):
+        yield Path(args.pretrained)
+    yield from (p for p in REPO_MODELS_DIR.glob("*") if p.is_file())
+    if env := os.environ.get("FER_CHECKPOINT"):
+        yield Path(env)
+    data = []
+    if hasattr(args, "ferplus"):  # commands that load a dataset
+        data.append(args.data)
+    if getattr(args, "int8", False):
+        data.append(args.calibration_data or os.environ.get("FER_DATA_DIR"))
+    for source in data:
+        if source is not None or os.environ.get("FER_DATA_DIR"):
+            from fer_utils.data.loading import dataset_files
+
+            yield from dataset_files(source)
