@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fer_utils.core.atomic import check_outputs, write_text_atomic
+from fer_utils.core.atomic import write_text_atomic
 from fer_utils.core.config import RECIPES
 from fer_utils.core.errors import FERError
+from fer_utils.core.outputs import check_outputs
 from fer_utils.data import TorchFaceDataset, load_dataset, synthetic_faces
 from fer_utils.model.devices import resolve_precision
 from fer_utils.model.factory import arch_spec, build_model

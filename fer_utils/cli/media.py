@@ -17,8 +17,8 @@ from fer_utils.cli.flags import (
     smooth_flag,
 )
 from fer_utils.cli.shared import EXIT_INTERRUPTED, command_inputs
-from fer_utils.core.atomic import check_outputs, unused_path
 from fer_utils.core.errors import FERDataError, FERError, FEROutputError
+from fer_utils.core.outputs import check_outputs, unused_path
 from fer_utils.data.images import NOT_REACHED
 from fer_utils.runtime.preprocess import TTA_MODES
 

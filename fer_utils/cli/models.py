@@ -15,8 +15,8 @@ from fer_utils.cli.flags import (
     overwrite_flag,
 )
 from fer_utils.cli.shared import command_inputs, load_data
-from fer_utils.core.atomic import check_outputs, ensure_writable_dir
 from fer_utils.core.labels import FERPLUS_MODE_ALIASES
+from fer_utils.core.outputs import check_outputs, ensure_writable_dir
 from fer_utils.predict.predictor import SHIPPED_WEB_MODEL
 
 

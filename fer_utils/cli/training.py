@@ -16,10 +16,10 @@ from fer_utils.cli.flags import (
     overwrite_flag,
 )
 from fer_utils.cli.shared import EXIT_INTERRUPTED, command_inputs, data_flags, load_data, report_skips
-from fer_utils.core.atomic import check_outputs, ensure_writable_dir
 from fer_utils.core.config import RECIPES
 from fer_utils.core.errors import FERError
 from fer_utils.core.locations import PACKAGE_DIR
+from fer_utils.core.outputs import check_outputs, ensure_writable_dir
 from fer_utils.predict.predictor import SHIPPED_MODEL
 from fer_utils.runtime.preprocess import TTA_MODES
 

@@ -44,14 +44,13 @@ YUNET_URL = "https://media.githubusercontent.com/media/opencv/opencv_zoo/main/mo
 PACKAGED_YUNET = ASSETS_DIR / "yunet" / YUNET_FILE
 
 HAAR_CROP_SCALE = 1.03
-"""Side of the face crop relative to a Haar box. Measured (benchmarks/bench_photo.py): with 400
-FER2013 PublicTest faces pasted, enlarged, into 640x480 canvases, the alt2 cascade's box is 0.97x
-the original FER2013 crop (median; IQR 0.89-1.04) and centred on it."""
+"""Side of the face crop relative to a Haar box: the inverse of the box's median size against the
+original FER2013 crop of the same face, so crops look like the training faces
+(benchmarks/bench_photo.py measures it on pasted FER2013 faces; docs/pipeline.md)."""
 
 YUNET_CROP_SCALE = 0.97
-"""Side of the face crop relative to the longer side of YuNet's box. Measured the same way
-(benchmarks/bench_photo.py --data, 300 faces): YuNet's box is 1.03x the FER2013 crop (median; IQR
-0.94-1.11), and its centre is the crop's centre (offset -0.005 of the box height), so no shift."""
+"""Side of the face crop relative to the longer side of YuNet's box, found the same way
+(``benchmarks/bench_photo.py --data``); YuNet's box is centred on the FER2013 crop, so no shift."""
 
 YUNET_SCORE_THRESHOLD = 0.6
 YUNET_NMS_THRESHOLD = 0.3
@@ -59,10 +58,9 @@ YUNET_MAX_SIDE = 1024  # also the Haar detector's working size
 """Photos are searched at up to this many pixels (YuNet works best on faces of 10-300 px)."""
 VIDEO_MAX_SIDE = 640
 """Video frames are searched at up to this many pixels (``fer video --detect-size``), as in the
-browser demo: a 720p frame costs 2.6 times less than at ``YUNET_MAX_SIDE``. YuNet finds faces of
-about 22 px and up in the image it searches, so at 640 px a 1280x720 frame's faces are found from
-about 44 px wide (measured: the sample portrait's face pasted at 5 places, all found at 43 px, none
-at 36 px; at 1280 px, from about 24 px). Crops are cut from the full-resolution frame."""
+browser demo: a 720p frame costs less than at ``YUNET_MAX_SIDE``, and YuNet's smallest face scales
+with the search size, so smaller faces need a larger ``--detect-size`` (benchmarks/bench_video.py,
+docs/pipeline.md). Crops are cut from the full-resolution frame."""
 YUNET_RETRY_SIDE = 320
 """When nothing is found, the photo is searched again at this size (close-ups that fill the frame)."""
 MIN_FACE = 16
@@ -75,8 +73,8 @@ REFINE_STEPS = 3
 """At most this many re-measurements per face (each costs one YuNet run on a REFINE_SIDE patch)."""
 
 CASCADES = ("haarcascade_frontalface_alt2.xml", "haarcascade_frontalface_default.xml")
-"""Tried in order. Measured during development on 200 pasted FER2013 faces and LFW faces: alt2
-found as many or more faces than default, at similar speed."""
+"""Tried in order: alt2 found as many faces as default or more, at similar speed, on pasted FER2013
+faces and LFW faces (benchmarks/bench_photo.py)."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from fer_utils.core.architectures import DEFAULT_DROPOUT
-from fer_utils.core.atomic import check_outputs
 from fer_utils.core.errors import FERCheckpointError
 from fer_utils.core.metadata import (
     ENSEMBLE_ARCH,
@@ -25,6 +24,7 @@ from fer_utils.core.metadata import (
     member_stats,
     resizes_input,
 )
+from fer_utils.core.outputs import check_outputs
 from fer_utils.data.images import DEFAULT_FACE_SIZE
 from fer_utils.model.calibration import TemperatureScaled, base_model
 from fer_utils.model.checkpoints import Checkpoint, ModelCard, load_checkpoint, save_checkpoint

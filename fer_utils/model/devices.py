@@ -54,7 +54,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     """The autocast dtype for training on ``device``, or None for plain fp32.
 
     ``auto``: bf16 on CUDA where supported, else fp16 (with a gradient scaler); fp32 on CPU and
-    MPS, where mixed precision was measured to slow small-image training (see README).
+    MPS, where mixed precision was measured to slow small-image training (docs/training.md).
     """
     if precision not in PRECISIONS:
         raise FERConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_utils.core.atomic import atomic_path, check_outputs, write_text_atomic
+from fer_utils.core.atomic import atomic_path, write_text_atomic
 from fer_utils.core.errors import FERError
 from fer_utils.core.metadata import CheckpointSource, member_sizes, resizes_input
+from fer_utils.core.outputs import check_outputs
 from fer_utils.data.images import DEFAULT_FACE_SIZE, square_resize
 from fer_utils.model.assembly import load_model
 from fer_utils.model.checkpoints import Checkpoint, checkpoint_files
@@ -62,8 +63,8 @@ class ExportResult:
 
 def _export_graph(checkpoint: Checkpoint, model: torch.nn.Module, out: Path, opset: int, dynamo: bool = True) -> None:
     """Write ``model`` as ONNX with a dynamic batch and the checkpoint's metadata. ``dynamo=False``
-    uses torch's TorchScript exporter: measured 12x faster on an ensemble (4 s against 48 s), which
-    is what the Predictor's on-the-fly cache wants; ``fer export`` keeps the default exporter."""
+    uses torch's TorchScript exporter, many times faster to export an ensemble, which is what the
+    Predictor's on-the-fly cache wants; ``fer export`` keeps the default exporter."""
     for module in model.modules():  # efficientnet-pytorch: its memory-efficient swish cannot be traced
         if hasattr(module, "set_swish"):
             module.set_swish(memory_efficient=False)
@@ -152,8 +153,8 @@ CALIBRATION_BATCH = 4
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> None:
     """Static int8 quantization (QDQ, per-channel weights) calibrated on preprocessed faces.
 
-    Measured on the shipped model: dynamic quantization lost 27 points of PublicTest accuracy
-    and ran slower; calibrated static quantization keeps the accuracy and runs faster.
+    Static, because dynamic quantization lost most of the shipped model's accuracy and ran slower;
+    calibrated static quantization keeps the accuracy and runs faster (docs/deployment.md).
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -301,9 +302,8 @@ def freeze_same_padding(model: nn.Module, image_size: int) -> nn.Module:
     """A copy of ``model`` whose TensorFlow-style "same" convolutions (timm's ``Conv2dSame``, used by
     EfficientNet-Lite0) pad by constants for ``image_size`` inputs. Their padding is otherwise
     computed from the input's shape at every call, which the TorchScript exporter writes into the
-    graph as shape arithmetic (1,758 nodes for the shipped ensemble; 705 frozen). Measured on the
-    ensemble, ONNX Runtime, batch 1, 1 thread, two runs each: 5.9-6.5 ms per face frozen against
-    6.7-7.0 ms; torch's dynamo exporter gives 5.1-5.4 ms but takes 48 s to export instead of 4 s."""
+    graph as shape arithmetic; frozen, the graph has fewer than half the nodes and runs faster in
+    ONNX Runtime (benchmarks/bench_deploy.py; docs/deployment.md)."""
     frozen = copy.deepcopy(model).eval()
     sizes: dict[str, tuple[int, int]] = {}
     hooks = [

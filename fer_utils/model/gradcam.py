@@ -2,9 +2,9 @@
 
 ``gradcam_maps(model, inputs, classes)`` returns one heat map per face in 0..1 at input size;
 ``overlay`` blends a map over the face for display. By default the map comes from LayerCAM at
-the last stage with at least 8x8 cells (``MIN_CAM_CELLS``): on FER2013 PublicTest faces it puts
-0.48 of its mass on the eyes, brows and mouth (39 % of the face's area), where the textbook
-Grad-CAM of the last 2x2 layer puts 0.40, no better than an even spread (notebook 06 measures it).
+the last stage with at least 8x8 cells (``MIN_CAM_CELLS``): it puts more of its mass on the eyes,
+brows and mouth than their share of the face, where the textbook Grad-CAM of the last 2x2 layer is
+no better than an even spread (notebook 06 and benchmarks/bench_gradcam.py measure it).
 """
 
 from __future__ import annotations

@@ -57,25 +57,22 @@ commands that score or export a model on FER2013 (``fer evaluate``, ``calibrate`
 
 SHIPPED_PHOTO_MODEL = "ferplus_ensemble.safetensors"
 """The default for photos (``Predictor.from_checkpoint()``, ``fer predict``, ``fer serve``,
-``fer webcam``): trained on FER+'s labels, the majority of ten people per face. Measured on the
-3,175 PublicTest faces' FER+ majority labels it agrees with people on 88.1 % of faces (macro-F1
-0.810), the FER2013 model on 71.9 % (0.642): FER2013's single labeller disagrees with the ten on
-about a third of the faces, and a photo's expression is what people see in it (README, Results)."""
+``fer webcam``): trained on FER+'s labels, the majority of ten people per face. A photo's expression
+is what people see in it, and FER2013's single labeller disagrees with the ten on about a third of
+the faces; on their majority labels this model agrees with people far more often than the FER2013
+model (models/README.md)."""
 
 SHIPPED_SINGLE_MODEL = "fer2013_efficientnet-lite0.safetensors"
 """One Lite0 at 64 px: the smallest and cheapest FER2013 model."""
 
 SHIPPED_WEB_MODEL = SHIPPED_PHOTO_MODEL
 """What the in-browser demo runs (``fer export --format web``, ``make web``): the photo model, so a
-photo gets the same answer in the browser as from ``fer predict``. Measured in headless Chromium
-(``benchmarks/bench_web.py``, 1 wasm thread): 21 ms per face after the first (59 ms), against
-10 ms (43) for the 64 px single FER2013 model, for a 27.5 MB download against 13.7 MB; on the
-FER+ majority labels of the 3,175 PublicTest faces 0.881 against 0.681 (docs/deployment.md)."""
+photo gets the same answer in the browser as from ``fer predict``; its cost per face and download
+against the single FER2013 model: ``benchmarks/bench_web.py``, docs/deployment.md."""
 
 SHIPPED_FAST_MODEL = "fer2013_fast.safetensors"
 """One Lite0 at 104 px (member 0 of the six, calibrated alone): where the six are too slow, it keeps
-most of their accuracy (0.7091 on PublicTest against 0.7230) at a fraction of their cost
-(models/README.md)."""
+most of their accuracy at a fraction of their cost (models/README.md)."""
 
 __all__ = [
     "CROP_MAX_SIDE",

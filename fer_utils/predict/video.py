@@ -48,9 +48,8 @@ expression shows within about half a second."""
 CLASSIFIER_THREADS = 1
 """ONNX Runtime threads for the classifier when frames stream (``fer video``, ``fer webcam``): the
 detector and the frame decoding keep the other core busy, and a second classifier thread only
-competes with them. Measured (benchmarks/bench_video.py, idle 2-core machine, 10 s videos, the
-previous FER+ ensemble): 1 thread 41.6 / 32.8 / 24.2 analysed frames per second (640x360 one face
-/ 720p two / four faces), 2 threads 36.6 / 22.9 / 14.3."""
+competes with them: one thread analyses more frames per second (benchmarks/bench_video.py;
+docs/pipeline.md)."""
 
 REFINE_STEPS = 1
 """Landmark re-measurements per face in video frames (photos: up to ``detection.REFINE_STEPS``).

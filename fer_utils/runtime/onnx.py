@@ -2,8 +2,9 @@
 own description (classes, input size, normalization) read from the file, and the user cache of
 exports, whose entries are trusted only when they verify.
 
-One face through PyTorch costs 14-18 ms at batch 1 on a 2-core CPU; the same graph in ONNX
-Runtime about 1.2 ms, and a process that only predicts never imports torch (3-5 s of start-up).
+ONNX Runtime runs the same graph several times faster than eager PyTorch on a CPU, and a process
+that only predicts never imports torch, whose start-up alone takes seconds (benchmarks/bench_deploy.py
+and bench_startup.py; docs/deployment.md).
 Exporting needs torch and lives in :mod:`fer_utils.model.export`; everything here needs only numpy and
 onnxruntime.
 """

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_utils.core.atomic import atomic_path, check_outputs
+from fer_utils.core.atomic import atomic_path
 from fer_utils.core.errors import FERDataError
+from fer_utils.core.outputs import check_outputs
 from fer_utils.data.faceset import FaceSet
 
 

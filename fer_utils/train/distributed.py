@@ -45,13 +45,13 @@ def launched_world() -> World:
     return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def join(world: World, device: torch.device) -> None:
+def join_processes(world: World, device: torch.device) -> None:
     """Join the process group (NCCL for CUDA, Gloo otherwise) unless already joined."""
     if world.distributed and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
-def leave(world: World) -> None:
+def leave_processes(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -65,7 +65,7 @@ def sum_across(world: World, values: list[float], device: torch.device) -> list[
     return tensor.tolist()
 
 
-def from_main(world: World, value: Any) -> Any:
+def broadcast_from_main(world: World, value: Any) -> Any:
     """Rank 0's ``value`` on every process (validation runs once, on rank 0)."""
     if not world.distributed:
         return value

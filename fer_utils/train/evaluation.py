@@ -19,14 +19,15 @@ from sklearn.metrics import (
 )
 from torch import nn
 
-from fer_utils.core.atomic import check_outputs, write_text_atomic
+from fer_utils.core.atomic import write_text_atomic
 from fer_utils.core.metadata import CheckpointSource
+from fer_utils.core.outputs import check_outputs
 from fer_utils.data.faceset import FaceSet
 from fer_utils.model.assembly import load_model
 from fer_utils.model.calibration import base_model, fit_temperature, scaled_probabilities
 from fer_utils.model.checkpoints import Checkpoint, checkpoint_name, update_checkpoint_metadata
 from fer_utils.model.devices import resolve_device
-from fer_utils.model.forward import predict_faces
+from fer_utils.model.probabilities import model_probabilities
 from fer_utils.runtime.preprocess import MAX_BATCH_INPUTS
 
 ECE_BINS = 15
@@ -205,7 +206,7 @@ def evaluate_model(
     split: str = "",
 ) -> EvaluationReport:
     """Run ``model`` over ``faces`` and score it against their labels."""
-    probabilities = predict_faces(model, faces.images, image_size, mean, std, tta, batch_size)
+    probabilities = model_probabilities(model, faces.images, image_size, mean, std, tta, batch_size)
     return EvaluationReport(faces.classes, faces.labels, probabilities, tta, split)
 
 

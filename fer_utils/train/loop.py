@@ -35,7 +35,14 @@ from fer_utils.model.checkpoints import Checkpoint, ModelCard, save_checkpoint
 from fer_utils.model.devices import resolve_device, resolve_precision
 from fer_utils.model.factory import arch_spec, build_model, set_backbone_trainable
 from fer_utils.train.distill import distillation_targets, load_teacher
-from fer_utils.train.distributed import World, from_main, join, launched_world, leave, sum_across
+from fer_utils.train.distributed import (
+    World,
+    broadcast_from_main,
+    join_processes,
+    launched_world,
+    leave_processes,
+    sum_across,
+)
 from fer_utils.train.runs import RunState, check_resume_folder, claim_run_folder, restore_run
 from fer_utils.train.steps import (
     _is_better,
@@ -191,7 +198,7 @@ def _joined_device(config: TrainConfig, world: World) -> torch.device:
     if world.distributed and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
-    join(world, device)
+    join_processes(world, device)
     return device
 
 
@@ -254,7 +261,7 @@ def _run_epoch(run: _Run, epoch: int, val_set: FaceSet) -> dict[str, Any]:
     train_seconds = time.perf_counter() - started
     # Validation runs once, on rank 0, with the plain model (or its weight average); the others
     # wait for its verdict. With an average, the trained weights' accuracy is kept beside it.
-    metrics = from_main(run.world, _validate_run(run, val_set) if run.world.is_main else None)
+    metrics = broadcast_from_main(run.world, _validate_run(run, val_set) if run.world.is_main else None)
     _refuse_non_finite(run.selected, metrics, epoch, config, run.paths["last"])
     return {
         "epoch": epoch + 1,
@@ -359,7 +366,7 @@ def _train_in_folder(
                 if run.progress:
                     tqdm.write(f"early stop: no improvement in {config.monitor} for {config.patience} epochs")
                 break
-        from_main(run.world, None)  # all processes wait until rank 0 has written its files
+        broadcast_from_main(run.world, None)  # all processes wait until rank 0 has written its files
     except KeyboardInterrupt:
         interrupted = True
         if run.progress:
@@ -372,7 +379,7 @@ def _train_in_folder(
         raise dead from None
     finally:
         bar.close()
-        leave(run.world)
+        leave_processes(run.world)
 
     best_model, best_checkpoint = model_from_checkpoint(run.paths["best"], expect_classes=train_set.classes)
     return TrainResult(

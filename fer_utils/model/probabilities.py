@@ -1,4 +1,5 @@
-"""Running a model over in-memory faces in batches: eval mode, no gradients, optional TTA."""
+"""A PyTorch model's class probabilities for in-memory faces, in batches: eval mode, no gradients,
+optional TTA (the same views as ONNX Runtime gets, :mod:`fer_utils.runtime.preprocess`)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def resizes_input(model: nn.Module) -> bool:
 
 
 @torch.inference_mode()
-def predict_faces(
+def model_probabilities(
     model: nn.Module,
     faces: np.ndarray,
     image_size: int,
