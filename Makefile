@@ -70,7 +70,7 @@ DEMO_OUT ?= runs/demo
 demo: learner
 	$(FER) train --data $(DATA) --out $(DEMO_OUT) --epochs 8 --image-size 48 --overwrite
 
-# Rebuild the shipped FER2013 model (README, Results) from the Kaggle FER2013 folder or CSV:
+# Rebuild the shipped FER2013 model (models/README.md) from the Kaggle FER2013 folder or CSV:
 #   make -j2 model FER_DATA_DIR=path/to/fer2013 FER_FERPLUS_DIR=path/to/ferplus
 # Six EfficientNet-Lite0 members, each a second cycle on FER2013 (8 epochs, 6 for members 0, 2 and 3; EMA of the weights,
 # decay 0.998, epoch chosen on PublicTest) from a Lite0 that had already learned faces:
@@ -177,7 +177,7 @@ model-member%: learner
 	$(FER) train --data $(FER_DATA_DIR) --out $(MODEL_OUT)-seed$* $(MEMBER_FLAGS) --epochs 12 --seed $* --threads 1
 
 # The GPU recipe (EfficientNet-Lite1 from ImageNet at 224 px, 7 epochs, mixed precision; about
-# 2.5 minutes of training on an H200, README "GPUs"): make gpu-model FER_DATA_DIR=path/to/fer2013
+# 2.5 minutes of training on an H200, docs/training.md): make gpu-model FER_DATA_DIR=path/to/fer2013
 GPU_OUT ?= runs/fer2013-lite1-224-gpu
 gpu-model: learner
 	$(NEED_DATA)
