@@ -364,3 +364,19 @@ def test_the_apps_messages_show_reasons_not_server_paths():
     where = upload_folder() / "video-abc123" / "clip.mp4"
     err = FERDataError(f"{where}: not a video OpenCV can read; {os.getcwd()}/models/x.onnx: broken")
     assert public_reason(err) == "clip.mp4: not a video OpenCV can read; x.onnx: broken"
+
+
+def test_the_default_model_is_an_input_but_a_model_the_command_does_not_read_may_be_rebuilt(
+    tmp_path, untrained_checkpoint, monkeypatch, capsys
+):
+    """`make model` rebuilds a shipped model with --overwrite: only what a command reads is protected."""
+    shipped = tmp_path / "shipped.safetensors"
+    shipped.write_bytes(untrained_checkpoint.read_bytes())
+    monkeypatch.setenv("FER_CHECKPOINT", str(shipped))  # the default checkpoint of every command
+    before = shipped.read_bytes()
+    assert main(["export", "--out", str(shipped), "--overwrite", "--no-check"]) == 1
+    assert "is an input of this command" in one_line(capsys) and shipped.read_bytes() == before
+    rebuilt = main(
+        ["export", "--checkpoint", str(untrained_checkpoint), "--out", str(shipped), "--overwrite", "--no-check"]
+    )
+    assert rebuilt == 0 and shipped.read_bytes() != before  # another checkpoint's export may replace it

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from fer_utils.core.errors import FERError
 from fer_utils.core.labels import FERPLUS_MODE_ALIASES
-from fer_utils.core.locations import REPO_MODELS_DIR
 from fer_utils.predict.frames import camera_index
 
 EXIT_USER_ERROR = 1
@@ -60,10 +60,28 @@ def report_skips(dataset) -> None:
         print(f"skipped: ... and {len(dataset.skipped) - 20} more", file=sys.stderr)
 
 
+PHOTO_COMMANDS = ("predict", "video", "webcam", "serve")
+"""The commands whose default model is the one shipped for photos."""
+
+
+def _default_checkpoint(args: argparse.Namespace) -> list[Path]:
+    """The checkpoint a command reads when ``--checkpoint`` is not given (none if it is missing)."""
+    from fer_utils.predict.predictor import SHIPPED_WEB_MODEL, default_checkpoint, default_photo_checkpoint
+
+    try:
+        if args.command in PHOTO_COMMANDS:
+            return [default_photo_checkpoint()]
+        if getattr(args, "format", None) == "web":
+            return [default_checkpoint(SHIPPED_WEB_MODEL)]
+        return [default_checkpoint()]
+    except FERError:  # no shipped model here: nothing to protect, and the command says so itself
+        return []
+
+
 def command_inputs(args: argparse.Namespace, files: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Everything a command reads, declared in one place for the one output guard
     (``check_outputs``): ``files`` (the photos or videos found in its arguments' folders), its
-    arguments themselves, its checkpoints (and the shipped models, the defaults), the dataset's
+    arguments themselves, its checkpoints (the default one when none is given), the dataset's
     files (``--data``, else ``$FER_DATA_DIR``, for commands that load one), FER+ labels, int8
     calibration data, teacher probabilities and starting weights. A generator: the guard expands
     it only when an output already exists."""
@@ -74,9 +92,8 @@ def command_inputs(args: argparse.Namespace, files: Iterable[str | os.PathLike] 
         yield from (Path(p) for p in values if name != "inputs" or camera_index(p) is None)
     if isinstance(getattr(args, "pretrained", None), str):
         yield Path(args.pretrained)
-    yield from (p for p in REPO_MODELS_DIR.glob("*") if p.is_file())
-    if env := os.environ.get("FER_CHECKPOINT"):
-        yield Path(env)
+    if hasattr(args, "checkpoint") and not args.checkpoint:
+        yield from _default_checkpoint(args)
     data = []
     if hasattr(args, "ferplus"):  # commands that load a dataset
         data.append(args.data)
