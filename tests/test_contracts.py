@@ -380,3 +380,12 @@ def test_the_default_model_is_an_input_but_a_model_the_command_does_not_read_may
         ["export", "--checkpoint", str(untrained_checkpoint), "--out", str(shipped), "--overwrite", "--no-check"]
     )
     assert rebuilt == 0 and shipped.read_bytes() != before  # another checkpoint's export may replace it
+
+
+def test_an_output_that_is_a_device_or_pipe_is_refused(tmp_path, capsys):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    photo = tmp_path / "face.png"
+    Image.fromarray(face_photo()).save(photo)
+    assert main(["predict", str(photo), "--json", str(fifo), "--overwrite"]) == 1
+    assert "is not a regular file" in one_line(capsys) and fifo.is_fifo()

@@ -104,6 +104,10 @@ def check_outputs(
         if key in seen:
             raise FEROutputError(f"{path}: given for both the {seen[key]} and the {what}; give each its own path")
         seen[key] = what
+        if path.exists() and not path.is_dir() and not path.is_file():  # a device, FIFO or socket
+            raise FEROutputError(
+                f"{path}: is not a regular file (a device, pipe or socket); give a file path for the {what}"
+            )
         if (path.exists() or path.is_symlink()) and not path.is_dir() and not overwrite:
             raise FEROutputError(
                 f"{path}: already exists; choose another path for the {what}, or replace it with "
