@@ -132,7 +132,7 @@ async function detectFaces(source, width, height) {
   return faces.sort((a, b) => b.w * b.h - a.w * a.h); // largest first, as fer_utils
 }
 
-// ---- cropping (as fer_utils.detection.crop_face and fer_utils.data.images.square_resize) ----
+// ---- cropping (as fer_utils.faces.detection.crop_face and fer_utils.data.images.square_resize) ----
 
 // PIL's resampling of a square gray image (Image.resize): Lanczos (a = 3) when shrinking, bilinear
 // when enlarging, separable, with 8-bit rounding between the two passes as PIL does.
