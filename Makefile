@@ -15,7 +15,8 @@ STAMP := $(VENV)/.fer-installed
 
 setup: $(STAMP)
 
-REQUIREMENTS := requirements.txt requirements-inference.txt requirements-course.txt requirements-export.txt requirements-app.txt
+REQUIREMENTS := requirements.txt requirements-inference.txt requirements-course.txt requirements-export.txt requirements-app.txt \
+	requirements-scale.txt
 
 $(STAMP): $(REQUIREMENTS) requirements-lab.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

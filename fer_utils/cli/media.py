@@ -16,10 +16,11 @@ from fer_utils.cli.flags import (
     photo_predictor,
     smooth_flag,
 )
-from fer_utils.cli.shared import EXIT_INTERRUPTED, command_inputs
+from fer_utils.cli.shared import EXIT_INTERRUPTED, command_inputs, parquet_flag, parquet_run
 from fer_utils.core.errors import FERDataError, FERError, FEROutputError
 from fer_utils.core.outputs import check_outputs, unused_path
-from fer_utils.data.images import NOT_REACHED
+from fer_utils.data.images import NOT_REACHED, Skipped
+from fer_utils.predict.parquet import PHOTOS_PER_FILE
 from fer_utils.runtime.preprocess import TTA_MODES
 
 
@@ -31,16 +32,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_outputs(
         {"JSON results": args.json, "CSV results": args.csv},
         inputs=command_inputs(args, files),
-        folders={"annotated photos": args.annotate},
+        folders={"annotated photos": args.annotate, "Parquet outputs": args.parquet},
         overwrite=args.overwrite,
     )
     predictor = photo_predictor(args, tta=args.tta)
-    results, bad = predictor.predict_images(
-        files,
-        detect=False if args.no_detect else None,
-        progress=len(files) > 20 and not args.quiet,
-        keep_on_interrupt=True,
-    )
+    parquet = parquet_run(args, "predict")
+    results, bad = _predicted(args, predictor, files, parquet)
     not_reached = [s for s in bad if s.reason == NOT_REACHED]
     skipped += [s for s in bad if s.reason != NOT_REACHED]
     for result in results:
@@ -49,6 +46,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for s in skipped:
         print(f"skipped: {s.source}: {s.reason}", file=sys.stderr)
     where = f"; annotated copies in {args.annotate}" if annotated else ""
+    where += f"; wrote {parquet.written} Parquet files to {args.parquet}" if parquet else ""
     print(summary_line(results, skipped) + where, file=sys.stderr)
     written, failed = _write_results(args, predictor, results, [*skipped, *not_reached], annotated)
     if failed_writes + failed:
@@ -66,6 +64,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not results:
         raise FERError("no image could be read: " + "; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
     return 0
+
+
+def _predicted(args: argparse.Namespace, predictor, files: list[Path], parquet) -> tuple[list, list]:
+    """Every photo's result (or why it was skipped). With ``--parquet``, photos done in an earlier
+    run are left out (and said so) and each batch of ``PHOTOS_PER_FILE`` is written as it ends."""
+    from fer_utils.faces.results import prediction_rows
+
+    detect, progress = False if args.no_detect else None, len(files) > 20 and not args.quiet
+    if parquet is None:
+        return predictor.predict_images(files, detect=detect, progress=progress, keep_on_interrupt=True)
+    todo = [f for f in files if not parquet.is_done(f)]
+    if len(todo) < len(files):
+        print(
+            f"{len(files) - len(todo)} photos already done in {args.parquet} (an earlier run): skipped", file=sys.stderr
+        )
+    results: list = []
+    bad: list = []
+    for start in range(0, len(todo), PHOTOS_PER_FILE):
+        batch = todo[start : start + PHOTOS_PER_FILE]
+        got, skipped = predictor.predict_images(batch, detect=detect, progress=progress, keep_on_interrupt=True)
+        results, bad = results + got, bad + skipped
+        if any(s.reason == NOT_REACHED for s in skipped):  # stopped: this batch is done again next time
+            bad += [Skipped(str(f), NOT_REACHED) for f in todo[start + PHOTOS_PER_FILE :]]
+            break
+        parquet.write(batch, prediction_rows(got, skipped), f"photos-{start // PHOTOS_PER_FILE}")
+    return results, bad
 
 
 def _annotated_copies(folder: str | None, results: list, inputs: list[Path]) -> tuple[dict[str, str], list[str]]:
@@ -128,6 +152,7 @@ def add_predict_parser(sub: Any) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", default=None, metavar="OUT", help="write every face's result as JSON")
     out.add_argument("--csv", default=None, metavar="OUT", help="write one row per face as CSV")
+    parquet_flag(p, f"{PHOTOS_PER_FILE} photos")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     overwrite_flag(p, "--json/--csv")
     p.set_defaults(func=cmd_predict)
@@ -182,10 +207,12 @@ def cmd_video(args: argparse.Namespace) -> int:
             "timeline plot": args.plot,
         },
         inputs=command_inputs(args, [s for s in sources if not isinstance(s, int)]),
+        folders={"Parquet outputs": args.parquet},
         overwrite=args.overwrite,
     )
     if not sources:
         raise FERDataError("; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
+    parquet = parquet_run(args, "video")
     predictor = photo_predictor(args, threads=CLASSIFIER_THREADS)
     report = analyze_videos(
         lambda: predictor.video_analyzer(args.smooth, args.detect_size),
@@ -197,7 +224,10 @@ def cmd_video(args: argparse.Namespace) -> int:
         annotate_path=args.annotate,
         plot_path=args.plot,
         progress=not args.quiet,
+        parquet=parquet,
     )
+    if report.resumed:
+        print(f"{len(report.resumed)} videos already done in {args.parquet} (an earlier run): skipped", file=sys.stderr)
     for summary in report.summaries:
         print(summary.line())
     for s in [*skipped, *report.skipped]:
@@ -211,7 +241,7 @@ def cmd_video(args: argparse.Namespace) -> int:
             )
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
-    written = report.written
+    written = report.written + ([f"{parquet.written} Parquet files to {args.parquet}"] if parquet else [])
     analysed = sum(r.analysed for r in report.runs)
     print(
         f"{len(report.runs)} videos, {analysed} frames analysed, {report.rows} faces in "
@@ -251,6 +281,7 @@ def add_video_parser(sub: Any) -> None:
         "720p; 1280 finds them from about 24 px, at about 3 times the detection time)",
     )
     p.add_argument("--csv", default=None, metavar="OUT", help="one row per face per analysed frame")
+    parquet_flag(p, "video")
     p.add_argument("--json", default=None, metavar="OUT", help="the same rows plus per-track summaries")
     p.add_argument("--annotate", default=None, metavar="OUT.mp4", help="a copy with boxes, track ids and labels")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="each track's probabilities over time")

@@ -104,3 +104,22 @@ def command_inputs(args: argparse.Namespace, files: Iterable[str | os.PathLike] 
             from fer_utils.data.loading import dataset_files
 
             yield from dataset_files(source)
+
+
+def parquet_flag(parser: argparse.ArgumentParser, unit: str) -> None:
+    parser.add_argument(
+        "--parquet",
+        default=None,
+        metavar="DIR",
+        help=f"also write one Parquet file per {unit} (plus each input's path) into DIR, with a manifest: "
+        "rerunning the same command skips what is done (pandas.read_parquet(DIR) reads them all)",
+    )
+
+
+def parquet_run(args: argparse.Namespace, command: str):
+    """The ``--parquet`` folder of this command (None without the flag)."""
+    if not args.parquet:
+        return None
+    from fer_utils.predict.parquet import ParquetRun
+
+    return ParquetRun(args.parquet, command)

@@ -165,11 +165,17 @@ def finite_json(value: object, indent: int | None = 2) -> str:
     return json.dumps(finite(value), indent=indent, allow_nan=False)
 
 
-def predictions_csv(results: Sequence[ImageResult], skipped: Sequence[Skipped]) -> str:
+def prediction_rows(results: Sequence[ImageResult], skipped: Sequence[Skipped]) -> list[dict]:
     """One row per face, then one per image without a face and per skipped file (with a reason)."""
     rows = [row for r in results for row in r.rows()]
     rows += [{"file": r.source, "reason": r.reason} for r in results if not r.faces]
     rows += [{"file": s.source, "reason": f"skipped: {s.reason}"} for s in skipped]
+    return rows
+
+
+def predictions_csv(results: Sequence[ImageResult], skipped: Sequence[Skipped]) -> str:
+    """:func:`prediction_rows` as CSV, every cell as a spreadsheet shows it as text."""
+    rows = prediction_rows(results, skipped)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     text = io.StringIO()
     writer = SpreadsheetSafeWriter(text, fieldnames=columns, lineterminator="\n")

@@ -31,6 +31,7 @@ from fer_utils.predict.frames import (
     prefetched,
     read_frames,
 )
+from fer_utils.predict.parquet import ParquetRun
 from fer_utils.predict.timeline import (
     FrameResult,
     TimelineSummary,
@@ -241,6 +242,8 @@ class VideoReport:
     rows: int = 0
     interrupted: str | None = None
     notes: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    """Videos skipped because an earlier run's Parquet output for them is there and verifies."""
     written: list[str] = field(default_factory=list)
     """The outputs that exist at their names because this run wrote them (a plot of no tracks is not)."""
 
@@ -256,19 +259,23 @@ def analyze_videos(
     plot_path: str | os.PathLike | None = None,
     progress: bool = False,
     on_frame: Callable[[FrameResult], None] | None = None,
+    parquet: ParquetRun | None = None,
 ) -> VideoReport:
     """Analyse ``sources`` one after another (a fresh tracker each), streaming rows to the CSV and
     JSON outputs; the CLI and the app run this. A source that is not a readable video is skipped
     with its reason. Ctrl-C stops cleanly: every row so far is kept in valid CSV/JSON files and
     ``interrupted`` says where it stopped. Outputs appear whole, at their names, at the end; an
-    error that stops the run leaves whatever was at those names before."""
+    error that stops the run leaves whatever was at those names before. ``parquet``: one file per
+    video as each ends; videos already done there are skipped (``report.resumed``)."""
     report = VideoReport()
+    if not (sources := _not_done(sources, parquet, report)):
+        return report
     readable = _readable(sources, report)
     if annotate_path is not None and len(readable) != 1:
         raise FERConfigError(f"--annotate writes one video; got {len(readable)} inputs")
     classes = make_analyzer().predictor.classes
     summary = TimelineSummary(classes)
-    outputs = VideoOutputs(classes, model, csv_path, json_path, annotate_path, plot_path)
+    outputs = VideoOutputs(classes, model, csv_path, json_path, annotate_path, plot_path, parquet)
     where, failed = "", True  # failed until the loop ends or a stop: a crash must not replace earlier outputs
     try:
         for source, info in readable:
@@ -282,6 +289,7 @@ def analyze_videos(
                     report.rows += len(result.faces)
                     if on_frame is not None:
                         on_frame(result)
+                outputs.video_done(source)
             except FERDataError as err:
                 report.skipped.append(Skipped(str(source), err.reason))
         failed = False
@@ -297,6 +305,16 @@ def analyze_videos(
     elif plot_path:
         report.notes.append(f"no plot written to {plot_path}: no face was tracked")
     return report
+
+
+def _not_done(sources: Sequence[str | int], parquet: ParquetRun | None, report: VideoReport) -> list[str | int]:
+    """The sources still to analyse: all of them, or (with Parquet outputs) those not done."""
+    if parquet is None:
+        return list(sources)
+    if any(isinstance(s, int) for s in sources):
+        raise FERConfigError("Parquet outputs are per video file; a camera has no end to write them at")
+    report.resumed = [str(s) for s in sources if parquet.is_done(s)]
+    return [s for s in sources if str(s) not in report.resumed]
 
 
 def _readable(sources: Sequence[str | int], report: VideoReport) -> list[tuple[str | int, VideoInfo]]:

@@ -14,6 +14,7 @@ from fer_utils.core.atomic import atomic_path
 from fer_utils.core.errors import FERConfigError, FERDataError
 from fer_utils.faces.results import SpreadsheetSafeWriter, finite_json
 from fer_utils.predict.frames import VideoInfo
+from fer_utils.predict.parquet import ParquetRun
 from fer_utils.predict.timeline import FrameResult, TimelineSeries, TrackedFace, TrackSummary, csv_columns
 
 
@@ -178,8 +179,10 @@ class VideoOutputs:
         json_path: str | os.PathLike | None = None,
         annotate_path: str | os.PathLike | None = None,
         plot_path: str | os.PathLike | None = None,
+        parquet: ParquetRun | None = None,
     ) -> None:
         self.annotate_path, self.plot_path = annotate_path, plot_path
+        self.parquet, self.columns, self._rows = parquet, csv_columns(classes), []
         self.csv = CsvStream(csv_path, classes) if csv_path else None
         self.json = JsonStream(json_path, classes, model) if json_path else None
         self.series = TimelineSeries(classes) if plot_path else None
@@ -187,6 +190,7 @@ class VideoOutputs:
 
     def start(self, info: VideoInfo) -> AnnotatedVideo | None:
         """A video begins: the annotated copy (of one video only) opens at its size and frame rate."""
+        self._rows = []
         if self.annotate_path is not None:
             self.annotated = AnnotatedVideo(self.annotate_path, info)
         return self.annotated
@@ -197,6 +201,14 @@ class VideoOutputs:
                 stream.write(result)
         if self.series is not None:
             self.series.add(result)
+        if self.parquet is not None:
+            self._rows += result.rows()
+
+    def video_done(self, source: str | os.PathLike) -> None:
+        """A video was analysed to its end: its Parquet file is written whole and recorded."""
+        if self.parquet is not None:
+            self.parquet.write([source], self._rows, Path(source).stem, self.columns)
+            self._rows = []
 
     def close(self, summaries: Sequence[TrackSummary], keep: bool) -> list[str]:
         """Move every streamed output into place (``keep``) or drop them all; the paths written."""

@@ -1,0 +1,132 @@
+"""Parquet outputs for collections (``--parquet DIR``): one file per input (a video, or a batch of
+photos) with the CSV's columns plus ``input`` (the input's absolute path), each written whole
+under a temporary name and moved into place, and a manifest of what is done. A rerun of the same
+command skips every input whose file is there and verifies, and does the rest: a stopped or
+crashed run resumes without doing anything twice. ``pandas.read_parquet(DIR)`` reads the whole
+run (Parquet readers skip the manifest: its name starts with an underscore)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fer_utils.core.atomic import atomic_path, write_text_atomic
+from fer_utils.core.errors import FERConfigError, FEROutputError
+from fer_utils.core.outputs import ensure_writable_dir
+from fer_utils.runtime.onnx import file_digest
+
+PHOTOS_PER_FILE = 256
+"""Photos are written in files of this many (one file per photo would be millions of tiny files)."""
+
+MANIFEST = "_manifest.json"
+MANIFEST_FORMAT = "fer_utils.parquet-run/1"
+TEXT_COLUMNS = frozenset({"file", "input", "label", "raw_label", "reason"})
+INTEGER_COLUMNS = frozenset({"frame", "track", "x", "y", "w", "h", "face", "box_x", "box_y", "box_w", "box_h"})
+"""The CSV's columns that are text or whole numbers; every other column (times, scores,
+probabilities) is a float, so every file of a run has the same types."""
+
+
+def input_key(source: str | os.PathLike) -> str:
+    """How the manifest names an input: its absolute path, links resolved, so the same file given
+    another way (a relative path, a link, inside a folder) is the same input."""
+    return str(Path(source).resolve())
+
+
+def _pyarrow() -> tuple[Any, Any]:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise FERConfigError(
+            "--parquet needs pyarrow: pip install 'fer_utils[scale]' (or pip install pyarrow)"
+        ) from None
+    return pyarrow, pyarrow.parquet
+
+
+class ParquetRun:
+    """The Parquet folder of one command (``predict`` or ``video``): what is done, and each new
+    input's file written whole and recorded."""
+
+    def __init__(self, folder: str | os.PathLike, command: str) -> None:
+        self.pa, self.pq = _pyarrow()
+        self.folder = ensure_writable_dir(folder, "Parquet outputs")
+        self.command = command
+        self.manifest = self.folder / MANIFEST
+        self.inputs = self._read_manifest()
+        self._digests: dict[str, str | None] = {}
+        self.written = 0  # files this run wrote
+
+    def _read_manifest(self) -> dict[str, dict[str, Any]]:
+        if not self.manifest.exists():
+            return {}
+        try:
+            data = json.loads(self.manifest.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise FEROutputError(
+                f"{self.manifest}: not a manifest of fer's Parquet outputs ({err}); choose another --parquet folder"
+            ) from None
+        if not (
+            isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT and isinstance(data.get("inputs"), dict)
+        ):
+            raise FEROutputError(
+                f"{self.manifest}: not a manifest of fer's Parquet outputs; choose another --parquet folder"
+            )
+        if data.get("command") != self.command:
+            raise FEROutputError(
+                f"{self.folder}: holds the outputs of `fer {data.get('command')}`; give `fer {self.command}` its own "
+                "--parquet folder"
+            )
+        return data["inputs"]
+
+    def is_done(self, source: str | os.PathLike) -> bool:
+        """True when ``source``'s rows are in a file of this folder that is the one recorded for
+        it (its SHA-256 matches): a deleted, truncated or replaced file is done again."""
+        entry = self.inputs.get(input_key(source))
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            return False
+        name = entry["file"]
+        if name not in self._digests:
+            path = self.folder / name
+            ok = Path(name).name == name and path.is_file()
+            self._digests[name] = file_digest(path) if ok else None
+        return self._digests[name] is not None and self._digests[name] == entry.get("sha256")
+
+    def write(
+        self,
+        sources: Sequence[str | os.PathLike],
+        rows: list[dict[str, Any]],
+        name_hint: str,
+        columns: Sequence[str] = (),
+    ) -> Path:
+        """One file holding ``rows`` for ``sources`` (a video, or a batch of photos), written under
+        a temporary name and moved into place; then the manifest records each source as done."""
+        keys = [input_key(s) for s in sources]
+        digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+        name = f"{re.sub(r'[^A-Za-z0-9._-]', '_', name_hint)[:60]}-{digest}.parquet"
+        for row in rows:
+            row.setdefault("input", input_key(row.get("file", sources[0])))
+        wanted = list(dict.fromkeys([*columns, *(k for row in rows for k in row), "input"]))
+        schema = self.pa.schema([(c, self._type(c)) for c in wanted])
+        target = self.folder / name
+        with atomic_path(target) as tmp:
+            self.pq.write_table(self.pa.Table.from_pylist(rows, schema=schema), tmp)
+        sha = file_digest(target)
+        self._digests[name] = sha
+        self.written += 1
+        for key in keys:
+            self.inputs[key] = {"file": name, "sha256": sha}
+        write_text_atomic(
+            self.manifest,
+            json.dumps({"format": MANIFEST_FORMAT, "command": self.command, "inputs": self.inputs}, indent=1) + "\n",
+        )
+        return target
+
+    def _type(self, column: str) -> Any:
+        if column in TEXT_COLUMNS:
+            return self.pa.string()
+        return self.pa.int64() if column in INTEGER_COLUMNS else self.pa.float64()

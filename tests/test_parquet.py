@@ -1,0 +1,111 @@
+"""Collections to Parquet (``--parquet DIR``): one file per input with the CSV's rows, written
+whole; a rerun skips what is done and verifies, and does only the rest, each input once."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import face_photo, write_face_video
+from fer_utils.cli import main
+
+pytest.importorskip("pyarrow")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("videos")
+    write_face_video(folder / "a.mp4", lambda i: [(110, 70)], n_frames=6)
+    write_face_video(folder / "b.mp4", lambda i: [(60 + 5 * i, 70)], n_frames=8, seed=1)
+    return folder
+
+
+def _video(args: list[str], checkpoint: Path) -> int:
+    return main(["video", *args, "--quiet", "--checkpoint", str(checkpoint)])
+
+
+def test_video_parquet_holds_the_csv_rows_one_file_per_video_and_a_rerun_does_only_what_is_missing(
+    videos, untrained_checkpoint, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    assert _video([str(videos), "--parquet", str(out), "--csv", str(tmp_path / "all.csv")], untrained_checkpoint) == 0
+    files = sorted(out.glob("*.parquet"))
+    assert [f.name.split("-")[0] for f in files] == ["a", "b"]
+    table = pd.read_parquet(out).sort_values(["file", "frame", "track"]).reset_index(drop=True)
+    with open(tmp_path / "all.csv", newline="") as f:
+        rows = pd.DataFrame(list(csv.DictReader(f)))
+    assert len(table) == len(rows) > 10 and list(table.columns) == [*rows.columns, "input"]
+    assert table["frame"].dtype == np.int64 and table["happy"].dtype == np.float64
+    assert set(table["input"]) == {str((videos / n).resolve()) for n in ("a.mp4", "b.mp4")}
+    np.testing.assert_allclose(table["happy"], rows["happy"].astype(float))
+
+    stamps = {f.name: f.stat().st_mtime_ns for f in files}
+    capsys.readouterr()
+    assert _video([str(videos), "--parquet", str(out)], untrained_checkpoint) == 0  # nothing to do
+    assert "2 videos already done" in capsys.readouterr().err
+    assert {f.name: f.stat().st_mtime_ns for f in out.glob("*.parquet")} == stamps
+
+    files[1].write_bytes(files[1].read_bytes()[:100])  # a damaged file is done again, the other is not
+    assert _video([str(videos), "--parquet", str(out)], untrained_checkpoint) == 0
+    assert "1 videos already done" in capsys.readouterr().err
+    assert files[0].stat().st_mtime_ns == stamps[files[0].name] and len(pd.read_parquet(out)) == len(rows)
+
+
+def test_a_stopped_photo_run_resumes_and_every_photo_is_written_once(
+    tmp_path, untrained_checkpoint, monkeypatch, capsys
+):
+    import fer_utils.predict.parquet as parquet
+    from fer_utils.predict.predictor import Predictor
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(5):
+        Image.fromarray(face_photo(background=90 + 10 * i)).save(photos / f"p{i}.png")
+    monkeypatch.setattr(parquet, "PHOTOS_PER_FILE", 2)
+    monkeypatch.setattr("fer_utils.cli.media.PHOTOS_PER_FILE", 2)
+    real, calls = Predictor.predict_image, []
+
+    def stopped_at_the_fourth(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict_image", stopped_at_the_fourth)
+    out = tmp_path / "run"
+    command = [
+        "predict",
+        str(photos),
+        "--parquet",
+        str(out),
+        "--no-detect",
+        "--quiet",
+        "--checkpoint",
+        str(untrained_checkpoint),
+    ]
+    assert main(command) == 130
+    assert len(list(out.glob("*.parquet"))) == 1  # the first batch; the stopped one is not written
+    monkeypatch.setattr(Predictor, "predict_image", real)
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "2 photos already done" in capsys.readouterr().err
+    table = pd.read_parquet(out)
+    assert sorted(Path(f).name for f in table["file"]) == [f"p{i}.png" for i in range(5)]  # each once
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["command"] == "predict" and len(manifest["inputs"]) == 5
+
+
+def test_a_parquet_folder_of_another_command_is_refused(videos, untrained_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "_manifest.json").write_text(
+        json.dumps({"format": "fer_utils.parquet-run/1", "command": "predict", "inputs": {}})
+    )
+    assert _video([str(videos / "a.mp4"), "--parquet", str(out)], untrained_checkpoint) == 1
+    assert "holds the outputs of `fer predict`" in capsys.readouterr().err
