@@ -389,3 +389,15 @@ def test_an_output_that_is_a_device_or_pipe_is_refused(tmp_path, capsys):
     Image.fromarray(face_photo()).save(photo)
     assert main(["predict", str(photo), "--json", str(fifo), "--overwrite"]) == 1
     assert "is not a regular file" in one_line(capsys) and fifo.is_fifo()
+
+
+def test_the_apps_live_camera_frames_have_the_same_pixel_limit(untrained_checkpoint, monkeypatch):
+    gr = pytest.importorskip("gradio")
+    import fer_utils.data.images as images
+    from fer_utils.deploy.app import live_frame
+    from fer_utils.predict.predictor import Predictor
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 100 * 100)
+    predictor = Predictor.from_checkpoint(untrained_checkpoint, runtime="torch")
+    with pytest.raises(gr.Error, match="over the limit"):
+        live_frame(predictor, np.zeros((200, 200, 3), np.uint8), None)

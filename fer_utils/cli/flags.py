@@ -1,6 +1,6 @@
-"""Command-line flags shared by ``fer`` and ``python -m fer_utils.deploy.app``: which model, which device,
-which face detector and runtime, and the one Predictor they describe. A leaf both entry points
-import, so neither imports the other; the choices come from the library's own tables.
+"""Command-line flags shared by the ``fer`` commands that find faces (predict, video, webcam,
+serve): which model, which device, which face detector and runtime, and the one Predictor they
+describe. The choices come from the library's own tables.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def checkpoint_flag(parser: argparse.ArgumentParser, photos: bool = False) -> No
 
 
 def add_serve_flags(parser: argparse.ArgumentParser) -> None:
-    """The app's flags, shared by ``fer serve`` and ``python -m fer_utils.deploy.app``."""
+    """The app's flags (``fer serve``)."""
     checkpoint_flag(parser, photos=True)
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve your network")
     parser.add_argument("--port", type=int, default=7860)

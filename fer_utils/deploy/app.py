@@ -3,7 +3,6 @@ all probabilities and, optionally, Grad-CAM; follow faces live from the camera; 
 video for each person's expressions over time.
 
     fer serve [--checkpoint FILE] [--host 127.0.0.1] [--port 7860] [--share]
-    python -m fer_utils.deploy.app ...
 
 In Colab, ``--share`` (or ``build_app(predictor).launch(share=True)``) prints a public link.
 """
@@ -25,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from fer_utils.core.errors import FERConfigError, FERDataError, FERError
+from fer_utils.data.images import check_pixels
 from fer_utils.predict.predictor import Predictor
 from fer_utils.predict.video import DEFAULT_SMOOTHING, FrameAnalyzer
 
@@ -186,6 +186,12 @@ def live_frame(predictor: Predictor, frame: np.ndarray | None, analyzer: FrameAn
 
     if frame is None:
         return None, analyzer
+    try:
+        check_pixels(frame.shape[1], frame.shape[0], "camera frame")  # a client sends what it likes
+    except FERDataError as err:
+        import gradio as gr
+
+        raise gr.Error(f"Cannot read this frame: {public_reason(err)}") from None
     if analyzer is None:
         analyzer = predictor.video_analyzer().warm_up()
     gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
