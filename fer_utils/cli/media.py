@@ -16,8 +16,15 @@ from fer_utils.cli.flags import (
     photo_predictor,
     smooth_flag,
 )
-from fer_utils.cli.shared import EXIT_INTERRUPTED, command_inputs, parquet_flag, parquet_run
-from fer_utils.core.errors import FERDataError, FERError, FEROutputError
+from fer_utils.cli.shared import (
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    command_inputs,
+    engine_flags,
+    parquet_flag,
+    parquet_run,
+)
+from fer_utils.core.errors import FERConfigError, FERDataError, FERError, FEROutputError
 from fer_utils.core.outputs import check_outputs, unused_path
 from fer_utils.data.images import NOT_REACHED, Skipped
 from fer_utils.predict.parquet import PHOTOS_PER_FILE
@@ -35,8 +42,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         folders={"annotated photos": args.annotate, "Parquet outputs": args.parquet},
         overwrite=args.overwrite,
     )
-    predictor = photo_predictor(args, tta=args.tta)
     parquet = parquet_run(args, "predict")
+    if args.engine == "ray":
+        return _on_ray(args, "photos", [str(f) for f in files], skipped, parquet)
+    predictor = photo_predictor(args, tta=args.tta)
     results, bad = _predicted(args, predictor, files, parquet)
     not_reached = [s for s in bad if s.reason == NOT_REACHED]
     skipped += [s for s in bad if s.reason != NOT_REACHED]
@@ -153,6 +162,7 @@ def add_predict_parser(sub: Any) -> None:
     out.add_argument("--json", default=None, metavar="OUT", help="write every face's result as JSON")
     out.add_argument("--csv", default=None, metavar="OUT", help="write one row per face as CSV")
     parquet_flag(p, f"{PHOTOS_PER_FILE} photos")
+    engine_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     overwrite_flag(p, "--json/--csv")
     p.set_defaults(func=cmd_predict)
@@ -213,6 +223,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     if not sources:
         raise FERDataError("; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
     parquet = parquet_run(args, "video")
+    if args.engine == "ray":
+        return _on_ray(args, "video", sources, skipped, parquet)
     predictor = photo_predictor(args, threads=CLASSIFIER_THREADS)
     report = analyze_videos(
         lambda: predictor.video_analyzer(args.smooth, args.detect_size),
@@ -232,15 +244,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         print(summary.line())
     for s in [*skipped, *report.skipped]:
         print(f"skipped: {s.source}: {s.reason}", file=sys.stderr)
-    for run in report.runs:
-        if run.truncated:
-            print(
-                f"note: {run.info.source}: ended after {run.decoded} of the {run.info.frames} frames its container "
-                "announces (a truncated or damaged file); the frames before are analysed",
-                file=sys.stderr,
-            )
-    for note in report.notes:
-        print(f"note: {note}", file=sys.stderr)
+    _print_notes(report)
     written = report.written + ([f"{parquet.written} Parquet files to {args.parquet}"] if parquet else [])
     analysed = sum(r.analysed for r in report.runs)
     print(
@@ -282,9 +286,68 @@ def add_video_parser(sub: Any) -> None:
     )
     p.add_argument("--csv", default=None, metavar="OUT", help="one row per face per analysed frame")
     parquet_flag(p, "video")
+    engine_flags(p)
     p.add_argument("--json", default=None, metavar="OUT", help="the same rows plus per-track summaries")
     p.add_argument("--annotate", default=None, metavar="OUT.mp4", help="a copy with boxes, track ids and labels")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="each track's probabilities over time")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     overwrite_flag(p, "output")
     p.set_defaults(func=cmd_video)
+
+
+def _on_ray(args: argparse.Namespace, kind: str, sources: list, skipped: list, parquet) -> int:
+    """``--engine ray``: the inputs not done in ``--parquet`` go to Ray workers; one summary line,
+    then each input that failed, with why."""
+    from fer_utils.predict.ray_engine import WorkerSpec, run_on_ray
+
+    if parquet is None or any(getattr(args, name, None) for name in ("csv", "json", "annotate", "plot")):
+        raise FERConfigError(
+            "--engine ray writes Parquet only: give --parquet DIR (and no --csv/--json/--annotate/--plot)"
+        )
+    if any(isinstance(s, int) for s in sources):
+        raise FERConfigError("--engine ray analyses video files; a camera runs with --engine local")
+    todo = [s for s in sources if not parquet.is_done(s)]
+    if len(todo) < len(sources):
+        print(
+            f"{len(sources) - len(todo)} inputs already done in {args.parquet} (an earlier run): skipped",
+            file=sys.stderr,
+        )
+    spec = WorkerSpec(
+        tuple(args.checkpoint) if args.checkpoint else None,
+        args.runtime,
+        args.detector,
+        not args.no_align,
+        getattr(args, "tta", "none"),
+        selection=(
+            getattr(args, "every", 1),
+            getattr(args, "fps", None),
+            getattr(args, "start", 0.0),
+            getattr(args, "end", None),
+        ),
+        smooth=getattr(args, "smooth", 0.5),
+        detect_size=getattr(args, "detect_size", 640),
+        detect=False if getattr(args, "no_detect", False) else None,
+    )
+    report = run_on_ray(kind, todo, spec, parquet, args.ray_address, args.workers, progress=not args.quiet)
+    for s in skipped:
+        print(f"skipped: {s.source}: {s.reason}", file=sys.stderr)
+    for source, reason in report.failed:
+        print(f"failed: {source}: {reason}", file=sys.stderr)
+    print(
+        f"Ray, {report.workers} workers: {report.done} inputs done, {len(report.failed)} failed, {report.rows} rows; "
+        f"wrote {parquet.written} Parquet files to {args.parquet}",
+        file=sys.stderr,
+    )
+    return 0 if report.done or not todo or not report.failed else EXIT_USER_ERROR
+
+
+def _print_notes(report) -> None:
+    """What a reader of the results should know: videos that ended early, a plot not written."""
+    truncated = [
+        f"{run.info.source}: ended after {run.decoded} of the {run.info.frames} frames its container announces "
+        "(a truncated or damaged file); the frames before are analysed"
+        for run in report.runs
+        if run.truncated
+    ]
+    for note in [*truncated, *report.notes]:
+        print(f"note: {note}", file=sys.stderr)

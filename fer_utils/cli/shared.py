@@ -123,3 +123,20 @@ def parquet_run(args: argparse.Namespace, command: str):
     from fer_utils.predict.parquet import ParquetRun
 
     return ParquetRun(args.parquet, command)
+
+
+def engine_flags(parser: argparse.ArgumentParser) -> None:
+    """``--engine`` (local, or Ray with ``--parquet``), ``--ray-address`` and ``--workers``."""
+    parser.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local (this process; default) or ray: inputs spread over Ray workers, written to --parquet",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="a running Ray cluster (e.g. HOST:6379 after `ray start --head`); default: start Ray on this machine",
+    )
+    parser.add_argument("--workers", type=int, default=None, metavar="N", help="Ray workers (default: one per CPU)")

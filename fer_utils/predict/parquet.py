@@ -53,7 +53,7 @@ class ParquetRun:
     input's file written whole and recorded."""
 
     def __init__(self, folder: str | os.PathLike, command: str) -> None:
-        self.pa, self.pq = _pyarrow()
+        _pyarrow()  # says what to install before any work
         self.folder = ensure_writable_dir(folder, "Parquet outputs")
         self.command = command
         self.manifest = self.folder / MANIFEST
@@ -105,28 +105,51 @@ class ParquetRun:
     ) -> Path:
         """One file holding ``rows`` for ``sources`` (a video, or a batch of photos), written under
         a temporary name and moved into place; then the manifest records each source as done."""
-        keys = [input_key(s) for s in sources]
-        digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
-        name = f"{re.sub(r'[^A-Za-z0-9._-]', '_', name_hint)[:60]}-{digest}.parquet"
-        for row in rows:
-            row.setdefault("input", input_key(row.get("file", sources[0])))
-        wanted = list(dict.fromkeys([*columns, *(k for row in rows for k in row), "input"]))
-        schema = self.pa.schema([(c, self._type(c)) for c in wanted])
-        target = self.folder / name
-        with atomic_path(target) as tmp:
-            self.pq.write_table(self.pa.Table.from_pylist(rows, schema=schema), tmp)
-        sha = file_digest(target)
+        name, sha = write_parquet_file(self.folder, sources, rows, name_hint, columns)
+        self.record(sources, name, sha)
+        return self.folder / name
+
+    def record(self, sources: Sequence[str | os.PathLike], name: str, sha: str) -> None:
+        """Record ``sources`` as done in file ``name`` (of SHA-256 ``sha``). Only the process that
+        owns the run records, so workers that write files side by side never race on the manifest."""
         self._digests[name] = sha
         self.written += 1
-        for key in keys:
+        for key in map(input_key, sources):
             self.inputs[key] = {"file": name, "sha256": sha}
         write_text_atomic(
             self.manifest,
             json.dumps({"format": MANIFEST_FORMAT, "command": self.command, "inputs": self.inputs}, indent=1) + "\n",
         )
-        return target
 
-    def _type(self, column: str) -> Any:
-        if column in TEXT_COLUMNS:
-            return self.pa.string()
-        return self.pa.int64() if column in INTEGER_COLUMNS else self.pa.float64()
+
+def parquet_name(sources: Sequence[str | os.PathLike], name_hint: str) -> str:
+    """The file name of these inputs' rows: the same inputs always get the same name, so a task
+    that runs again (a retried worker, a resumed run) replaces its own file, never adds a second."""
+    digest = hashlib.sha256("\n".join(map(input_key, sources)).encode()).hexdigest()[:16]
+    return f"{re.sub(r'[^A-Za-z0-9._-]', '_', name_hint)[:60]}-{digest}.parquet"
+
+
+def write_parquet_file(
+    folder: str | os.PathLike,
+    sources: Sequence[str | os.PathLike],
+    rows: list[dict[str, Any]],
+    name_hint: str,
+    columns: Sequence[str] = (),
+) -> tuple[str, str]:
+    """Write ``rows`` (plus each row's ``input``) as one Parquet file in ``folder``, whole (a
+    temporary name, then a rename); returns its name and SHA-256. Safe in any process."""
+    pa, pq = _pyarrow()
+    for row in rows:
+        row.setdefault("input", input_key(row.get("file", sources[0])))
+    wanted = list(dict.fromkeys([*columns, *(k for row in rows for k in row), "input"]))
+    schema = pa.schema([(c, _column_type(pa, c)) for c in wanted])
+    name = parquet_name(sources, name_hint)
+    with atomic_path(Path(folder) / name) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    return name, file_digest(Path(folder) / name)
+
+
+def _column_type(pa: Any, column: str) -> Any:
+    if column in TEXT_COLUMNS:
+        return pa.string()
+    return pa.int64() if column in INTEGER_COLUMNS else pa.float64()

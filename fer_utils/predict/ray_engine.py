@@ -1,0 +1,154 @@
+"""``--engine ray``: the same analysis spread over a Ray cluster (``pip install 'fer_utils[scale]'``).
+
+Each worker is an actor that loads one Predictor once (ONNX Runtime session and detector);
+videos go one task per file, photos in batches of ``PHOTOS_PER_FILE``. A worker writes each
+task's Parquet file whole, under a name fixed by its inputs, and returns the name and SHA-256;
+only this process records it in the run's manifest. A worker killed mid-task is restarted by Ray
+and its task retried, and the retry replaces its own file: every input's output appears once,
+whole. ``address``: a running cluster (``ray start --head`` on one machine, ``ray start
+--address`` on the others, or KubeRay); without it a local Ray is started on this machine.
+docs/scale.md says how to run it and what was tested.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fer_utils.core.errors import FERConfigError, FERDataError
+from fer_utils.predict.parquet import PHOTOS_PER_FILE, ParquetRun, write_parquet_file
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What each worker's Predictor and analysis are: the same options as ``--engine local``."""
+
+    checkpoint: tuple[str, ...] | None = None
+    runtime: str = "auto"
+    detector: str = "yunet"
+    align: bool = True
+    tta: str = "none"
+    threads: int = 1
+    smooth: float = 0.5
+    detect_size: int = 640
+    selection: tuple[int, float | None, float, float | None] = (1, None, 0.0, None)
+    detect: bool | None = None
+
+
+@dataclass
+class EngineReport:
+    """What a Ray run did: inputs done now, rows written, and the inputs that failed, with why."""
+
+    done: int = 0
+    rows: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    workers: int = 0
+
+
+class _Worker:
+    """One Ray actor: a Predictor loaded once, then video files or photo batches to Parquet files."""
+
+    def __init__(self, spec: WorkerSpec, folder: str) -> None:
+        from fer_utils.predict.predictor import Predictor
+
+        self.spec, self.folder = spec, folder
+        checkpoint = list(spec.checkpoint) if spec.checkpoint else None
+        self.predictor = Predictor.from_checkpoint(
+            checkpoint,
+            tta=spec.tta,
+            detector=spec.detector,
+            runtime=spec.runtime,
+            align=spec.align,
+            threads=spec.threads,
+        )
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def video(self, source: str) -> dict[str, Any]:
+        from fer_utils.predict.frames import FrameSelection
+        from fer_utils.predict.timeline import csv_columns
+        from fer_utils.predict.video import analyze_video
+
+        analyzer = self.predictor.video_analyzer(self.spec.smooth, self.spec.detect_size)
+        try:
+            rows = [
+                row for r in analyze_video(analyzer, source, FrameSelection(*self.spec.selection)) for row in r.rows()
+            ]
+        except FERDataError as err:
+            return {"sources": [source], "error": err.reason}
+        columns = csv_columns(self.predictor.classes)
+        name, sha = write_parquet_file(self.folder, [source], rows, Path(source).stem, columns)
+        return {"sources": [source], "file": name, "sha256": sha, "rows": len(rows)}
+
+    def photos(self, sources: list[str], index: int) -> dict[str, Any]:
+        from fer_utils.faces.results import prediction_rows
+
+        results, skipped = self.predictor.predict_images(sources, detect=self.spec.detect)
+        rows = prediction_rows(results, skipped)
+        name, sha = write_parquet_file(self.folder, sources, rows, f"photos-{index}")
+        return {"sources": sources, "file": name, "sha256": sha, "rows": len(rows)}
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise FERConfigError(
+            "--engine ray needs Ray: pip install 'fer_utils[scale]' (or pip install 'ray[data]')"
+        ) from None
+    return ray
+
+
+def run_on_ray(
+    kind: str,
+    sources: Sequence[str],
+    spec: WorkerSpec,
+    parquet: ParquetRun,
+    address: str | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    on_result: Callable[[dict[str, Any], list[Any]], None] | None = None,
+) -> EngineReport:
+    """Analyse ``sources`` (``kind``: ``video`` files, or ``photos``) on Ray into ``parquet``,
+    ``workers`` actors (default: one per CPU of the cluster). ``on_result(result, actors)`` runs
+    as each task's result arrives (progress, or a test that kills a worker)."""
+    from tqdm.auto import tqdm
+
+    if kind not in ("video", "photos"):
+        raise FERConfigError(f"kind must be 'video' or 'photos', got {kind!r}")
+    ray = _ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        if kind == "video":
+            tasks = [(str(s),) for s in sources]
+        else:
+            tasks = [(list(map(str, sources[i : i + PHOTOS_PER_FILE])), i // PHOTOS_PER_FILE)
+                     for i in range(0, len(sources), PHOTOS_PER_FILE)]  # fmt: skip
+        report = EngineReport()
+        if not tasks:
+            return report
+        count = min(len(tasks), workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
+        actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(_Worker)
+        actors = [actor.remote(spec, str(parquet.folder)) for _ in range(count)]
+        report.workers = count
+        pool = ray.util.ActorPool(actors)
+        results = pool.map_unordered(lambda a, task: getattr(a, kind).remote(*task), tasks)
+        for result in tqdm(results, total=len(tasks), desc=f"{kind} on Ray", disable=not progress):
+            if "file" in result:
+                parquet.record(result["sources"], result["file"], result["sha256"])
+                report.done += len(result["sources"])
+                report.rows += result["rows"]
+            else:
+                report.failed += [(s, result["error"]) for s in result["sources"]]
+            if on_result is not None:
+                on_result(result, actors)
+        return report
+    finally:
+        if started_here:
+            ray.shutdown()

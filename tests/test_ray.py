@@ -1,0 +1,110 @@
+"""``--engine ray`` on a local Ray (loopback only): the same rows as the local engine, a rerun
+skips everything, and a worker killed mid-run loses nothing and duplicates nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import face_photo, write_face_video
+from fer_utils.cli import main
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("pyarrow")
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory, untrained_checkpoint):
+    """One local Ray for the module (two CPUs), its workers sharing a warm ONNX cache."""
+    from fer_utils.predict.predictor import Predictor
+
+    cache = tmp_path_factory.mktemp("ray-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FER_CACHE_DIR", str(cache))
+        Predictor.from_checkpoint(untrained_checkpoint).predict_arrays([face_photo()[:48, :48]])  # export once
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": {"FER_CACHE_DIR": str(cache)}},
+    )
+    yield cache
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("collection")
+    for i in range(4):
+        write_face_video(folder / f"v{i}.mp4", lambda k, i=i: [(60 + 5 * i + 2 * k, 70)], n_frames=6, seed=i)
+    return folder
+
+
+def _rows(folder: Path) -> pd.DataFrame:
+    table = pd.read_parquet(folder)
+    return table.sort_values(["input", "frame", "track"]).reset_index(drop=True)
+
+
+def test_ray_gives_the_local_engines_rows_and_a_rerun_skips_every_input(
+    local_ray, collection, untrained_checkpoint, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("FER_CACHE_DIR", str(local_ray))
+    common = ["video", str(collection), "--quiet", "--checkpoint", str(untrained_checkpoint)]
+    assert main([*common, "--parquet", str(tmp_path / "local")]) == 0
+    assert main([*common, "--parquet", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2"]) == 0
+    local, on_ray = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
+    assert len(local) > 10
+    pd.testing.assert_frame_equal(local, on_ray)
+    stamps = {f.name: f.stat().st_mtime_ns for f in (tmp_path / "ray").glob("*.parquet")}
+    capsys.readouterr()
+    assert main([*common, "--parquet", str(tmp_path / "ray"), "--engine", "ray"]) == 0
+    assert "4 inputs already done" in capsys.readouterr().err
+    assert {f.name: f.stat().st_mtime_ns for f in (tmp_path / "ray").glob("*.parquet")} == stamps
+
+
+def test_photos_on_ray_give_the_local_engines_rows(local_ray, untrained_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_CACHE_DIR", str(local_ray))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(face_photo(background=90 + 20 * i)).save(photos / f"p{i}.png")
+    (photos / "broken.jpg").write_text("not a photo")
+    common = ["predict", str(photos), "--quiet", "--checkpoint", str(untrained_checkpoint)]
+    assert main([*common, "--parquet", str(tmp_path / "local")]) == 0
+    assert main([*common, "--parquet", str(tmp_path / "ray"), "--engine", "ray"]) == 0
+    local = pd.read_parquet(tmp_path / "local").sort_values(["file", "face"]).reset_index(drop=True)
+    on_ray = pd.read_parquet(tmp_path / "ray").sort_values(["file", "face"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(local, on_ray)
+    assert (local["reason"].dropna().str.startswith("skipped:")).sum() == 1  # the broken file, with why
+
+
+def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
+    local_ray, collection, untrained_checkpoint, tmp_path, monkeypatch
+):
+    from fer_utils.predict.parquet import ParquetRun
+    from fer_utils.predict.ray_engine import WorkerSpec, run_on_ray
+
+    monkeypatch.setenv("FER_CACHE_DIR", str(local_ray))
+    killed = []
+
+    def kill_a_worker(result, actors):
+        if not killed:  # after the first result: the other worker may be mid-task
+            killed.append(ray.get(actors[1].pid.remote()))
+            ray.kill(actors[1], no_restart=False)
+
+    videos = sorted(str(p) for p in collection.glob("*.mp4"))
+    run = ParquetRun(tmp_path / "out", "video")
+    spec = WorkerSpec(checkpoint=(str(untrained_checkpoint),))
+    report = run_on_ray("video", videos, spec, run, workers=2, on_result=kill_a_worker)
+    assert killed and report.done == 4 and not report.failed
+    files = sorted((tmp_path / "out").glob("*.parquet"))
+    assert len(files) == 4  # one file per video, whole
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert sorted(manifest["inputs"]) == sorted(str(Path(v).resolve()) for v in videos)
+    table = pd.read_parquet(tmp_path / "out")
+    assert not table.duplicated(["input", "frame", "track"]).any() and set(table["input"]) == set(manifest["inputs"])
