@@ -21,7 +21,7 @@ REQUIREMENTS := requirements.txt requirements-inference.txt requirements-course.
 $(STAMP): $(REQUIREMENTS) requirements-lab.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-lab.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-lab.txt -r requirements-dev.txt -r requirements-scale.txt
 	$(EDITABLE_LOCK) $(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
