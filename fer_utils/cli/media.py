@@ -281,8 +281,8 @@ def add_video_parser(sub: Any) -> None:
         type=int,
         default=VIDEO_MAX_SIDE,
         metavar="PX",
-        help=f"search frames for faces at up to PX pixels (default {VIDEO_MAX_SIDE}: faces from about 44 px wide in "
-        "720p; 1280 finds them from about 24 px, at about 3 times the detection time)",
+        help=f"search frames for faces at up to PX pixels (default {VIDEO_MAX_SIDE}); larger finds smaller faces, "
+        "more slowly (the smallest face found at each size: docs/pipeline.md)",
     )
     p.add_argument("--csv", default=None, metavar="OUT", help="one row per face per analysed frame")
     parquet_flag(p, "video")
@@ -312,21 +312,17 @@ def _on_ray(args: argparse.Namespace, kind: str, sources: list, skipped: list, p
             f"{len(sources) - len(todo)} inputs already done in {args.parquet} (an earlier run): skipped",
             file=sys.stderr,
         )
+    options = (  # what the kind of input needs beyond the model
+        {
+            "selection": (args.every, args.fps, args.start, args.end),
+            "smooth": args.smooth,
+            "detect_size": args.detect_size,
+        }
+        if kind == "video"
+        else {"tta": args.tta, "detect": False if args.no_detect else None}
+    )
     spec = WorkerSpec(
-        tuple(args.checkpoint) if args.checkpoint else None,
-        args.runtime,
-        args.detector,
-        not args.no_align,
-        getattr(args, "tta", "none"),
-        selection=(
-            getattr(args, "every", 1),
-            getattr(args, "fps", None),
-            getattr(args, "start", 0.0),
-            getattr(args, "end", None),
-        ),
-        smooth=getattr(args, "smooth", 0.5),
-        detect_size=getattr(args, "detect_size", 640),
-        detect=False if getattr(args, "no_detect", False) else None,
+        tuple(args.checkpoint) if args.checkpoint else None, args.runtime, args.detector, not args.no_align, **options
     )
     report = run_on_ray(kind, todo, spec, parquet, args.ray_address, args.workers, progress=not args.quiet)
     for s in skipped:

@@ -1,6 +1,6 @@
 """The same faces in two places: exact duplicates between splits (FER2013's test folders repeat
-about 8 % of training images), and the same face stored twice with different compression (the
-Kaggle JPEGs and FER+'s lossless PNGs of one FER2013 image)."""
+some training images; notebook 01 counts them), and the same face stored twice with different
+compression (the Kaggle JPEGs and FER+'s lossless PNGs of one FER2013 image)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ def duplicates_of(faces: FaceSet, reference: FaceSet) -> np.ndarray:
 
 
 MATCH_MAX_DIFFERENCE = 4.0
-"""Mean absolute pixel difference (grey levels) below which two faces count as the same image.
-Measured: a Kaggle FER2013 JPEG differs from FER+'s PNG of the same face by 1.3-1.5 (median, 99th
-percentile), and from its nearest other face by far more (tens)."""
+"""Mean absolute pixel difference (grey levels) below which two faces count as the same image:
+above what JPEG re-encoding changes, far below the distance to any other face (the measured
+differences: docs/pipeline.md)."""
 
 
 def match_faces(faces: FaceSet, reference: FaceSet, max_difference: float = MATCH_MAX_DIFFERENCE) -> np.ndarray:

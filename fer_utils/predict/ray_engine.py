@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from fer_utils.core.errors import FERConfigError, FERDataError
+from fer_utils.faces.detection import VIDEO_MAX_SIDE
 from fer_utils.predict.parquet import PHOTOS_PER_FILE, ParquetRun, write_parquet_file
+from fer_utils.predict.video import DEFAULT_SMOOTHING
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,8 @@ class WorkerSpec:
     align: bool = True
     tta: str = "none"
     threads: int = 1
-    smooth: float = 0.5
-    detect_size: int = 640
+    smooth: float = DEFAULT_SMOOTHING
+    detect_size: int = VIDEO_MAX_SIDE
     selection: tuple[int, float | None, float, float | None] = (1, None, 0.0, None)
     detect: bool | None = None
 
