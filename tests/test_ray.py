@@ -27,6 +27,7 @@ def local_ray(tmp_path_factory, untrained_checkpoint):
         patch.setenv("FER_CACHE_DIR", str(cache))
         Predictor.from_checkpoint(untrained_checkpoint).predict_arrays([face_photo()[:48, :48]])  # export once
     ray.init(
+        address="local",  # our own, whatever other Ray this machine ran
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,

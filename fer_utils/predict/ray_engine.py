@@ -125,7 +125,8 @@ def run_on_ray(
     ray = _ray()
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # "local": a Ray of our own, never a stale cluster record in /tmp/ray that Ray would try to join
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         if kind == "video":
             tasks = [(str(s),) for s in sources]
