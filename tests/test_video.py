@@ -19,7 +19,7 @@ import pytest
 
 from conftest import face_photo, write_face_video
 from fer_utils.cli import main
-from fer_utils.faces.detection import FaceBox
+from fer_utils.faces.detection import FaceBox, YuNetDetector
 from fer_utils.faces.tracking import IoUTracker, ProbabilitySmoother, iou_matrix, match_boxes
 from fer_utils.predict.predictor import REPO_MODELS_DIR, SHIPPED_SINGLE_MODEL, Predictor
 from fer_utils.predict.timeline import LEADING_COLUMNS, csv_columns
@@ -159,16 +159,17 @@ def test_timestamps_come_from_the_container_for_a_variable_frame_rate(predictor,
 
 def test_smoothing_reduces_label_changes(tmp_path):
     # two faces the shipped model labels differently, shown in turn at one place: the raw label
-    # flickers every frame; smoothed over half a second it settles
+    # flickers every frame; smoothed over half a second it settles (each frame searched whole: two
+    # drawn faces swapped every frame are not what following a face is for)
     shipped = Predictor.from_checkpoint(REPO_MODELS_DIR / SHIPPED_SINGLE_MODEL, runtime="torch")
     video = write_face_video(tmp_path / "flicker.mp4", lambda i: [(110, 70), None][:: 1 - 2 * (i % 2)], n_frames=60)
-    frame = shipped.predict_video(video, smooth=0.5).to_dataframe()
+    frame = shipped.predict_video(video, smooth=0.5, detect_interval=0).to_dataframe()
     assert frame.track.nunique() == 1 and len(frame) >= 55
     raw_changes = (frame.raw_label != frame.raw_label.shift()).sum() - 1
     smooth_changes = (frame.label != frame.label.shift()).sum() - 1
     assert raw_changes >= 10, "the two faces should often get different raw labels"
     assert smooth_changes <= 2
-    summary = shipped.predict_video(video, smooth=0.5).summaries()[0]
+    summary = shipped.predict_video(video, smooth=0.5, detect_interval=0).summaries()[0]
     assert summary.frames == len(frame) and len(summary.changes) == smooth_changes
     assert sum(summary.shares.values()) == pytest.approx(1.0) and summary.dominant == max(
         summary.shares, key=summary.shares.get
@@ -378,3 +379,75 @@ def test_a_run_that_fails_midway_leaves_the_earlier_outputs_untouched(predictor,
         )
     assert csv_path.read_text() == "an earlier run's rows\n" and json_path.read_text() == "{}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faces.csv", "faces.json"]  # no temporary files left
+
+
+# --- following faces between searches -------------------------------------------------------
+
+
+def _two_people_video(path: Path, frames: int = 90, enters: int = 40) -> Path:
+    """640x360 at 30 fps: the sample portrait drifting and tilting on the left from the start, a
+    mirrored, darker copy on the right from frame ``enters``."""
+    import cv2
+
+    from fer_utils.course import sample_face
+
+    face = sample_face(120)
+    other = cv2.convertScaleAbs(face[:, ::-1], alpha=0.8)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 360))
+    for i in range(frames):
+        frame = np.full((360, 640), 100, np.uint8)
+        turn = cv2.getRotationMatrix2D((60, 60), 10 * np.sin(i / 8), 1.0)
+        turn[:, 2] += (60 + i, 110 + 10 * np.sin(i / 5))
+        cv2.warpAffine(face, turn, (640, 360), frame, cv2.INTER_LINEAR, cv2.BORDER_TRANSPARENT)
+        if i >= enters:
+            frame[120:240, 440:560] = other
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    return path
+
+
+def test_faces_followed_between_searches_keep_their_ids_and_labels(tmp_path):
+    from fer_utils.predict.video import DETECT_INTERVAL, analyze_video
+
+    shipped = Predictor.from_checkpoint(REPO_MODELS_DIR / SHIPPED_SINGLE_MODEL)
+    video = _two_people_video(tmp_path / "two.mp4")
+    runs = {}
+    for interval in (0.0, DETECT_INTERVAL):
+        analyzer = shipped.video_analyzer(smooth=0, detect_interval=interval)
+        runs[interval] = ([f for f in analyze_video(analyzer, video)], analyzer.searches)
+    every, searched = runs[0.0]
+    followed, searches = runs[DETECT_INTERVAL]
+    assert searched == 90 and searches <= 90 / 3, "between searches, faces are followed"
+    rows = {(f.frame, face.track): face for f in followed for face in f.faces}
+    assert len({track for _, track in rows}) == 2, "each person one track"
+    right = [frame for frame, track in rows if rows[frame, track].box.x > 320]
+    assert min(right) <= 40 + round(30 * DETECT_INTERVAL), "a face that enters is found at the next search"
+    base = {(f.frame, face.track): face for f in every for face in f.faces}
+    assert len(rows) >= len(base) - round(30 * DETECT_INTERVAL), "no face lost but the late start"
+    shared = [key for key in base if key in rows]
+    agree = np.mean([rows[k].raw_label == base[k].raw_label for k in shared])
+    overlap = np.median([iou_matrix([rows[k].box], [base[k].box])[0, 0] for k in shared])
+    assert agree >= 0.9 and overlap >= 0.75, (agree, overlap)
+
+
+def test_a_detector_that_cannot_follow_searches_every_frame(tmp_path):
+    from fer_utils.predict.video import analyze_video
+
+    class SearchOnly:  # a detector of the caller's own, with no follow()
+        name = "search-only"
+
+        def __init__(self) -> None:
+            self.yunet = YuNetDetector(max_side=640)
+
+        def detect(self, gray):
+            return self.yunet.detect(gray)
+
+    shipped = Predictor.from_checkpoint(REPO_MODELS_DIR / SHIPPED_SINGLE_MODEL, detector=SearchOnly())
+    analyzer = shipped.video_analyzer()
+    frames = list(analyze_video(analyzer, _two_people_video(tmp_path / "two.mp4", frames=12)))
+    assert analyzer.searches == len(frames) == 12
+
+
+def test_a_bad_detect_interval_is_one_line(crossing_video, capsys, untrained_checkpoint):
+    code = main(["video", str(crossing_video), "--detect-interval", "-1", "--checkpoint", str(untrained_checkpoint)])
+    assert code != 0 and "--detect-interval must be a number of seconds >= 0, got -1" in capsys.readouterr().err

@@ -227,7 +227,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         return _on_ray(args, "video", sources, skipped, parquet)
     predictor = photo_predictor(args, threads=CLASSIFIER_THREADS)
     report = analyze_videos(
-        lambda: predictor.video_analyzer(args.smooth, args.detect_size),
+        lambda: predictor.video_analyzer(args.smooth, args.detect_size, args.detect_interval),
         sources,
         selection,
         model=predictor.name,
@@ -262,6 +262,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 def add_video_parser(sub: Any) -> None:
     """``fer video``: its flags, next to ``cmd_video``."""
     from fer_utils.faces.detection import VIDEO_MAX_SIDE
+    from fer_utils.predict.video import DETECT_INTERVAL
 
     p = sub.add_parser(
         "video",
@@ -283,6 +284,14 @@ def add_video_parser(sub: Any) -> None:
         metavar="PX",
         help=f"search frames for faces at up to PX pixels (default {VIDEO_MAX_SIDE}); larger finds smaller faces, "
         "more slowly (the smallest face found at each size: docs/pipeline.md)",
+    )
+    p.add_argument(
+        "--detect-interval",
+        type=float,
+        default=DETECT_INTERVAL,
+        metavar="SECONDS",
+        help=f"search whole frames for faces every SECONDS (default {DETECT_INTERVAL:g}) and follow each face "
+        "near where it was in the frames between, at a fraction of the cost; 0 searches every analysed frame",
     )
     p.add_argument("--csv", default=None, metavar="OUT", help="one row per face per analysed frame")
     parquet_flag(p, "video")
@@ -317,6 +326,7 @@ def _on_ray(args: argparse.Namespace, kind: str, sources: list, skipped: list, p
             "selection": (args.every, args.fps, args.start, args.end),
             "smooth": args.smooth,
             "detect_size": args.detect_size,
+            "detect_interval": args.detect_interval,
         }
         if kind == "video"
         else {"tta": args.tta, "detect": False if args.no_detect else None}
@@ -331,7 +341,8 @@ def _on_ray(args: argparse.Namespace, kind: str, sources: list, skipped: list, p
         print(f"failed: {source}: {reason}", file=sys.stderr)
     print(
         f"Ray, {report.workers} workers: {report.done} inputs done, {len(report.failed)} failed, {report.rows} rows; "
-        f"wrote {parquet.written} Parquet files to {args.parquet}",
+        f"wrote {parquet.written} Parquet files to {args.parquet}"
+        + (f"; {report.lost} workers lost on the way, their tasks done by the others" if report.lost else ""),
         file=sys.stderr,
     )
     return 0 if report.done or not todo or not report.failed else EXIT_USER_ERROR

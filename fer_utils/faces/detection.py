@@ -271,31 +271,47 @@ class YuNetDetector:
         face is cut out at ``REFINE_SIDE`` px, turned by the current estimate, and measured again;
         each step removes most of what is left. The box itself is kept.
         """
-        if len(box.landmarks) < 2:
-            return box
-        cv2 = self.cv2
-        cx, cy = box.x + box.w / 2, box.y + box.h / 2
-        zoom = REFINE_SIDE / (2 * max(box.w, box.h, 1))
         refined = box
-        for _ in range(steps):
-            matrix = cv2.getRotationMatrix2D((cx, cy), refined.eye_angle(), zoom)
-            matrix[:, 2] += (REFINE_SIDE / 2 - cx, REFINE_SIDE / 2 - cy)
-            patch = cv2.warpAffine(gray, matrix, (REFINE_SIDE, REFINE_SIDE), borderMode=cv2.BORDER_REPLICATE)
-            if self._patch_net is None:
-                with quiet_opencv(cv2):
-                    self._patch_net = cv2.FaceDetectorYN.create(*self._settings)
-            found = self._run(patch, REFINE_SIDE, self._patch_net)
-            if not found:
+        for _ in range(steps if len(box.landmarks) >= 2 else 0):
+            angle = refined.eye_angle()
+            face = self._in_patch(gray, box, angle, REFINE_SIDE)
+            if face is None:
                 break
-            face = min(
-                found, key=lambda f: (f.x + f.w / 2 - REFINE_SIDE / 2) ** 2 + (f.y + f.h / 2 - REFINE_SIDE / 2) ** 2
-            )
-            back = cv2.invertAffineTransform(matrix)
-            points = tuple((float(back[0] @ (x, y, 1)), float(back[1] @ (x, y, 1))) for x, y in face.landmarks)
-            refined = dataclasses.replace(box, landmarks=points)
-            if abs(face.eye_angle()) < MIN_ALIGN_DEGREES:  # level in the patch: nothing left to remove
+            refined = dataclasses.replace(box, landmarks=face.landmarks)
+            if abs(refined.eye_angle() - angle) < MIN_ALIGN_DEGREES:  # level in the patch: nothing left
                 break
         return refined
+
+    def follow(self, gray: np.ndarray, box: FaceBox, side: int = REFINE_SIDE) -> FaceBox | None:
+        """The face of ``box`` (from an earlier frame) found again in ``gray``: one YuNet run on a
+        ``side`` px patch around it, levelled by its eye line, so the new box comes with landmarks
+        as :meth:`refine_landmarks` measures them. None when no face is there."""
+        return self._in_patch(gray, box, box.eye_angle(), side)
+
+    def _in_patch(self, gray: np.ndarray, box: FaceBox, angle: float, side: int) -> FaceBox | None:
+        """The face nearest the middle of a ``side`` px patch cut around ``box`` (twice its size) and
+        turned by ``angle`` degrees, in ``gray``'s pixels: box (the face's own, upright size),
+        landmarks and score; None when the patch shows no face."""
+        cv2 = self.cv2
+        cx, cy = box.x + box.w / 2, box.y + box.h / 2
+        zoom = side / (2 * max(box.w, box.h, 1))
+        matrix = cv2.getRotationMatrix2D((cx, cy), angle, zoom)
+        matrix[:, 2] += (side / 2 - cx, side / 2 - cy)
+        patch = cv2.warpAffine(gray, matrix, (side, side), borderMode=cv2.BORDER_REPLICATE)
+        if self._patch_net is None:
+            with quiet_opencv(cv2):
+                self._patch_net = cv2.FaceDetectorYN.create(*self._settings)
+        found = self._run(patch, side, self._patch_net)
+        if not found:
+            return None
+        face = min(found, key=lambda f: (f.x + f.w / 2 - side / 2) ** 2 + (f.y + f.h / 2 - side / 2) ** 2)
+        back = cv2.invertAffineTransform(matrix)
+        points = tuple((float(back[0] @ (x, y, 1)), float(back[1] @ (x, y, 1))) for x, y in face.landmarks)
+        mx, my = face.x + face.w / 2, face.y + face.h / 2
+        centre_x, centre_y = float(back[0] @ (mx, my, 1)), float(back[1] @ (mx, my, 1))
+        w, h = face.w / zoom, face.h / zoom
+        x, y = round(centre_x - w / 2), round(centre_y - h / 2)
+        return dataclasses.replace(face, x=x, y=y, w=round(w), h=round(h), landmarks=points)
 
     def detect(self, gray: np.ndarray) -> list[FaceBox]:
         """Faces in a uint8 grayscale image, largest first."""

@@ -112,6 +112,11 @@ class IoUTracker:
         return [int(i) for i in ids]  # every box has an id by now
 
     @property
+    def seen_last(self) -> list[FaceBox]:
+        """The boxes of the tracks found in the last update (the faces to look for next)."""
+        return [t.box for t in self._tracks if t.missed == 0]
+
+    @property
     def active(self) -> list[int]:
         """Ids of the tracks still alive (seen within ``max_gap`` of the last update)."""
         return [t.id for t in self._tracks]

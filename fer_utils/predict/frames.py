@@ -172,9 +172,10 @@ PREFETCH_FRAMES = 4
 releases the GIL while it decodes, so decoding and analysis overlap on two cores)."""
 
 
-def prefetched(frames: Iterator[Frame], depth: int = PREFETCH_FRAMES) -> Iterator[Frame]:
-    """``frames``, decoded ``depth`` ahead by a background thread. Closing this generator (the end,
-    an error, Ctrl-C) stops the thread and waits for it, so the capture can be released safely."""
+def prefetched(frames: Iterator[Any], depth: int = PREFETCH_FRAMES) -> Iterator[Any]:
+    """``frames`` (or any items), made ``depth`` ahead by a background thread. Closing this
+    generator (the end, an error, Ctrl-C) stops the thread and waits for it, so the capture can be
+    released safely."""
     import queue
     import threading
 
@@ -196,6 +197,10 @@ def prefetched(frames: Iterator[Frame], depth: int = PREFETCH_FRAMES) -> Iterato
             buffer.put(done)
         except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
             buffer.put(err)
+        finally:  # a source that is itself prefetched stops its own thread here, before the capture closes
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
 
     worker = threading.Thread(target=produce, name="fer-video-decode", daemon=True)
     worker.start()

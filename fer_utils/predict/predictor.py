@@ -43,7 +43,7 @@ from fer_utils.faces.results import FaceResult, ImageResult
 from fer_utils.predict.classifier import RUNTIMES, FaceClassifier, class_dict, classified_crops
 from fer_utils.predict.finder import FaceFinder, FaceRegions
 from fer_utils.predict.frames import FrameSelection, open_video
-from fer_utils.predict.video import DEFAULT_SMOOTHING, FrameAnalyzer, VideoResult, analyze_video
+from fer_utils.predict.video import DEFAULT_SMOOTHING, DETECT_INTERVAL, FrameAnalyzer, VideoResult, analyze_video
 
 if TYPE_CHECKING:
     import torch
@@ -299,13 +299,19 @@ class Predictor:
         images not reached skipped with the reason ``NOT_REACHED``, instead of raising."""
         return predict_each(self.predict_image, sources, detect, progress, keep_on_interrupt)
 
-    def video_analyzer(self, smooth: float = DEFAULT_SMOOTHING, detect_size: int = VIDEO_MAX_SIDE) -> FrameAnalyzer:
+    def video_analyzer(
+        self,
+        smooth: float = DEFAULT_SMOOTHING,
+        detect_size: int = VIDEO_MAX_SIDE,
+        detect_interval: float = DETECT_INTERVAL,
+    ) -> FrameAnalyzer:
         """A :class:`~fer_utils.predict.video.FrameAnalyzer` over this model: frames in, tracked and smoothed
         faces out (``smooth`` seconds; 0 = raw). It has a detector of its own, searching frames at
-        up to ``detect_size`` px (larger finds smaller faces, slower), unless this Predictor was
-        given a detector object."""
+        up to ``detect_size`` px (larger finds smaller faces, slower) every ``detect_interval``
+        seconds and following the faces in between (0: searching every frame), unless this
+        Predictor was given a detector object."""
         detector = self.finder.for_video(detect_size)
-        return FrameAnalyzer(self, detector, smooth)
+        return FrameAnalyzer(self, detector, smooth, detect_interval=detect_interval)
 
     def predict_video(
         self,
@@ -318,15 +324,17 @@ class Predictor:
         progress: bool = False,
         keep_frames: bool = True,
         detect_size: int = VIDEO_MAX_SIDE,
+        detect_interval: float = DETECT_INTERVAL,
     ) -> VideoResult:
         """Analyse a video file (or camera number): iterate over the result for each analysed
         frame's tracked faces, or call ``.to_dataframe()`` / ``.summaries()``. ``every``/``fps``
         choose the frames, ``start``/``end`` (seconds) the stretch; ``smooth`` is the smoothing
-        time constant in seconds; ``detect_size`` as in :meth:`video_analyzer`. A file that is not
-        a readable video raises FERDataError now."""
+        time constant in seconds; ``detect_size`` and ``detect_interval`` as in
+        :meth:`video_analyzer`. A file that is not a readable video raises FERDataError now."""
         selection = FrameSelection(every, fps, start, end)
         open_video(source)[0].release()  # a bad file fails here, before any frame
-        frames = analyze_video(self.video_analyzer(smooth, detect_size), source, selection, progress=progress)
+        analyzer = self.video_analyzer(smooth, detect_size, detect_interval)
+        frames = analyze_video(analyzer, source, selection, progress=progress)
         return VideoResult(frames, self.classes, keep_frames)
 
 

@@ -11,6 +11,7 @@ The webcam loop and the app's camera use the same :class:`FrameAnalyzer`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,9 +23,10 @@ import numpy as np
 from fer_utils.core.errors import FERConfigError, FERDataError
 from fer_utils.data.images import Skipped
 from fer_utils.faces.detection import Detector, FaceBox
-from fer_utils.faces.tracking import MAX_GAP_SECONDS, IoUTracker, ProbabilitySmoother
+from fer_utils.faces.tracking import MAX_GAP_SECONDS, MIN_IOU, IoUTracker, ProbabilitySmoother, iou_matrix
 from fer_utils.predict.classifier import class_dict, classified_crops, located_faces
 from fer_utils.predict.frames import (
+    Frame,
     FrameSelection,
     VideoInfo,
     open_video,
@@ -57,6 +59,27 @@ REFINE_STEPS = 1
 Each costs a detector run on a 320 px patch; one removes most of YuNet's lag on a tilted head,
 and a video has the next frame to correct the rest."""
 
+DETECT_INTERVAL = 0.2
+"""Seconds between searches of the whole frame for faces (``--detect-interval``). In the frames
+between, each face seen in the last frame is followed: one detector run on a levelled patch
+around where it was (:meth:`YuNetDetector.follow`), which also measures its landmarks, at a
+fraction of a whole-frame search and refinement. A face that is not found again where it was (it
+left, turned away, or moved more than its own size) makes that frame a full search, and so does
+each frame with no face to follow or a track that missed its face; a new face beside those
+followed is found at the next search, at most this late. 0 searches every analysed frame; frames analysed
+further apart than this (``--fps 4``) are each searched whole. benchmarks/bench_scale.py measures
+the cost and the agreement with searching every frame."""
+
+FOLLOW_SIDE = 192
+"""Side in px of the patch on which a face is followed between searches (the face spans half of
+it): large enough that YuNet places the box and landmarks as a search does, small enough to cost
+a fraction of it (benchmarks/bench_scale.py)."""
+
+OPENCV_THREADS = 1
+"""OpenCV's own thread pool while a video is analysed: decoding, locating faces and classifying
+them already run in three threads of their own, and a pool beside them mostly spins (one thread
+analyses as many frames per second at less CPU time per frame; benchmarks/bench_scale.py)."""
+
 TRUNCATED_SHARE = 0.98
 """A file that decodes fewer frames than this share of the count its container announces is
 reported as ending early (counts are estimates in some containers, so not every missing frame)."""
@@ -71,10 +94,23 @@ class FramePredictor(Protocol):
     def predict_arrays(self, faces: Sequence[np.ndarray]) -> np.ndarray: ...
 
 
+@dataclass
+class Located:
+    """One frame's faces before classification: boxes, their track ids, and the tracks alive."""
+
+    boxes: list[FaceBox]
+    ids: list[int]
+    active: list[int]
+
+
 class FrameAnalyzer:
     """Detect, classify, track and smooth the faces of one frame after another (videos, the webcam
     loop, the app's camera). ``smooth``: seconds (0: raw probabilities); ``detector``: any object
-    with ``detect(gray)`` (and optionally ``refine_landmarks``)."""
+    with ``detect(gray)`` (and optionally ``refine_landmarks`` and ``follow``); ``detect_interval``:
+    seconds between whole-frame searches (see ``DETECT_INTERVAL``).
+
+    :meth:`analyze` is :meth:`locate` then :meth:`classify`; a video runs the two in separate
+    threads, one frame apart (each keeps its own state: the tracker, the smoother)."""
 
     def __init__(
         self,
@@ -83,12 +119,19 @@ class FrameAnalyzer:
         smooth: float = DEFAULT_SMOOTHING,
         max_gap: float = MAX_GAP_SECONDS,
         refine_steps: int = REFINE_STEPS,
+        detect_interval: float = DETECT_INTERVAL,
     ) -> None:
+        if not (detect_interval >= 0 and math.isfinite(detect_interval)):
+            raise FERConfigError(f"--detect-interval must be a number of seconds >= 0, got {detect_interval}")
         self.predictor = predictor
         self.detector = detector
         self.refine_steps = refine_steps
+        self.detect_interval = detect_interval
         self.tracker = IoUTracker(max_gap=max_gap)
         self.smoother = ProbabilitySmoother(smooth)
+        self.searches = 0
+        """Whole-frame searches so far (the other analysed frames followed their faces)."""
+        self._searched_at: float | None = None
 
     def warm_up(self) -> FrameAnalyzer:
         """Load the detector and the classifier now (the first call of each loads or exports a
@@ -101,21 +144,52 @@ class FrameAnalyzer:
         refine = getattr(self.detector, "refine_landmarks", None)
         return box if refine is None else refine(gray, box, steps=self.refine_steps)
 
-    def analyze(self, gray: np.ndarray, time_s: float, frame: int = 0, source: str = "") -> FrameResult:
-        """The faces of one grayscale frame taken at ``time_s`` seconds, with track ids."""
-        align = self.predictor.align
-        boxes = located_faces(gray, self.detector.detect, self._refine if self.refine_steps else None, align)
-        _, raw = classified_crops(gray, boxes, self.predictor.predict_arrays, align)
+    def _followed(self, gray: np.ndarray, time_s: float) -> list[FaceBox] | None:
+        """The faces of the last frame found again near where they were, or None when this frame
+        is to be searched whole (a search is due, the detector cannot follow, or a face was lost)."""
+        follow = getattr(self.detector, "follow", None)
+        last = self._searched_at
+        seen = self.tracker.seen_last
+        if follow is None or last is None or not 0 <= time_s - last < self.detect_interval:
+            return None
+        if not seen or len(seen) < len(self.tracker.active):  # no face to follow, or one missed last time
+            return None
+        boxes = []
+        for box in seen:
+            found = follow(gray, box, FOLLOW_SIDE)
+            if found is None or iou_matrix([box], [found])[0, 0] < MIN_IOU:
+                return None
+            boxes.append(found)
+        return sorted(boxes, key=lambda box: (box.x, box.y))
+
+    def locate(self, gray: np.ndarray, time_s: float) -> Located:
+        """Where the faces of one grayscale frame taken at ``time_s`` seconds are, with track ids."""
+        boxes = self._followed(gray, time_s)
+        if boxes is None:
+            refine = self._refine if self.refine_steps else None
+            boxes = located_faces(gray, self.detector.detect, refine, self.predictor.align)
+            self._searched_at, self.searches = time_s, self.searches + 1
         ids = self.tracker.update(boxes, time_s)
-        self.smoother.forget(self.tracker.active)
+        return Located(boxes, ids, self.tracker.active)
+
+    def classify(
+        self, gray: np.ndarray, located: Located, time_s: float, frame: int = 0, source: str = ""
+    ) -> FrameResult:
+        """The located faces classified, each track's probabilities smoothed over time."""
+        _, raw = classified_crops(gray, located.boxes, self.predictor.predict_arrays, self.predictor.align)
+        self.smoother.forget(located.active)
         classes = self.predictor.classes
         faces = []
-        for box, track, probs in zip(boxes, ids, raw, strict=True):
+        for box, track, probs in zip(located.boxes, located.ids, raw, strict=True):
             smooth = self.smoother.update(track, probs, time_s)
             top = int(np.argmax(smooth))
             label, score = classes[top], float(smooth[top])
             faces.append(TrackedFace(track, box, label, score, class_dict(classes, smooth), class_dict(classes, probs)))
         return FrameResult(source, frame, time_s, faces, gray.shape[1], gray.shape[0])
+
+    def analyze(self, gray: np.ndarray, time_s: float, frame: int = 0, source: str = "") -> FrameResult:
+        """The faces of one grayscale frame taken at ``time_s`` seconds, with track ids."""
+        return self.classify(gray, self.locate(gray, time_s), time_s, frame, source)
 
 
 # --- reading videos -------------------------------------------------------------------------
@@ -162,13 +236,15 @@ def analyze_video(
     bar = tqdm(total=info.frames, desc=Path(name).name, unit="frame", disable=not progress, leave=False)
     last: list[TrackedFace] = []
     decoded = analysed = 0
+    frames = prefetched(read_frames(capture, info, selection, decode_all=annotate is not None))
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(OPENCV_THREADS)
     try:
-        for frame in prefetched(read_frames(capture, info, selection, decode_all=annotate is not None)):
+        for frame, gray, located in prefetched(_located(analyzer, frames)):
             decoded += 1
             bar.update(1)
-            if frame.selected:
-                gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
-                result = analyzer.analyze(gray, frame.time_s, frame.index, name)
+            if located is not None:
+                result = analyzer.classify(gray, located, frame.time_s, frame.index, name)
                 analysed += 1
                 last = result.faces
                 if run is not None:
@@ -179,12 +255,26 @@ def analyze_video(
     finally:
         bar.close()
         capture.release()
+        cv2.setNumThreads(threads)
     if run is not None:
         run.decoded, run.analysed = decoded, analysed
         whole = not info.camera and selection.start == 0 and selection.end is None
         run.truncated = bool(whole and info.frames and decoded < TRUNCATED_SHARE * info.frames - 1)
     if decoded == 0 and selection.start == 0:
         raise FERDataError(source=name, reason="has no video frames OpenCV can decode (empty or damaged file)")
+
+
+def _located(analyzer: FrameAnalyzer, frames: Iterator[Frame]) -> Iterator[tuple[Frame, Any, Located | None]]:
+    """Each frame with, when selected, its grayscale pixels and located faces: the first half of
+    the analysis, run a frame ahead of the classifier in a thread of its own."""
+    import cv2
+
+    for frame in frames:
+        if not frame.selected:
+            yield frame, None, None
+            continue
+        gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+        yield frame, gray, analyzer.locate(gray, frame.time_s)
 
 
 class VideoResult:
