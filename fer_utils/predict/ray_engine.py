@@ -3,9 +3,10 @@
 Each worker is an actor that loads one Predictor once (ONNX Runtime session and detector);
 videos go one task per file, photos in batches of ``PHOTOS_PER_FILE``. A worker writes each
 task's Parquet file whole, under a name fixed by its inputs, and returns the name and SHA-256;
-only this process records it in the run's manifest. A worker killed mid-task is restarted by Ray
-and its task retried, and the retry replaces its own file: every input's output appears once,
-whole. ``address``: a running cluster (``ray start --head`` on one machine, ``ray start
+only this process records it in the run's manifest. When a worker dies mid-task (its process
+killed, its node lost) the task goes to another worker and a replacement is started, which joins
+when the cluster finds it a CPU; the retry replaces the task's own file: every input's output
+appears once, whole, and the run finishes on the workers left. ``address``: a running cluster (``ray start --head`` on one machine, ``ray start
 --address`` on the others, or KubeRay); without it a local Ray is started on this machine.
 docs/scale.md says how to run it and what was tested.
 """
@@ -13,7 +14,8 @@ docs/scale.md says how to run it and what was tested.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 from fer_utils.core.errors import FERConfigError, FERDataError
 from fer_utils.faces.detection import VIDEO_MAX_SIDE
 from fer_utils.predict.parquet import PHOTOS_PER_FILE, ParquetRun, write_parquet_file
-from fer_utils.predict.video import DEFAULT_SMOOTHING
+from fer_utils.predict.video import DEFAULT_SMOOTHING, DETECT_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class WorkerSpec:
     threads: int = 1
     smooth: float = DEFAULT_SMOOTHING
     detect_size: int = VIDEO_MAX_SIDE
+    detect_interval: float = DETECT_INTERVAL
     selection: tuple[int, float | None, float, float | None] = (1, None, 0.0, None)
     detect: bool | None = None
 
@@ -48,14 +51,19 @@ class EngineReport:
     rows: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     workers: int = 0
+    lost: int = 0
+    """Workers that died during the run (their tasks went to the others)."""
 
 
 class _Worker:
     """One Ray actor: a Predictor loaded once, then video files or photo batches to Parquet files."""
 
     def __init__(self, spec: WorkerSpec, folder: str) -> None:
+        import cv2
+
         from fer_utils.predict.predictor import Predictor
 
+        cv2.setNumThreads(1)  # a worker is one CPU: OpenCV's own thread pool would only spin beside the others
         self.spec, self.folder = spec, folder
         checkpoint = list(spec.checkpoint) if spec.checkpoint else None
         self.predictor = Predictor.from_checkpoint(
@@ -75,7 +83,7 @@ class _Worker:
         from fer_utils.predict.timeline import csv_columns
         from fer_utils.predict.video import analyze_video
 
-        analyzer = self.predictor.video_analyzer(self.spec.smooth, self.spec.detect_size)
+        analyzer = self.predictor.video_analyzer(self.spec.smooth, self.spec.detect_size, self.spec.detect_interval)
         try:
             rows = [
                 row for r in analyze_video(analyzer, source, FrameSelection(*self.spec.selection)) for row in r.rows()
@@ -103,6 +111,57 @@ def _ray() -> Any:
             "--engine ray needs Ray: pip install 'fer_utils[scale]' (or pip install 'ray[data]')"
         ) from None
     return ray
+
+
+MAX_ATTEMPTS = 3
+"""A task whose worker dies this many times fails its inputs instead of going round again (an
+input that crashes the decoder would otherwise take down one worker after another)."""
+
+
+def _inputs(kind: str, task: tuple) -> list[str]:
+    return [task[0]] if kind == "video" else list(task[0])
+
+
+def _results(
+    ray: Any, start_worker: Callable[[], Any], count: int, kind: str, tasks: list[tuple], report: EngineReport
+) -> Iterator[tuple[dict[str, Any], list[Any]]]:
+    """Each task's result as it arrives, with the workers then (busy first). ``count`` workers; a
+    task goes only to a worker that has answered, so none waits on a worker that cannot start.
+    When a worker dies (its process killed, its node lost), its task goes back to the queue for
+    the others and a replacement is started, which joins once it answers, wherever the cluster
+    finds it a CPU. A task that raises in its worker fails its inputs alone, with the reason."""
+    queue, ready, deaths = deque(tasks), [], Counter()
+    waiting: dict[Any, tuple[Any, tuple | None]] = {}  # reference -> (worker, its task; None: its hello)
+    for _ in range(count):
+        worker = start_worker()
+        waiting[worker.pid.remote()] = (worker, None)
+    while queue or any(task is not None for _, task in waiting.values()):
+        while queue and ready:
+            worker, task = ready.pop(), queue.popleft()
+            waiting[getattr(worker, kind).remote(*task)] = (worker, task)
+        [reference], _ = ray.wait(list(waiting), num_returns=1)
+        worker, task = waiting.pop(reference)
+        try:
+            result = ray.get(reference)
+        except ray.exceptions.RayActorError:  # the worker is gone: its task to another, and a new worker
+            replacement, report.lost = start_worker(), report.lost + 1
+            waiting[replacement.pid.remote()] = (replacement, None)
+            if task is None:
+                continue
+            deaths[task] += 1
+            if deaths[task] < MAX_ATTEMPTS:
+                queue.appendleft(task)
+                continue
+            result = {"sources": _inputs(kind, task), "error": f"its worker died {MAX_ATTEMPTS} times on it"}
+        except ray.exceptions.RayTaskError as err:  # this task's inputs fail; the worker carries on
+            cause = err.cause if err.cause is not None else err
+            result = {"sources": _inputs(kind, task), "error": f"cannot process ({type(cause).__name__}: {cause})"}
+            ready.append(worker)
+        else:
+            ready.append(worker)
+        if task is not None:
+            busy = [w for w, t in waiting.values() if t is not None]
+            yield result, busy + ready + [w for w, t in waiting.values() if t is None]
 
 
 def run_on_ray(
@@ -137,12 +196,10 @@ def run_on_ray(
         if not tasks:
             return report
         count = min(len(tasks), workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
-        actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(_Worker)
-        actors = [actor.remote(spec, str(parquet.folder)) for _ in range(count)]
+        actor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(_Worker)  # replaced by _results
         report.workers = count
-        pool = ray.util.ActorPool(actors)
-        results = pool.map_unordered(lambda a, task: getattr(a, kind).remote(*task), tasks)
-        for result in tqdm(results, total=len(tasks), desc=f"{kind} on Ray", disable=not progress):
+        results = _results(ray, lambda: actor.remote(spec, str(parquet.folder)), count, kind, tasks, report)
+        for result, actors in tqdm(results, total=len(tasks), desc=f"{kind} on Ray", disable=not progress):
             if "file" in result:
                 parquet.record(result["sources"], result["file"], result["sha256"])
                 report.done += len(result["sources"])
