@@ -13,6 +13,7 @@ Timings depend on what else the machine is doing: compare figures from one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +34,23 @@ LAUNCH = (
 )
 """``fer`` from the checkout at argv[1]: an editable install's import hook would otherwise answer
 ``import fer_utils`` with this checkout whatever PYTHONPATH says."""
+
+
+def fer_at(source: Path, python: str = sys.executable) -> list[str]:
+    """The ``fer`` command of the checkout at ``source``."""
+    return [python, "-c", LAUNCH, str(source)]
+
+
+@contextlib.contextmanager
+def checked_out(rev: str) -> Iterator[Path]:
+    """A temporary git worktree of revision ``rev``, removed afterwards."""
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "checkout"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(folder), rev], check=True)
+        try:
+            yield folder
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(folder)], check=False)
 
 
 def measure(command: list[str], env: dict[str, str], repeat: int) -> float:
@@ -71,7 +90,7 @@ def folder_mb(path: Path) -> float:
 
 def report(label: str, source: Path, python: str, repeat: int, cache: Path) -> None:
     env = {**os.environ, "FER_CACHE_DIR": str(cache), "PYTHONWARNINGS": "ignore"}
-    fer = [python, "-c", LAUNCH, str(source)]
+    fer = fer_at(source, python)
     help_wall = measure([*fer, "--help"], env, repeat)
     help_peak = peak_of([*fer, "--help"], env)
     predict = [*fer, "predict", str(PHOTO), "--checkpoint", str(REPO / "models" / "fer2013_ensemble.safetensors")]
@@ -95,12 +114,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         cache = Path(scratch) / "cache"
         if args.before:
-            before = Path(scratch) / "before"
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(before), args.before])
-            try:
+            with checked_out(args.before) as before:
                 report(f"before {args.before[:8]}", before, sys.executable, args.repeat, Path(scratch) / "cache0")
-            finally:
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], check=False)
         report("now", REPO, sys.executable, args.repeat, cache)
         if args.inference_venv:
             venv = Path(args.inference_venv)

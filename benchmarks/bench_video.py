@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,62 @@ def write_video(path: Path, size: tuple[int, int], faces: int, seconds: float) -
         container.close()
     else:
         writer.release()
+    return path
+
+
+def _video_writer(path: Path, size: tuple[int, int]) -> Callable[[np.ndarray | None], None]:
+    """A function that appends one BGR frame to an H.264 (PyAV) or MPEG-4 (OpenCV) file, and
+    finishes the file when called with None."""
+    try:
+        import av
+    except ImportError:
+        import cv2
+
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, size)
+        return lambda frame: writer.release() if frame is None else writer.write(frame)
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=FPS)
+    stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+
+    def write(frame: np.ndarray | None) -> None:
+        for packet in stream.encode(None if frame is None else av.VideoFrame.from_ndarray(frame, format="bgr24")):
+            container.mux(packet)
+        if frame is None:
+            container.close()
+
+    return write
+
+
+def write_people_video(path: Path, faces: list[list[np.ndarray]], seconds: float, hold: float = 1.5) -> Path:
+    """A 1280x720 video of ``len(faces)`` people side by side, each shown as a sequence of face
+    photos (grayscale, any size; the next one every ``hold`` seconds: expressions change) that
+    moves as a head does on camera: drifting, nodding, tilting up to 15 degrees, coming closer.
+    Harder than :func:`write_video`'s one rigid face: what following faces between searches must
+    keep up with."""
+    import cv2
+
+    width, height = 1280, 720
+    cols = len(faces)
+    side = int(min(width / cols, height) * 0.42)
+    ramp = np.linspace(60, 140, width, dtype=np.float32)[None, :].repeat(height, 0)
+    background = cv2.cvtColor(ramp.astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    write = _video_writer(path, (width, height))
+    for i in range(round(seconds * FPS)):
+        t, frame = i / FPS, background.copy()
+        for k, sequence in enumerate(faces):
+            face = sequence[int(t / hold) % len(sequence)]
+            patch = cv2.cvtColor(cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC), cv2.COLOR_GRAY2BGR)
+            centre = (
+                (k + 0.5) * width / cols + 0.2 * side * np.sin(2 * np.pi * t / 4 + k),
+                height / 2 + 0.08 * side * np.sin(2 * np.pi * t / 1.3 + k),
+            )
+            matrix = cv2.getRotationMatrix2D(
+                (side / 2, side / 2), 15 * np.sin(2 * np.pi * t / 3 + 2 * k), 1 + 0.15 * np.sin(2 * np.pi * t / 7)
+            )
+            matrix[:, 2] += (centre[0] - side / 2, centre[1] - side / 2)
+            cv2.warpAffine(patch, matrix, (width, height), frame, cv2.INTER_LINEAR, cv2.BORDER_TRANSPARENT)
+        write(frame)
+    write(None)
     return path
 
 
