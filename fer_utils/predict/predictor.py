@@ -305,13 +305,10 @@ class Predictor:
         detect_size: int = VIDEO_MAX_SIDE,
         detect_interval: float = DETECT_INTERVAL,
     ) -> FrameAnalyzer:
-        """A :class:`~fer_utils.predict.video.FrameAnalyzer` over this model: frames in, tracked and smoothed
-        faces out (``smooth`` seconds; 0 = raw). It has a detector of its own, searching frames at
-        up to ``detect_size`` px (larger finds smaller faces, slower) every ``detect_interval``
-        seconds and following the faces in between (0: searching every frame), unless this
-        Predictor was given a detector object."""
-        detector = self.finder.for_video(detect_size)
-        return FrameAnalyzer(self, detector, smooth, detect_interval=detect_interval)
+        """Frames in, tracked faces out (:class:`~fer_utils.predict.video.FrameAnalyzer`), smoothed over ``smooth``
+        seconds, with a detector of its own (unless given one) that searches frames at up to ``detect_size`` px
+        every ``detect_interval`` seconds (0: every frame) and follows the faces in between."""
+        return FrameAnalyzer(self, self.finder.for_video(detect_size), smooth, detect_interval=detect_interval)
 
     def predict_video(
         self,
