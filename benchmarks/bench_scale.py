@@ -224,8 +224,9 @@ def main() -> None:
             canvas = np.full((480, 640), 80 + i % 100, np.uint8)
             canvas[150:310, 240:400] = face
             Image.fromarray(canvas).save(photos / f"p{i:04d}.jpg")
-        for name, extra in [("local", []), ("ray, 2 workers", ["--engine", "ray", "--workers", "2"])]:
-            out = root / f"photos-out-{len(extra)}"
+        for name, extra in [("local", []), ("ray, 1 worker", ["--engine", "ray", "--workers", "1"]),
+                            ("ray, 2 workers", ["--engine", "ray", "--workers", "2"])]:  # fmt: skip
+            out = root / f"photos-out-{name[-8:].replace(' ', '-')}"
             got = timed([*fer, "predict", str(photos), "--quiet", "--parquet", str(out), *model, *extra])
             print(f"photos {name}: {args.photos / got['wall']:.1f} photos/s ({got['wall']:.1f} s wall)")
 

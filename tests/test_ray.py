@@ -109,3 +109,70 @@ def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
     assert sorted(manifest["inputs"]) == sorted(str(Path(v).resolve()) for v in videos)
     table = pd.read_parquet(tmp_path / "out")
     assert not table.duplicated(["input", "frame", "track"]).any() and set(table["input"]) == set(manifest["inputs"])
+
+
+class _Reference:
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+
+class _FakeWorker:
+    """A worker whose process dies on ``crash.mp4`` and whose task raises on ``bug.mp4``."""
+
+    def __init__(self, started: list) -> None:
+        started.append(self)
+        self.dead = False
+        self.pid = self._method(lambda: 1)
+        self.video = self._method(self._video)
+
+    def _method(self, run):
+        worker = self
+
+        class Method:
+            @staticmethod
+            def remote(*args):
+                def outcome():
+                    if worker.dead:
+                        raise ray.exceptions.ActorDiedError()
+                    return run(*args)
+
+                return _Reference(outcome)
+
+        return Method
+
+    def _video(self, source):
+        if source == "crash.mp4":
+            self.dead = True
+            raise ray.exceptions.ActorDiedError()
+        if source == "bug.mp4":
+            raise ray.exceptions.RayTaskError("video", "traceback", ValueError("a frame OpenCV cannot convert"))
+        return {"sources": [source], "file": f"{source}.parquet", "sha256": "0", "rows": 1}
+
+
+class _FakeRay:
+    exceptions = ray.exceptions
+
+    @staticmethod
+    def wait(references, num_returns=1):
+        return references[:num_returns], references[num_returns:]
+
+    @staticmethod
+    def get(reference):
+        return reference.outcome()
+
+
+def test_an_input_that_kills_its_worker_fails_alone_after_three_workers():
+    from fer_utils.predict.ray_engine import MAX_ATTEMPTS, EngineReport, _results
+
+    started: list = []
+    report = EngineReport()
+    tasks = [(name,) for name in ("a.mp4", "crash.mp4", "b.mp4", "bug.mp4", "c.mp4")]
+    results = [r for r, _ in _results(_FakeRay(), lambda: _FakeWorker(started), 2, "video", tasks, report)]
+    done = sorted(s for r in results if "file" in r for s in r["sources"])
+    failed = {s: r["error"] for r in results if "error" in r for s in r["sources"]}
+    assert done == ["a.mp4", "b.mp4", "c.mp4"] and len(results) == 5  # every input once
+    assert failed == {
+        "crash.mp4": f"its worker died {MAX_ATTEMPTS} times on it",
+        "bug.mp4": "cannot process (ValueError: a frame OpenCV cannot convert)",
+    }
+    assert report.lost == MAX_ATTEMPTS and len(started) == 2 + MAX_ATTEMPTS  # each lost worker replaced
