@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import face_photo, write_face_video
 from fer_utils.cli import main
+from fer_utils.core.errors import FEROutputError
 
 pytest.importorskip("pyarrow")
 
@@ -109,3 +110,32 @@ def test_a_parquet_folder_of_another_command_is_refused(videos, untrained_checkp
     )
     assert _video([str(videos / "a.mp4"), "--parquet", str(out)], untrained_checkpoint) == 1
     assert "holds the outputs of `fer predict`" in capsys.readouterr().err
+
+
+def test_a_video_recorded_in_parts_is_done_when_every_part_is_and_its_rows_are_never_twice(tmp_path):
+    from fer_utils.predict.parquet import ParquetRun, write_parquet_file
+
+    video = tmp_path / "long.mp4"
+    video.write_bytes(b"")  # only its name matters here
+    run = ParquetRun(tmp_path / "out", "video", part_seconds=60.0)
+    whole = write_parquet_file(run.folder, [video], [{"frame": 0}], "long")
+    run.record([video], *whole)
+    assert run.is_done(video)
+    for k in range(2):  # the same video again, now in two parts: the whole file goes
+        run.record([video], *write_parquet_file(run.folder, [video], [{"frame": k}], f"long-part{k}"), part=(k, 2))
+        assert run.is_done(video, k) and run.is_done(video) == (k == 1)
+    assert sorted(pd.read_parquet(run.folder).frame) == [0, 1] and not (run.folder / whole[0]).exists()
+    with pytest.raises(FEROutputError, match="in parts of 60 s; rerun with --engine ray --chunk-minutes 1"):
+        ParquetRun(tmp_path / "out", "video")  # the local engine would write the video whole beside its parts
+
+
+def test_a_late_start_seeks_and_gives_the_frames_read_from_the_top(tmp_path, untrained_checkpoint):
+    from fer_utils.predict.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(untrained_checkpoint)
+    video = write_face_video(tmp_path / "long.mp4", lambda k: [(60 + k // 4, 70)], n_frames=150, seed=2)
+    every = predictor.predict_video(video, smooth=0, detect_interval=0).to_dataframe()
+    late = predictor.predict_video(video, start=3.0, smooth=0, detect_interval=0).to_dataframe()
+    expected = every[every.time_s >= 3.0 - 1e-6].reset_index(drop=True)
+    assert late.frame.min() == 90 and len(late) == len(expected) > 0
+    pd.testing.assert_frame_equal(late.drop(columns="track"), expected.drop(columns="track"))

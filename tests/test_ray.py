@@ -176,3 +176,27 @@ def test_an_input_that_kills_its_worker_fails_alone_after_three_workers():
         "bug.mp4": "cannot process (ValueError: a frame OpenCV cannot convert)",
     }
     assert report.lost == MAX_ATTEMPTS and len(started) == 2 + MAX_ATTEMPTS  # each lost worker replaced
+
+
+def test_a_long_video_in_parts_gives_the_local_rows_with_ids_per_part(
+    local_ray, untrained_checkpoint, tmp_path, monkeypatch, capsys
+):
+    from fer_utils.predict.ray_engine import PART_TRACK_IDS
+
+    monkeypatch.setenv("FER_CACHE_DIR", str(local_ray))
+    video = write_face_video(tmp_path / "long.mp4", lambda k: [(60 + k // 4, 70)], n_frames=150, seed=3)  # 5 s
+    common = ["video", str(video), "--quiet", "--checkpoint", str(untrained_checkpoint), "--smooth", "0"]
+    common += ["--detect-interval", "0"]  # each frame on its own: a part's first frames are any frames
+    assert main([*common, "--parquet", str(tmp_path / "local")]) == 0
+    parts = [*common, "--parquet", str(tmp_path / "parts"), "--engine", "ray", "--chunk-minutes", "0.025"]
+    assert main(parts) == 0  # parts of 1.5 s: 0-1.5, 1.5-3, 3-4.5, 4.5-5
+    assert len(list((tmp_path / "parts").glob("*.parquet"))) == 4
+    local, in_parts = _rows(tmp_path / "local"), _rows(tmp_path / "parts")
+    assert len(local) > 50
+    assert ((in_parts.track // PART_TRACK_IDS) == (in_parts.time_s // 1.5)).all()  # ids unique per part
+    pd.testing.assert_frame_equal(local.drop(columns="track"), in_parts.drop(columns="track"))
+    capsys.readouterr()
+    assert main(parts) == 0
+    assert "1 inputs already done" in capsys.readouterr().err
+    assert main([*common, "--parquet", str(tmp_path / "parts")]) != 0  # the local engine would add the whole video
+    assert "in parts of 1.5 s" in capsys.readouterr().err

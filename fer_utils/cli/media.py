@@ -4,6 +4,7 @@ videos or a camera, each next to its flags."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,10 @@ def cmd_video(args: argparse.Namespace) -> int:
     from fer_utils.predict.video import CLASSIFIER_THREADS, analyze_videos
 
     selection = FrameSelection(args.every, args.fps, args.start, args.end)
+    if args.chunk_minutes is not None and not (args.chunk_minutes > 0 and math.isfinite(args.chunk_minutes)):
+        raise FERConfigError(f"--chunk-minutes must be a positive number of minutes, got {args.chunk_minutes}")
+    if args.chunk_minutes is not None and args.engine != "ray":
+        raise FERConfigError("--chunk-minutes splits long videos among Ray workers: use it with --engine ray")
     sources, skipped = expand_video_paths(args.inputs)
     check_outputs(
         {
@@ -296,6 +301,14 @@ def add_video_parser(sub: Any) -> None:
     p.add_argument("--csv", default=None, metavar="OUT", help="one row per face per analysed frame")
     parquet_flag(p, "video")
     engine_flags(p)
+    p.add_argument(
+        "--chunk-minutes",
+        type=float,
+        default=None,
+        metavar="M",
+        help="with --engine ray: analyse videos longer than M minutes in parts of M minutes on several workers "
+        "(track ids restart at each part's border, offset by a million per part: docs/scale.md)",
+    )
     p.add_argument("--json", default=None, metavar="OUT", help="the same rows plus per-track summaries")
     p.add_argument("--annotate", default=None, metavar="OUT.mp4", help="a copy with boxes, track ids and labels")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="each track's probabilities over time")

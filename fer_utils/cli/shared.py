@@ -122,7 +122,8 @@ def parquet_run(args: argparse.Namespace, command: str):
         return None
     from fer_utils.predict.parquet import ParquetRun
 
-    return ParquetRun(args.parquet, command)
+    minutes = getattr(args, "chunk_minutes", None)
+    return ParquetRun(args.parquet, command, part_seconds=60 * minutes if minutes else None)
 
 
 def engine_flags(parser: argparse.ArgumentParser) -> None:

@@ -129,13 +129,37 @@ class Frame:
     selected: bool
 
 
-def read_frames(capture: Any, info: VideoInfo, selection: FrameSelection, decode_all: bool = False) -> Iterator[Frame]:
-    """Frames from ``start`` to ``end``, one at a time. Frames not selected are only grabbed (not
-    converted) unless ``decode_all`` (an annotated copy needs every frame). A file whose frames
-    carry no timestamps falls back to index / nominal fps; a camera uses the clock."""
+SEEK_MARGIN = 1.0
+"""A stretch that starts more than twice this many seconds into a file is reached by seeking to
+this much before it and reading on, instead of decoding every frame before it."""
+
+
+def _seek(capture: Any, info: VideoInfo, start: float) -> int:
+    """Put ``capture`` shortly before ``start`` seconds; returns the index of the frame before the
+    next one read (-1: from the top, where seeking is not possible or overshot). Frame numbers after
+    a seek are OpenCV's: exact for constant frame rates."""
     import cv2
 
-    index, next_due, clock0 = -1, selection.start, time.monotonic()
+    if info.camera or start <= 2 * SEEK_MARGIN:
+        return -1
+    if capture.set(cv2.CAP_PROP_POS_MSEC, (start - SEEK_MARGIN) * 1000.0):
+        index = int(capture.get(cv2.CAP_PROP_POS_FRAMES))
+        if index > 0 and capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 < start:
+            return index - 1
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    return -1
+
+
+def read_frames(
+    capture: Any, info: VideoInfo, selection: FrameSelection, decode_all: bool = False, until: float | None = None
+) -> Iterator[Frame]:
+    """Frames from ``start`` to ``end`` (and before ``until`` seconds: a part of a video that the
+    next part continues), one at a time. Frames not selected are only grabbed (not converted)
+    unless ``decode_all`` (an annotated copy needs every frame). A file whose frames carry no
+    timestamps falls back to index / nominal fps; a camera uses the clock."""
+    import cv2
+
+    index, next_due, clock0 = _seek(capture, info, selection.start), selection.start, time.monotonic()
     while True:
         if not capture.grab():
             return
@@ -148,7 +172,7 @@ def read_frames(capture: Any, info: VideoInfo, selection: FrameSelection, decode
                 t = index / info.fps
         if t < selection.start - 1e-6:
             continue
-        if selection.end is not None and t > selection.end + 1e-6:
+        if (selection.end is not None and t > selection.end + 1e-6) or (until is not None and t >= until - 1e-6):
             return
         if selection.fps is not None:
             selected = t >= next_due - 1e-6

@@ -52,11 +52,12 @@ class ParquetRun:
     """The Parquet folder of one command (``predict`` or ``video``): what is done, and each new
     input's file written whole and recorded."""
 
-    def __init__(self, folder: str | os.PathLike, command: str) -> None:
+    def __init__(self, folder: str | os.PathLike, command: str, part_seconds: float | None = None) -> None:
         _pyarrow()  # says what to install before any work
         self.folder = ensure_writable_dir(folder, "Parquet outputs")
         self.command = command
         self.manifest = self.folder / MANIFEST
+        self.part_seconds = part_seconds
         self.inputs = self._read_manifest()
         self._digests: dict[str, str | None] = {}
         self.written = 0  # files this run wrote
@@ -81,12 +82,28 @@ class ParquetRun:
                 f"{self.folder}: holds the outputs of `fer {data.get('command')}`; give `fer {self.command}` its own "
                 "--parquet folder"
             )
+        parted = data.get("part_seconds")
+        if parted != self.part_seconds and any("parts" in e for e in data["inputs"].values() if isinstance(e, dict)):
+            raise FEROutputError(
+                f"{self.folder}: its long videos were analysed in parts of {parted:g} s; rerun with "
+                f"--engine ray --chunk-minutes {parted / 60:g}, or give another --parquet folder"
+            )
         return data["inputs"]
 
-    def is_done(self, source: str | os.PathLike) -> bool:
-        """True when ``source``'s rows are in a file of this folder that is the one recorded for
-        it (its SHA-256 matches): a deleted, truncated or replaced file is done again."""
+    def is_done(self, source: str | os.PathLike, part: int | None = None) -> bool:
+        """True when ``source``'s rows (or its part number ``part``'s) are in files of this folder
+        that are the ones recorded for them (SHA-256 matches): a deleted, truncated or replaced
+        file is done again. A video analysed in parts is done when every part is."""
         entry = self.inputs.get(input_key(source))
+        if not isinstance(entry, dict):
+            return False
+        if isinstance(entry.get("parts"), dict):
+            parts = entry["parts"]
+            wanted = [str(part)] if part is not None else [str(k) for k in range(int(entry.get("of", 0)))]
+            return bool(wanted) and all(self._verified(parts.get(k)) for k in wanted)
+        return part is None and self._verified(entry)
+
+    def _verified(self, entry: Any) -> bool:
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             return False
         name = entry["file"]
@@ -109,17 +126,40 @@ class ParquetRun:
         self.record(sources, name, sha)
         return self.folder / name
 
-    def record(self, sources: Sequence[str | os.PathLike], name: str, sha: str) -> None:
-        """Record ``sources`` as done in file ``name`` (of SHA-256 ``sha``). Only the process that
-        owns the run records, so workers that write files side by side never race on the manifest."""
+    def record(
+        self, sources: Sequence[str | os.PathLike], name: str, sha: str, part: tuple[int, int] | None = None
+    ) -> None:
+        """Record ``sources`` as done in file ``name`` (of SHA-256 ``sha``); ``part`` (k, n): the
+        file holds part k of n of one video. Only the process that owns the run records, so
+        workers that write files side by side never race on the manifest."""
         self._digests[name] = sha
         self.written += 1
         for key in map(input_key, sources):
-            self.inputs[key] = {"file": name, "sha256": sha}
-        write_text_atomic(
-            self.manifest,
-            json.dumps({"format": MANIFEST_FORMAT, "command": self.command, "inputs": self.inputs}, indent=1) + "\n",
-        )
+            entry = self.inputs.get(key)
+            if part is not None and isinstance(entry, dict) and entry.get("of") == part[1]:
+                entry["parts"][str(part[0])] = {"file": name, "sha256": sha}
+                continue
+            self._remove_files(entry, keep=name)  # the input's rows laid out otherwise before: never twice
+            self.inputs[key] = (
+                {"file": name, "sha256": sha}
+                if part is None
+                else {"parts": {str(part[0]): {"file": name, "sha256": sha}}, "of": part[1]}
+            )
+        manifest = {"format": MANIFEST_FORMAT, "command": self.command, "inputs": self.inputs}
+        if self.part_seconds is not None:
+            manifest["part_seconds"] = self.part_seconds
+        write_text_atomic(self.manifest, json.dumps(manifest, indent=1) + "\n")
+
+    def _remove_files(self, entry: Any, keep: str) -> None:
+        """Delete the files an input's earlier entry recorded (a whole file, or parts of another
+        layout), so a reader never sees its rows twice."""
+        if not isinstance(entry, dict):
+            return
+        recorded = [entry, *(entry.get("parts") or {}).values()] if isinstance(entry.get("parts"), dict) else [entry]
+        for item in recorded:
+            name = item.get("file") if isinstance(item, dict) else None
+            if isinstance(name, str) and Path(name).name == name and name != keep:
+                (self.folder / name).unlink(missing_ok=True)
 
 
 def parquet_name(sources: Sequence[str | os.PathLike], name_hint: str) -> str:

@@ -13,6 +13,7 @@ docs/scale.md says how to run it and what was tested.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -78,21 +79,27 @@ class _Worker:
     def pid(self) -> int:
         return os.getpid()
 
-    def video(self, source: str) -> dict[str, Any]:
+    def video(self, source: str, part: tuple[int, int, float, float | None] | None = None) -> dict[str, Any]:
+        """One video, or its part ``(k, n, start, until)`` (seconds): part k's track ids start at
+        ``k * PART_TRACK_IDS``, so ids stay unique in the video."""
         from fer_utils.predict.frames import FrameSelection
         from fer_utils.predict.timeline import csv_columns
         from fer_utils.predict.video import analyze_video
 
+        every, fps, start, end = self.spec.selection
+        k, until = (part[0], part[3]) if part else (0, None)
+        selection = FrameSelection(every, fps, part[2] if part else start, end)
         analyzer = self.predictor.video_analyzer(self.spec.smooth, self.spec.detect_size, self.spec.detect_interval)
         try:
-            rows = [
-                row for r in analyze_video(analyzer, source, FrameSelection(*self.spec.selection)) for row in r.rows()
-            ]
+            rows = [row for r in analyze_video(analyzer, source, selection, until=until) for row in r.rows()]
         except FERDataError as err:
-            return {"sources": [source], "error": err.reason}
-        columns = csv_columns(self.predictor.classes)
-        name, sha = write_parquet_file(self.folder, [source], rows, Path(source).stem, columns)
-        return {"sources": [source], "file": name, "sha256": sha, "rows": len(rows)}
+            where = f" (part {k + 1} of {part[1]}, from {part[2]:g} s)" if part else ""
+            return {"sources": [source], "error": err.reason + where}
+        for row in rows:
+            row["track"] += k * PART_TRACK_IDS
+        hint = Path(source).stem + (f"-part{k:05d}" if part else "")
+        name, sha = write_parquet_file(self.folder, [source], rows, hint, csv_columns(self.predictor.classes))
+        return {"sources": [source], "file": name, "sha256": sha, "rows": len(rows), "part": part[:2] if part else None}
 
     def photos(self, sources: list[str], index: int) -> dict[str, Any]:
         from fer_utils.faces.results import prediction_rows
@@ -111,6 +118,38 @@ def _ray() -> Any:
             "--engine ray needs Ray: pip install 'fer_utils[scale]' (or pip install 'ray[data]')"
         ) from None
     return ray
+
+
+PART_TRACK_IDS = 1_000_000
+"""A video analysed in parts (``--chunk-minutes``): part k's track ids start at k times this, so
+ids stay unique within the video. A track never crosses a part's border: a person on screen at a
+border continues under a new id, and their smoothing starts again there."""
+
+
+def _video_tasks(sources: Sequence[str], spec: WorkerSpec, parquet: ParquetRun) -> list[tuple]:
+    """One task per video, or, with ``parquet.part_seconds``, one per part of a longer video (the
+    parts already done skipped): ``(source, None)`` or ``(source, (k, n, start, until))``."""
+    from fer_utils.predict.frames import open_video
+
+    tasks: list[tuple] = []
+    for source in map(str, sources):
+        duration = None
+        if parquet.part_seconds:
+            try:
+                capture, info = open_video(source)
+                capture.release()
+                duration = info.duration
+            except FERDataError:
+                pass  # the worker says why, as for any video
+        start, end = spec.selection[2], spec.selection[3]
+        stop = min(end, duration) if end is not None and duration else (end or duration)
+        if not parquet.part_seconds or stop is None or stop - start <= parquet.part_seconds:
+            tasks.append((source, None))
+            continue
+        edges = [start + k * parquet.part_seconds for k in range(math.ceil((stop - start) / parquet.part_seconds))]
+        bounds = [(a, b) for a, b in zip(edges, [*edges[1:], None], strict=True)]
+        tasks += [(source, (k, len(bounds), a, b)) for k, (a, b) in enumerate(bounds) if not parquet.is_done(source, k)]
+    return tasks
 
 
 MAX_ATTEMPTS = 3
@@ -188,7 +227,7 @@ def run_on_ray(
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         if kind == "video":
-            tasks = [(str(s),) for s in sources]
+            tasks = _video_tasks(sources, spec, parquet)
         else:
             tasks = [(list(map(str, sources[i : i + PHOTOS_PER_FILE])), i // PHOTOS_PER_FILE)
                      for i in range(0, len(sources), PHOTOS_PER_FILE)]  # fmt: skip
@@ -201,8 +240,10 @@ def run_on_ray(
         results = _results(ray, lambda: actor.remote(spec, str(parquet.folder)), count, kind, tasks, report)
         for result, actors in tqdm(results, total=len(tasks), desc=f"{kind} on Ray", disable=not progress):
             if "file" in result:
-                parquet.record(result["sources"], result["file"], result["sha256"])
-                report.done += len(result["sources"])
+                parquet.record(result["sources"], result["file"], result["sha256"], result.get("part"))
+                report.done += (
+                    sum(parquet.is_done(s) for s in result["sources"]) if result.get("part") else len(result["sources"])
+                )
                 report.rows += result["rows"]
             else:
                 report.failed += [(s, result["error"]) for s in result["sources"]]

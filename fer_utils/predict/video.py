@@ -222,9 +222,11 @@ def analyze_video(
     annotate: AnnotatedVideo | None = None,
     progress: bool = False,
     run: VideoRun | None = None,
+    until: float | None = None,
 ) -> Iterator[FrameResult]:
     """Analyse one video, yielding each selected frame's result as soon as it is ready. ``run``
-    (optional) is filled in as frames pass: counts, and whether the file ended early."""
+    (optional) is filled in as frames pass: counts, and whether the file ended early. ``until``:
+    stop before this many seconds (a part of a video, which the next part continues)."""
     import cv2
     from tqdm.auto import tqdm
 
@@ -236,7 +238,7 @@ def analyze_video(
     bar = tqdm(total=info.frames, desc=Path(name).name, unit="frame", disable=not progress, leave=False)
     last: list[TrackedFace] = []
     decoded = analysed = 0
-    frames = prefetched(read_frames(capture, info, selection, decode_all=annotate is not None))
+    frames = prefetched(read_frames(capture, info, selection, decode_all=annotate is not None, until=until))
     threads = cv2.getNumThreads()
     cv2.setNumThreads(OPENCV_THREADS)
     try:
@@ -258,7 +260,7 @@ def analyze_video(
         cv2.setNumThreads(threads)
     if run is not None:
         run.decoded, run.analysed = decoded, analysed
-        whole = not info.camera and selection.start == 0 and selection.end is None
+        whole = not info.camera and selection.start == 0 and selection.end is None and until is None
         run.truncated = bool(whole and info.frames and decoded < TRUNCATED_SHARE * info.frames - 1)
     if decoded == 0 and selection.start == 0:
         raise FERDataError(source=name, reason="has no video frames OpenCV can decode (empty or damaged file)")
