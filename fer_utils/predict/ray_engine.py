@@ -1,14 +1,15 @@
 """``--engine ray``: the same analysis spread over a Ray cluster (``pip install 'fer_utils[scale]'``).
 
 Each worker is an actor that loads one Predictor once (ONNX Runtime session and detector);
-videos go one task per file, photos in batches of ``PHOTOS_PER_FILE``. A worker writes each
-task's Parquet file whole, under a name fixed by its inputs, and returns the name and SHA-256;
-only this process records it in the run's manifest. When a worker dies mid-task (its process
-killed, its node lost) the task goes to another worker and a replacement is started, which joins
-when the cluster finds it a CPU; the retry replaces the task's own file: every input's output
-appears once, whole, and the run finishes on the workers left. ``address``: a running cluster (``ray start --head`` on one machine, ``ray start
---address`` on the others, or KubeRay); without it a local Ray is started on this machine.
-docs/scale.md says how to run it and what was tested.
+videos go one task per file (or per part of a long one: ``PART_TRACK_IDS``), photos in batches
+of ``PHOTOS_PER_FILE``. A worker writes each task's Parquet file whole, under a name fixed by
+its inputs, and returns the name and SHA-256; only this process records it in the run's
+manifest. When a worker dies mid-task (its process killed, its node lost) the task goes to
+another worker and a replacement is started, which joins when the cluster finds it a CPU; the
+retry replaces the task's own file: every input's output appears once, whole, and the run
+finishes on the workers left. ``address``: a running cluster (``ray start --head`` on one
+machine, ``ray start --address`` on the others, or KubeRay); without it a local Ray is started
+on this machine. docs/scale.md says how to run it and what was tested.
 """
 
 from __future__ import annotations
