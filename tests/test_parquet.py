@@ -123,9 +123,9 @@ def test_a_video_recorded_in_parts_is_done_when_every_part_is_and_its_rows_are_n
     assert run.is_done(video)
     for k in range(2):  # the same video again, now in two parts: the whole file goes
         run.record([video], *write_parquet_file(run.folder, [video], [{"frame": k}], f"long-part{k}"), part=(k, 2))
-        assert run.is_done(video, k) and run.is_done(video) == (k == 1)
+        assert run.is_done(video, (k, 2)) and not run.is_done(video, (k, 3)) and run.is_done(video) == (k == 1)
     assert sorted(pd.read_parquet(run.folder).frame) == [0, 1] and not (run.folder / whole[0]).exists()
-    with pytest.raises(FEROutputError, match="in parts of 60 s; rerun with --engine ray --chunk-minutes 1"):
+    with pytest.raises(FEROutputError, match="in parts of 60.0 s; rerun with --engine ray --chunk-minutes 1,"):
         ParquetRun(tmp_path / "out", "video")  # the local engine would write the video whole beside its parts
 
 

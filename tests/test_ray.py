@@ -199,4 +199,4 @@ def test_a_long_video_in_parts_gives_the_local_rows_with_ids_per_part(
     assert main(parts) == 0
     assert "1 inputs already done" in capsys.readouterr().err
     assert main([*common, "--parquet", str(tmp_path / "parts")]) != 0  # the local engine would add the whole video
-    assert "in parts of 1.5 s" in capsys.readouterr().err
+    assert "in parts of 1.5 s; rerun with --engine ray --chunk-minutes 0.025" in capsys.readouterr().err

@@ -84,23 +84,27 @@ class ParquetRun:
             )
         parted = data.get("part_seconds")
         if parted != self.part_seconds and any("parts" in e for e in data["inputs"].values() if isinstance(e, dict)):
+            same = (
+                f"--chunk-minutes {parted / 60:g}" if isinstance(parted, (int, float)) else "the same --chunk-minutes"
+            )
             raise FEROutputError(
-                f"{self.folder}: its long videos were analysed in parts of {parted:g} s; rerun with "
-                f"--engine ray --chunk-minutes {parted / 60:g}, or give another --parquet folder"
+                f"{self.folder}: its long videos were analysed in parts of {parted} s; rerun with --engine ray "
+                f"{same}, or give another --parquet folder"
             )
         return data["inputs"]
 
-    def is_done(self, source: str | os.PathLike, part: int | None = None) -> bool:
-        """True when ``source``'s rows (or its part number ``part``'s) are in files of this folder
-        that are the ones recorded for them (SHA-256 matches): a deleted, truncated or replaced
-        file is done again. A video analysed in parts is done when every part is."""
+    def is_done(self, source: str | os.PathLike, part: tuple[int, int] | None = None) -> bool:
+        """True when ``source``'s rows (or those of its part ``(k, n)``: part k of n) are in files
+        of this folder that are the ones recorded for them (SHA-256 matches): a deleted, truncated
+        or replaced file is done again. A video analysed in parts is done when every part is."""
         entry = self.inputs.get(input_key(source))
         if not isinstance(entry, dict):
             return False
         if isinstance(entry.get("parts"), dict):
-            parts = entry["parts"]
-            wanted = [str(part)] if part is not None else [str(k) for k in range(int(entry.get("of", 0)))]
-            return bool(wanted) and all(self._verified(parts.get(k)) for k in wanted)
+            parts, of = entry["parts"], entry.get("of")
+            if part is not None:
+                return of == part[1] and self._verified(parts.get(str(part[0])))
+            return isinstance(of, int) and of > 0 and all(self._verified(parts.get(str(k))) for k in range(of))
         return part is None and self._verified(entry)
 
     def _verified(self, entry: Any) -> bool:

@@ -149,7 +149,8 @@ def _video_tasks(sources: Sequence[str], spec: WorkerSpec, parquet: ParquetRun) 
             continue
         edges = [start + k * parquet.part_seconds for k in range(math.ceil((stop - start) / parquet.part_seconds))]
         bounds = [(a, b) for a, b in zip(edges, [*edges[1:], None], strict=True)]
-        tasks += [(source, (k, len(bounds), a, b)) for k, (a, b) in enumerate(bounds) if not parquet.is_done(source, k)]
+        n = len(bounds)
+        tasks += [(source, (k, n, a, b)) for k, (a, b) in enumerate(bounds) if not parquet.is_done(source, (k, n))]
     return tasks
 
 

@@ -66,9 +66,9 @@ around where it was (:meth:`YuNetDetector.follow`), which also measures its land
 fraction of a whole-frame search and refinement. A face that is not found again where it was (it
 left, turned away, or moved more than its own size) makes that frame a full search, and so does
 each frame with no face to follow or a track that missed its face; a new face beside those
-followed is found at the next search, at most this late. 0 searches every analysed frame; frames analysed
-further apart than this (``--fps 4``) are each searched whole. benchmarks/bench_scale.py measures
-the cost and the agreement with searching every frame."""
+followed is found at the next search, at most this late. 0 searches every analysed frame;
+frames analysed further apart than this (``--fps 4``) are each searched whole.
+benchmarks/bench_scale.py measures the cost and the agreement with searching every frame."""
 
 FOLLOW_SIDE = 192
 """Side in px of the patch on which a face is followed between searches (the face spans half of
@@ -106,8 +106,9 @@ class Located:
 class FrameAnalyzer:
     """Detect, classify, track and smooth the faces of one frame after another (videos, the webcam
     loop, the app's camera). ``smooth``: seconds (0: raw probabilities); ``detector``: any object
-    with ``detect(gray)`` (and optionally ``refine_landmarks`` and ``follow``); ``detect_interval``:
-    seconds between whole-frame searches (see ``DETECT_INTERVAL``).
+    with ``detect(gray)`` (and optionally ``refine_landmarks(gray, box, steps)`` and
+    ``follow(gray, box, side)``, as :class:`YuNetDetector`); ``detect_interval``: seconds between
+    whole-frame searches (see ``DETECT_INTERVAL``).
 
     :meth:`analyze` is :meth:`locate` then :meth:`classify`; a video runs the two in separate
     threads, one frame apart (each keeps its own state: the tracker, the smoother)."""
