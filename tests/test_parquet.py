@@ -137,5 +137,10 @@ def test_a_late_start_seeks_and_gives_the_frames_read_from_the_top(tmp_path, unt
     every = predictor.predict_video(video, smooth=0, detect_interval=0).to_dataframe()
     late = predictor.predict_video(video, start=3.0, smooth=0, detect_interval=0).to_dataframe()
     expected = every[every.time_s >= 3.0 - 1e-6].reset_index(drop=True)
+    from fer_utils.predict.frames import SEEK_MARGIN, _seek, open_video
+
+    capture, info = open_video(video)
+    assert _seek(capture, info, 3.0) == round(30 * (3.0 - SEEK_MARGIN)) - 1  # it seeks, not reads from the top
+    capture.release()
     assert late.frame.min() == 90 and len(late) == len(expected) > 0
     pd.testing.assert_frame_equal(late.drop(columns="track"), expected.drop(columns="track"))

@@ -159,8 +159,8 @@ class ParquetRun:
         layout), so a reader never sees its rows twice."""
         if not isinstance(entry, dict):
             return
-        recorded = [entry, *(entry.get("parts") or {}).values()] if isinstance(entry.get("parts"), dict) else [entry]
-        for item in recorded:
+        parts = entry.get("parts")
+        for item in [entry, *parts.values()] if isinstance(parts, dict) else [entry]:
             name = item.get("file") if isinstance(item, dict) else None
             if isinstance(name, str) and Path(name).name == name and name != keep:
                 (self.folder / name).unlink(missing_ok=True)

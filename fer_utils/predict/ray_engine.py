@@ -243,9 +243,7 @@ def run_on_ray(
         for result, actors in tqdm(results, total=len(tasks), desc=f"{kind} on Ray", disable=not progress):
             if "file" in result:
                 parquet.record(result["sources"], result["file"], result["sha256"], result.get("part"))
-                report.done += (
-                    sum(parquet.is_done(s) for s in result["sources"]) if result.get("part") else len(result["sources"])
-                )
+                report.done += sum(map(parquet.is_done, result["sources"]))  # a video in parts: with its last part
                 report.rows += result["rows"]
             else:
                 report.failed += [(s, result["error"]) for s in result["sources"]]
