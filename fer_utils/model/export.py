@@ -44,6 +44,7 @@ from fer_utils.runtime.onnx import (
     file_digest,
     metadata_props,
     model_info,
+    require_exporter,
     verified,
 )
 from fer_utils.runtime.preprocess import crop_boxes, face_inputs
@@ -65,6 +66,7 @@ def _export_graph(checkpoint: Checkpoint, model: torch.nn.Module, out: Path, ops
     """Write ``model`` as ONNX with a dynamic batch and the checkpoint's metadata. ``dynamo=False``
     uses torch's TorchScript exporter, many times faster to export an ensemble, which is what the
     Predictor's on-the-fly cache wants; ``fer export`` keeps the default exporter."""
+    require_exporter()
     for module in model.modules():  # efficientnet-pytorch: its memory-efficient swish cannot be traced
         if hasattr(module, "set_swish"):
             module.set_swish(memory_efficient=False)

@@ -19,7 +19,7 @@ from fer_utils.core.errors import FERConfigError, FERDataError
 from fer_utils.core.metadata import CheckpointSource, checkpoint_files, read_checkpoint_meta, resizes_input
 from fer_utils.data.images import DEFAULT_FACE_SIZE, square_resize
 from fer_utils.faces.detection import FaceBox, crop_face
-from fer_utils.runtime.onnx import OnnxClassifier, cache_entry, checkpoint_key, verified
+from fer_utils.runtime.onnx import OnnxClassifier, cache_entry, checkpoint_key, exporter_missing, verified
 from fer_utils.runtime.preprocess import TTA_MODES, face_inputs, faces_per_batch, softmax, tta_inputs
 
 if TYPE_CHECKING:
@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 
 RUNTIMES = ("auto", "onnx", "torch")
 """How the classifier runs: ``onnx`` (ONNX Runtime, CPU; exported once and cached), ``torch``, or
-``auto``: ONNX Runtime when it is installed and no GPU is asked for (it needs no torch and is the
-faster CPU runtime; benchmarks/bench_deploy.py), else PyTorch. Grad-CAM always uses PyTorch."""
+``auto``: ONNX Runtime when it is installed, no GPU is asked for and the model is exported or can
+be (it needs no torch and is the faster CPU runtime; benchmarks/bench_deploy.py), else PyTorch: an
+install without the exporter (Colab, the ``course`` extra alone) predicts in PyTorch. Grad-CAM
+always uses PyTorch."""
 
 
 def has_onnxruntime() -> bool:
@@ -95,8 +97,8 @@ class FaceClassifier:
         self._model: Any = model.to(self.device).eval()
         self._checkpoint: Checkpoint | None = checkpoint
         self.sources = [checkpoint.path] if checkpoint.path is not None else []
-        if runtime == "auto":
-            runtime = "onnx" if self.device.type == "cpu" and has_onnxruntime() else "torch"
+        if runtime == "auto":  # ONNX Runtime needs an export, made here on first use: only with the exporter
+            runtime = "onnx" if self.device.type == "cpu" and has_onnxruntime() and not exporter_missing() else "torch"
         if runtime == "onnx" and self.device.type != "cpu":
             raise FERConfigError(f"runtime 'onnx' runs on the CPU; use runtime 'torch' on {self.device}")
         self.runtime = runtime

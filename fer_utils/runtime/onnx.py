@@ -12,6 +12,7 @@ onnxruntime.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -30,6 +31,25 @@ EXPORT_FORMAT = 3
 """Bumped when the cached graph's contents change, so old cache entries are not reused."""
 
 INPUT_DESCRIPTION = "N x 3 x S x S float32: gray face scaled 0..1, repeated to 3 channels, normalized (x - mean) / std"
+
+
+EXPORTER_MODULES = ("onnx", "onnxscript")
+"""What torch's ONNX exporter imports: the ``export`` extra. Colab and a ``[course]`` install lack them."""
+
+
+def exporter_missing() -> list[str]:
+    """The exporter's modules this install lacks (none: a checkpoint can be exported to ONNX)."""
+    return [name for name in EXPORTER_MODULES if importlib.util.find_spec(name) is None]
+
+
+def require_exporter() -> None:
+    """Fail in one line, naming the install, when a checkpoint cannot be exported here."""
+    if missing := exporter_missing():
+        raise FERConfigError(
+            f"exporting to ONNX needs {' and '.join(missing)}, which this install lacks: "
+            "pip install 'fer_utils[export]' (in a clone of the course: pip install -e '.[export]'), "
+            "or predict with runtime 'torch' (CLI: --runtime torch)"
+        )
 
 
 def open_session(path: str | os.PathLike, threads: int = 0) -> Any:
