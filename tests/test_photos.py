@@ -262,41 +262,6 @@ def test_cli_predict_writes_csv_json_and_annotations(untrained_checkpoint, tmp_p
     assert "no image could be read" in capsys.readouterr().err
 
 
-def test_explorer_filters_and_renders(predictor, small_faces):
-    from fer_utils.course.widgets import WRONG, PredictionExplorer
-
-    explorer = PredictionExplorer(predictor, small_faces)
-    assert explorer.index.max == len(small_faces) - 1
-    explorer.class_filter.value = "happy"
-    assert explorer.index.max == 1 and all(small_faces.labels[explorer.selection()] == 3)
-    assert "true: happy" in explorer.status.value
-    explorer.class_filter.value = WRONG
-    assert len(explorer.selection()) == int((explorer.predicted != small_faces.labels).sum())
-    explorer.class_filter.value = "neutral"
-    explorer.index.value = 1
-    assert explorer.status.value.startswith(str(small_faces.sources[explorer.selection()[1]]))
-
-
-def test_upload_values_of_ipywidgets_7_and_8():
-    from fer_utils.course.widgets import uploaded_files
-
-    v7 = {"a.jpg": {"metadata": {"name": "a.jpg"}, "content": b"123"}}
-    v8 = ({"name": "a.jpg", "type": "image/jpeg", "size": 3, "content": memoryview(b"123")},)
-    assert uploaded_files(v7) == uploaded_files(v8) == [("a.jpg", b"123")]
-
-
-def test_uploader_predicts_uploaded_photo(predictor):
-    import io
-
-    from fer_utils.course.widgets import PhotoUploader
-
-    buffer = io.BytesIO()
-    Image.fromarray(face_photo()).save(buffer, format="JPEG")
-    uploader = PhotoUploader(predictor)
-    uploader.show([("me.jpg", buffer.getvalue()), ("notes.txt", b"text")])
-    assert len(uploader.results) == 1 and len(uploader.results[0].faces) == 1
-
-
 def test_webcam_loop_annotates_frames(predictor):
     from fer_utils.deploy.webcam import run_webcam
 

@@ -6,6 +6,7 @@ Each function returns a matplotlib Figure; :func:`save_figure` writes it atomica
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -270,5 +271,29 @@ def augmentation_grid_figure(face: np.ndarray, transform, n: int = 8, seed: int 
         ax.imshow(transform(tensor)[0].numpy(), cmap="gray", vmin=low, vmax=high)
     for ax in axes:
         ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def video_frame_figure(image_bgr: np.ndarray, analysed, classes: Sequence[str]) -> Figure:
+    """One analysed video frame: the frame with each face's box, track and smoothed label, and
+    beside it each face's raw (pale, wide) and smoothed (solid, narrow) probabilities."""
+    import cv2
+
+    from fer_utils.predict.video_outputs import draw_tracks
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.2), gridspec_kw={"width_ratios": [1.6, 1]})
+    axes[0].imshow(cv2.cvtColor(draw_tracks(image_bgr.copy(), analysed.faces), cv2.COLOR_BGR2RGB))
+    axes[0].set_title(f"frame {analysed.frame}, {analysed.time_s:.2f} s", fontsize=10)
+    axes[0].axis("off")
+    width = 0.8 / max(len(analysed.faces), 1)
+    for k, face in enumerate(analysed.faces):
+        x = np.arange(len(classes)) + k * width
+        axes[1].bar(x, [face.raw_probabilities[c] for c in classes], width, alpha=0.3, color=f"C{k}")
+        axes[1].bar(x, [face.probabilities[c] for c in classes], width * 0.5, color=f"C{k}", label=f"#{face.track}")
+    axes[1].set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=45, fontsize=8)
+    axes[1].set_ylim(0, 1)
+    if analysed.faces:
+        axes[1].legend(fontsize=8)
     fig.tight_layout()
     return fig
