@@ -1,4 +1,5 @@
-"""``python -m fer_utils.course --repository URL``: make a fork's notebooks install the fork."""
+"""``python -m fer_utils.course --check`` (the environment, for bug reports) or ``--repository URL``
+(make a fork's notebooks install the fork)."""
 
 import sys
 

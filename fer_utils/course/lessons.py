@@ -236,12 +236,22 @@ def set_repository(url: str, root: str | os.PathLike | None = None) -> list[Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fer_utils.course --repository URL``: make a fork's notebooks install the fork."""
+    """``python -m fer_utils.course --check``: what this environment holds, for a bug report;
+    ``--repository URL``: make a fork's notebooks install the fork."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m fer_utils.course", description=main.__doc__)
-    parser.add_argument("--repository", required=True, help="https://github.com/OWNER/NAME of your fork")
+    task = parser.add_mutually_exclusive_group(required=True)
+    task.add_argument(
+        "--check", action="store_true", help="print platform, versions, extras and which notebooks can run"
+    )
+    task.add_argument("--repository", help="https://github.com/OWNER/NAME of your fork")
     args = parser.parse_args(argv)
+    if args.check:
+        from fer_utils.course.environment import environment_report
+
+        print(environment_report().text())
+        return 0
     try:
         changed = set_repository(args.repository)
     except ValueError as err:
