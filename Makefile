@@ -11,7 +11,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fer-installed
 
-.PHONY: setup lab learner inference demo test lint benchmark model model-fast model-member0 gpu-model web serve clean
+.PHONY: setup lab learner inference demo test colab lint benchmark model model-fast model-member0 gpu-model web serve clean
 
 setup: $(STAMP)
 
@@ -192,6 +192,12 @@ web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 test: setup learner inference web/node_modules/.package-lock.json
 	FER_LEARNER_VENV=$(LEARNER_VENV) FER_INFERENCE_VENV=$(INFERENCE_VENV) $(BIN)/python -m pytest --nbval-kernel-name fer-learner
 
+# Every notebook as Colab runs it, in Colab's published environment (.ci/colab/: Python 3.13 where this
+# machine has it, Colab's pins; a fresh copy per notebook, the first cell's clone of this checkout's
+# committed HEAD and its install, FAST mode). Fails if a notebook fails or an install changes a Colab package.
+colab: setup
+	$(BIN)/python .ci/colab/check.py $(COLAB_FLAGS)
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -208,4 +214,4 @@ benchmark: setup
 	$(BIN)/python benchmarks/bench_core.py
 
 clean:
-	rm -rf $(VENV) $(LEARNER_VENV) $(INFERENCE_VENV) runs .pytest_cache test-artifacts
+	rm -rf $(VENV) $(LEARNER_VENV) $(INFERENCE_VENV) runs .pytest_cache test-artifacts .colab-check

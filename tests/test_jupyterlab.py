@@ -187,7 +187,7 @@ def test_augmentation_sliders_change_the_faces(lab):
     def check(page):
         run_all(page, base, token, "02_augmentation.ipynb")
         no_widget_errors(page)
-        move_slider_and_see_output_change(page, 1, ".widget-interact .widget-output")  # the rotation slider
+        move_slider_and_see_output_change(page, 1, ".widget-vbox .widget-output")  # AugmentationSliders: rotation
 
     with_browser(check)("02")
 

@@ -144,17 +144,20 @@ def colab_cell(source: str, repository: str, content: Path) -> str:
     )
 
 
-def kernel_env(home: Path) -> dict[str, str]:
+def kernel_env(home: Path, threads: int = 0) -> dict[str, str]:
     """A Colab kernel's environment: this machine's, without the course's variables, with an empty
-    home (so an empty pip cache and course cache) and FAST mode."""
+    home (so an empty pip cache and course cache) and FAST mode. ``threads``: the cores each of the
+    notebooks run side by side may use (OpenMP threads fighting over cores slow a run several times)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FER_", "VIRTUAL_ENV", "PYTHON", "JUPYTER"))}
     env.update(HOME=str(home), FER_FAST="1", MPLBACKEND="module://matplotlib_inline.backend_inline")
     env.pop("XDG_CACHE_HOME", None)
     env.pop("OMP_NUM_THREADS", None)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     return env
 
 
-def run_notebook(name: str, work: Path, base: Path, repository: str, timeout: int) -> dict:
+def run_notebook(name: str, work: Path, base: Path, repository: str, timeout: int, threads: int = 0) -> dict:
     """One notebook in a fresh copy of the runtime; returns what happened (see :func:`main`)."""
     import nbformat
     from jupyter_client.kernelspec import KernelSpecManager
@@ -182,7 +185,7 @@ def run_notebook(name: str, work: Path, base: Path, repository: str, timeout: in
     first = next(c for c in nb.cells if c.cell_type == "code")
     first.source = colab_cell(first.source, repository, runtime / "content")
     os.environ.clear()
-    os.environ.update(kernel_env(runtime / "home"))
+    os.environ.update(kernel_env(runtime / "home", threads))
     km = KernelManager(kernel_name="colab", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]))
     client = NotebookClient(nb, km=km, timeout=timeout, resources={"metadata": {"path": str(runtime / "content")}})
     started, error = time.monotonic(), ""
@@ -251,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     base = args.work / "base"
     repository = REPO.as_uri()
     if args.one:
-        print(json.dumps(run_notebook(args.one, args.work, base, repository, args.timeout)))
+        threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+        print(json.dumps(run_notebook(args.one, args.work, base, repository, args.timeout, threads)))
         return 0
     python, note = find_python(colab, args.python)
     print(
@@ -275,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def one(name: str) -> dict:
         done = subprocess.run(
-            [sys.executable, __file__, "--one", name, "--work", str(args.work), "--timeout", str(args.timeout)],
+            [sys.executable, __file__, "--one", name, "--work", str(args.work), "--timeout", str(args.timeout),
+             "--jobs", str(args.jobs)],
             capture_output=True, text=True,
         )  # fmt: skip
         try:

@@ -83,9 +83,17 @@ def detect_platform() -> str:
     """Colab, a Jupyter kernel (JupyterLab, Notebook, VS Code) or plain Python."""
     if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG"):
         return "Google Colab"
-    if "ipykernel" in sys.modules or os.environ.get("JPY_PARENT_PID") or os.environ.get("JPY_SESSION_NAME"):
+    if _in_kernel() or os.environ.get("JPY_PARENT_PID") or os.environ.get("JPY_SESSION_NAME"):
         return "Jupyter kernel (JupyterLab, Notebook or an editor's notebook)"
     return "plain Python"
+
+
+def _in_kernel() -> bool:
+    """True inside a running Jupyter kernel (not merely with ipykernel imported)."""
+    if "IPython" not in sys.modules:
+        return False
+    shell = sys.modules["IPython"].get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def course_requirements() -> list[Requirement]:
