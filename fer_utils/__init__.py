@@ -20,15 +20,19 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "Predictor": "fer_utils.predict.predictor",
+    "ImageResult": "fer_utils.faces.results",
+    "FaceResult": "fer_utils.faces.results",
+    "VideoResult": "fer_utils.predict.video",
     "load_dataset": "fer_utils.data.loading",
     "training_splits": "fer_utils.data.loading",
     "TrainConfig": "fer_utils.core.config",
     "train": "fer_utils.train.loop",
     "build_model": "fer_utils.model.factory",
-    "load_model": "fer_utils.model.checkpoints",
+    "load_model": "fer_utils.model.assembly",
     "evaluate_checkpoint": "fer_utils.train.evaluation",
     "export_onnx": "fer_utils.model.export",
     "EMOTIONS": "fer_utils.core.labels",
+    "EvaluationReport": "fer_utils.train.evaluation",
     "FERError": "fer_utils.core.errors",
 }
 __all__ = ["__version__", *_PUBLIC]
@@ -38,3 +42,8 @@ def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
         return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'fer_utils' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public names too (they load on first use), so tab completion finds ``Predictor``."""
+    return sorted({*globals(), *__all__})

@@ -4,9 +4,11 @@ and the FAST switch that makes every notebook run in seconds on synthetic faces 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,18 +81,23 @@ def dataset_path(fast_size: float = 0.3) -> str:
 def setup(extras: str = "course") -> None:
     """The rest of every notebook's first cell. In Colab (after the cell cloned the course), install
     what this notebook needs: the package's extras (``course``, ``export``, ``app``; see
-    pyproject.toml), on top of what Colab already has. Everywhere, print what the lesson runs on."""
+    pyproject.toml), on top of what Colab already has, changing none of Colab's packages. Everywhere,
+    print what the lesson runs on."""
     import importlib.metadata
     import subprocess
 
     if in_colab():
         target = f"{repo_root()}[{extras}]" if extras else str(repo_root())
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "-e", target], capture_output=True, text=True, check=False
-        )
+        with _keep_installed_versions() as constraints:
+            done = subprocess.run(
+                [sys.executable, "-m", "pip", "install", "-q", "-e", target, "-c", constraints],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            raise SystemExit(f"Could not install the course ({target}): {last}")
+            raise SystemExit(f"Could not install the course ({target}) beside Colab's own packages: {last}")
     from fer_utils import __version__
 
     line = f"fer_utils {__version__}"
@@ -106,6 +113,25 @@ def setup(extras: str = "course") -> None:
     print(f"{line}, {torch.get_num_threads()} CPU threads, GPU: {gpu}")
     if in_colab() and not gpu:
         print("Tip: Runtime > Change runtime type > T4 GPU, then rerun: training (04, 09) then runs on the GPU.")
+
+
+@contextlib.contextmanager
+def _keep_installed_versions() -> Iterator[str]:
+    """A pip constraints file pinning every installed distribution to its version: pip then picks
+    versions of the course's packages that fit Colab's (e.g. an onnx that works with Colab's
+    protobuf) instead of upgrading Colab's own, which would break the learner's other notebooks."""
+    import importlib.metadata
+    import tempfile
+
+    pins = sorted(
+        {f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions() if d.metadata["Name"]}
+    )
+    with tempfile.NamedTemporaryFile("w", suffix="-installed.txt", delete=False) as out:
+        out.write("\n".join(pins) + "\n")
+    try:
+        yield out.name
+    finally:
+        os.unlink(out.name)
 
 
 def run_time_text(seconds: float) -> str:
