@@ -62,7 +62,12 @@ def test_pins_keep_registry_versions_and_name_every_replaced_or_missing_line(tmp
     assert "at commit a72407924822ea377410b69f0a290150bcb5c9c2 (2026-08-19)" in text and "# python: 3.13.15" in text
     assert "typing_extensions==4.16.0" in text.splitlines()  # Colab's spelling, pip's comparison
     back = pins.read_pins(out)
-    assert (back.pins, back.replaced, back.dropped, back.python) == (colab.pins, colab.replaced, colab.dropped, "3.13.15")
+    assert (back.pins, back.replaced, back.dropped, back.python) == (
+        colab.pins,
+        colab.replaced,
+        colab.dropped,
+        "3.13.15",
+    )
 
 
 def test_a_freeze_without_pins_is_refused_in_one_line(tmp_path, capsys):
@@ -123,7 +128,9 @@ def test_environment_check_names_what_each_notebook_lacks(tmp_path, monkeypatch)
     from fer_utils.course import environment
 
     (tmp_path / "08_deployment.ipynb").write_text(
-        json.dumps({"cells": [{"cell_type": "code", "source": ['from fer_utils.course import setup; setup("course,export")']}]})
+        json.dumps(
+            {"cells": [{"cell_type": "code", "source": ['from fer_utils.course import setup; setup("course,export")']}]}
+        )
     )
     (tmp_path / "00_setup.ipynb").write_text(
         json.dumps({"cells": [{"cell_type": "code", "source": ['setup("course")']}]})
