@@ -37,6 +37,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fer_utils.predict.predictor import expand_image_paths
 
     files, skipped = expand_image_paths(args.paths)
+    if not files:  # one line, before any model is loaded: nothing here is a photo
+        raise FERDataError("no photo to read: " + "; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
     check_outputs(
         {"JSON results": args.json, "CSV results": args.csv},
         inputs=command_inputs(args, files),
@@ -170,8 +172,9 @@ def add_predict_parser(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fer_utils.deploy.app import serve
+    from fer_utils.deploy.app import require_gradio, serve
 
+    require_gradio()  # before the model loads
     predictor = photo_predictor(args)
     serve(predictor, host=args.host, port=args.port, share=args.share)
     return 0

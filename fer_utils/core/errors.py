@@ -36,6 +36,12 @@ class FEROutputError(FERError):
     """An output file or folder cannot be written (read-only, a folder where a file is wanted, ...)."""
 
 
+def install_hint(extras: str) -> str:
+    """How to add one of the package's extras, as the docs write it (the course installs from its
+    folder): every "needs X" message names the install this one way."""
+    return f"pip install -e '.[{extras}]' in the course's folder"
+
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 

@@ -65,8 +65,8 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="numpy") as f:
             header = f.metadata() or {}
-    except UNREADABLE as err:
-        raise FERCheckpointError(unreadable_message(path, err)) from None
+    except UNREADABLE:
+        raise FERCheckpointError(unreadable_message(path)) from None
     return parse_checkpoint_meta(path, header)
 
 
@@ -81,10 +81,10 @@ def existing_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
-def unreadable_message(path: Path, err: Exception) -> str:
+def unreadable_message(path: Path) -> str:
     return (
-        f"{path}: not a readable checkpoint ({err}); it may be truncated or another kind of file. "
-        "Use a .safetensors file written by `fer train`"
+        f"{path}: not a readable checkpoint (not a safetensors file, or a truncated one). "
+        "Use a .safetensors file written by `fer train`, or an .onnx file written by `fer export`"
     )
 
 

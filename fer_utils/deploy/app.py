@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fer_utils.core.errors import FERConfigError, FERDataError, FERError
+from fer_utils.core.errors import FERConfigError, FERDataError, FERError, install_hint
 from fer_utils.data.images import check_pixels
 from fer_utils.predict.predictor import Predictor
 from fer_utils.predict.video import DEFAULT_SMOOTHING, FrameAnalyzer
@@ -42,6 +42,14 @@ DELETE_CACHE = (600, 1800)
 most about 40 minutes on the server, then are deleted."""
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def require_gradio() -> None:
+    """Fail in one line, naming the install, where the app's library is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise FERConfigError(f"the web app needs gradio, which this install lacks: {install_hint('app')}")
 
 
 def upload_folder() -> Path:
@@ -119,7 +127,7 @@ def analyze(predictor: Predictor, image_path: str | None, gradcam: bool = False)
             cams = predictor.gradcam([f.face for f in result.faces])
         except ImportError:
             raise gr.Error(
-                "Grad-CAM needs PyTorch, which this server does not have (pip install 'fer_utils[course]')"
+                f"Grad-CAM needs PyTorch, which this server does not have ({install_hint('course')})"
             ) from None
         except FERError as err:
             raise gr.Error(f"Grad-CAM is not available for this model: {public_reason(err)}") from None
@@ -203,6 +211,7 @@ def live_frame(predictor: Predictor, frame: np.ndarray | None, analyzer: FrameAn
 def build_app(predictor: Predictor):
     """The Gradio Blocks app around ``predictor`` (not launched): a photo tab, a live camera tab
     (tracked, smoothed labels) and a video tab (timeline, per-track summary, CSV)."""
+    require_gradio()
     import gradio as gr
 
     with gr.Blocks(title="Facial expression recognition", delete_cache=DELETE_CACHE) as demo:
@@ -320,6 +329,7 @@ def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 7860, share
     """Launch the app (blocking) with a bounded queue, so a burst of uploads waits its turn
     instead of piling up, and several requests run at once, so one slow photo cannot starve the rest.
     Uploads live in a folder of this process (:func:`private_upload_folder`), swept and then removed."""
+    require_gradio()
     if (warning := exposure_warning(host, share)) is not None:
         print(warning, file=sys.stderr)
     private_upload_folder()

@@ -174,8 +174,8 @@ def _read_safetensors(path: str | os.PathLike) -> tuple[Path, dict[str, str], di
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
-    except UNREADABLE as err:
-        raise FERCheckpointError(unreadable_message(path, err)) from None
+    except UNREADABLE:
+        raise FERCheckpointError(unreadable_message(path)) from None
     return path, header, tensors
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fer_utils.core.errors import FERConfigError, FERDataError
+from fer_utils.core.errors import FERConfigError, FERDataError, install_hint
 from fer_utils.core.metadata import CheckpointSource, checkpoint_files, read_checkpoint_meta, resizes_input
 from fer_utils.data.images import DEFAULT_FACE_SIZE, square_resize
 from fer_utils.faces.detection import FaceBox, crop_face
@@ -159,7 +159,7 @@ class FaceClassifier:
             raise FERConfigError(
                 f"{files[0]}: this install has no torch, so it runs exported models only; export this checkpoint "
                 "where the course is installed (`fer export --checkpoint FILE --out model.onnx`) and pass the "
-                ".onnx file, or install training support (pip install 'fer_utils[course,export]')"
+                f".onnx file, or install training support ({install_hint('course,export')})"
             )
         from fer_utils.model.assembly import load_model
 

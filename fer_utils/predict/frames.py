@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from fer_utils.core.errors import FERConfigError, FERDataError
-from fer_utils.data.images import Skipped, check_pixels, files_under
+from fer_utils.data.images import Skipped, check_pixels, files_under, is_image_file
 from fer_utils.faces.detection import quiet_opencv
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
@@ -254,6 +254,9 @@ def expand_video_paths(paths: Iterable[str | os.PathLike | int]) -> tuple[list[s
             found.append(camera_index(raw))
             continue
         path = Path(raw)
+        if path.is_file() and is_image_file(path):
+            skipped.append(Skipped(str(path), "a photo, not a video: use `fer predict` (Predictor.predict_image)"))
+            continue
         if path.is_dir():
             files, broken = files_under(path)
             videos = [str(p) for p in files if p.suffix.lower() in VIDEO_EXTENSIONS]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_utils.core.atomic import atomic_path, write_text_atomic
-from fer_utils.core.errors import FERConfigError, FEROutputError
+from fer_utils.core.errors import FERConfigError, FEROutputError, install_hint
 from fer_utils.core.outputs import ensure_writable_dir
 from fer_utils.runtime.onnx import file_digest
 
@@ -42,9 +42,7 @@ def _pyarrow() -> tuple[Any, Any]:
         import pyarrow
         import pyarrow.parquet
     except ImportError:
-        raise FERConfigError(
-            "--parquet needs pyarrow: pip install 'fer_utils[scale]' (or pip install pyarrow)"
-        ) from None
+        raise FERConfigError(f"--parquet needs pyarrow: {install_hint('scale')}") from None
     return pyarrow, pyarrow.parquet
 
 

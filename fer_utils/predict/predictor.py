@@ -120,7 +120,12 @@ def expand_image_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], 
         path = Path(raw)
         if path.is_dir():
             found, broken = files_under(path)
-            files += [p for p in found if is_image_file(p)]
+            photos = [p for p in found if is_image_file(p)]
+            if not photos and not broken:
+                skipped.append(
+                    Skipped(str(path), "a folder with no photos (.jpg, .png or another image file)")
+                )
+            files += photos
             skipped += [s for s in broken if is_image_file(s.source)]
         elif path.exists():
             files.append(path)

@@ -1,4 +1,4 @@
-"""``--engine ray``: the same analysis spread over a Ray cluster (``pip install 'fer_utils[scale]'``).
+"""``--engine ray``: the same analysis spread over a Ray cluster (the ``scale`` extra).
 
 Each worker is an actor that loads one Predictor once (ONNX Runtime session and detector);
 videos go one task per file (or per part of a long one: ``PART_TRACK_IDS``), photos in batches
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fer_utils.core.errors import FERConfigError, FERDataError
+from fer_utils.core.errors import FERConfigError, FERDataError, install_hint
 from fer_utils.faces.detection import VIDEO_MAX_SIDE
 from fer_utils.predict.parquet import PHOTOS_PER_FILE, ParquetRun, write_parquet_file
 from fer_utils.predict.video import DEFAULT_SMOOTHING, DETECT_INTERVAL
@@ -115,9 +115,7 @@ def _ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise FERConfigError(
-            "--engine ray needs Ray: pip install 'fer_utils[scale]' (or pip install 'ray[data]')"
-        ) from None
+        raise FERConfigError(f"--engine ray needs Ray: {install_hint('scale')}") from None
     return ray
 
 

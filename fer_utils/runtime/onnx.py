@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_utils.core.errors import FERCheckpointError, FERConfigError
+from fer_utils.core.errors import FERCheckpointError, FERConfigError, install_hint
 from fer_utils.core.locations import default_cache_dir
 from fer_utils.core.metadata import MAX_IMAGE_SIZE, description_problem
 from fer_utils.runtime.preprocess import MAX_BATCH_INPUTS, softmax
@@ -46,8 +46,7 @@ def require_exporter() -> None:
     """Fail in one line, naming the install, when a checkpoint cannot be exported here."""
     if missing := exporter_missing():
         raise FERConfigError(
-            f"exporting to ONNX needs {' and '.join(missing)}, which this install lacks: "
-            "pip install 'fer_utils[export]' (in a clone of the course: pip install -e '.[export]'), "
+            f"exporting to ONNX needs {' and '.join(missing)}, which this install lacks: {install_hint('export')}, "
             "or predict with runtime 'torch' (CLI: --runtime torch)"
         )
 
