@@ -122,9 +122,7 @@ def expand_image_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], 
             found, broken = files_under(path)
             photos = [p for p in found if is_image_file(p)]
             if not photos and not broken:
-                skipped.append(
-                    Skipped(str(path), "a folder with no photos (.jpg, .png or another image file)")
-                )
+                skipped.append(Skipped(str(path), "a folder with no photos (.jpg, .png or another image file)"))
             files += photos
             skipped += [s for s in broken if is_image_file(s.source)]
         elif path.exists():
