@@ -264,7 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Colab's environment: {PINS_FILE.name} from backend-info {colab.commit[:12]} ({colab.date}), Python {colab.python}"
     )
     for name, why in sorted(colab.replaced.items()):
-        print(f"  replaced {name}: {why}")
+        if normalized(name) in STAND_INS:  # torchaudio & co.: the course never installs or imports them
+            print(f"  replaced {name}: {why}")
+    print("  torch's CUDA libraries (nvidia-*, triton) keep the versions PyPI's torch asks for")
+    for name, why in sorted(colab.dropped.items()):
+        print(f"  left out {name}: {why}" + (" (a stand-in module is imported)" if name == "google-colab" else ""))
     if note:
         print(f"  {note}")
     started = time.monotonic()
@@ -272,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     version = run(
         [str(base / "bin" / "python"), "-c", "import sys, cv2; print(sys.version.split()[0], cv2.__version__)"]
     )
-    print(f"runtime ready in {time.monotonic() - started:.0f} s: Python, cv2 = {version.stdout.strip()}")
+    python_version, cv2_version = version.stdout.split()
+    print(f"runtime ready in {time.monotonic() - started:.0f} s: Python {python_version}, cv2 {cv2_version}")
     if args.build_only:
         return 0
 

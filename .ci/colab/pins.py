@@ -74,7 +74,10 @@ def parse_freeze(text: str) -> ColabList:
             if version is None:
                 colab.dropped[name] = f"installed from {url.split('#')[0]}, which no package registry serves"
                 continue
-            colab.replaced[name] = f"{url.split('#')[0]} -> {name}=={version} from PyPI (the same release)"
+            colab.replaced[name] = (
+                f"{url.split('#')[0]} -> {name}=={version} from PyPI: the same release (PyTorch's CPU index "
+                "is not a package registry; PyPI's build adds CUDA libraries and runs on the CPU alike)"
+            )
         else:
             colab.dropped[line] = "no version in the list"
             continue
