@@ -157,3 +157,34 @@ def test_requirement_lines_as_pip_metadata_writes_them():
     assert Requirement.parse('ray[data]>=2.40; extra == "scale"') == Requirement("ray", ">=2.40", "scale")
     assert Requirement.parse("numpy>=1.24") == Requirement("numpy", ">=1.24", "")
     assert Requirement.parse('pytest<9,>=8; extra == "dev"') == Requirement("pytest", "<9,>=8", "dev")
+
+
+def test_setup_in_colab_installs_the_extras_with_every_installed_package_pinned(monkeypatch):
+    """pip may add what the lesson needs but change nothing Colab has: every installed distribution
+    is a constraint (so pip picks e.g. an onnx that fits Colab's protobuf instead of upgrading it)."""
+    import numpy as np
+
+    from fer_utils.course import lessons
+
+    calls = []
+
+    def fake_pip(command, **kwargs):
+        calls.append((command, Path(command[command.index("-c") + 1]).read_text()))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(lessons, "in_colab", lambda: True)
+    monkeypatch.setattr(subprocess, "run", fake_pip)
+    lessons.setup("course,export")
+    command, constraints = calls[0]
+    assert command[1:5] == ["-m", "pip", "install", "-q"] and command[-3].endswith("[course,export]")
+    pins = constraints.split()
+    assert f"numpy=={np.__version__}" in pins
+    names = [p.split("==")[0].lower().replace("_", "-") for p in pins]
+    assert len(names) == len(set(names)), "a name pinned twice makes pip's resolution impossible"
+
+    def failing_pip(command, **kwargs):
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: ResolutionImpossible: for help visit ...")
+
+    monkeypatch.setattr(subprocess, "run", failing_pip)
+    with pytest.raises(SystemExit, match="beside Colab's own packages: ERROR: ResolutionImpossible"):
+        lessons.setup("course")

@@ -115,6 +115,9 @@ def setup(extras: str = "course") -> None:
         print("Tip: Runtime > Change runtime type > T4 GPU, then rerun: training (04, 09) then runs on the GPU.")
 
 
+_PEP440 = re.compile(r"\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?(\+[a-z0-9.]+)?", re.IGNORECASE)
+
+
 @contextlib.contextmanager
 def _keep_installed_versions() -> Iterator[str]:
     """A pip constraints file pinning every installed distribution to its version: pip then picks
@@ -123,11 +126,14 @@ def _keep_installed_versions() -> Iterator[str]:
     import importlib.metadata
     import tempfile
 
-    pins = sorted(
-        {f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions() if d.metadata["Name"]}
-    )
+    pins: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():  # in sys.path order: the first of a name is the one imported
+        name, version = dist.metadata["Name"] or "", dist.version or ""
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key and key not in pins and _PEP440.fullmatch(version):  # a distro's "1.2-3ubuntu1" is no pip version
+            pins[key] = f"{name}=={version}"
     with tempfile.NamedTemporaryFile("w", suffix="-installed.txt", delete=False) as out:
-        out.write("\n".join(pins) + "\n")
+        out.write("\n".join(sorted(pins.values())) + "\n")
     try:
         yield out.name
     finally:
