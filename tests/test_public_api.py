@@ -35,3 +35,22 @@ def test_importing_the_package_imports_no_torch():
     code = "import sys, fer_utils; fer_utils.Predictor; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_results_and_the_predictor_print_short_and_readable(untrained_checkpoint):
+    import re
+
+    import numpy as np
+
+    from conftest import face_photo
+
+    predictor = fer_utils.Predictor.from_checkpoint(untrained_checkpoint)
+    shown = repr(predictor)
+    assert shown.startswith("Predictor(") and str(untrained_checkpoint) in shown and "0x" not in shown
+    assert f"runtime={predictor.runtime!r}" in shown
+    result = predictor.predict_image(np.repeat(face_photo([(40, 100), (400, 200)])[..., None], 3, axis=2))
+    text = repr(result)
+    assert text.startswith("ImageResult(") and "2 faces" in text and text.count("FaceResult(") == 2
+    assert len(text) < 400 and not re.search(r"\d\.\d{4,}", text), text  # rounded, not 16-digit floats
+    empty = predictor.predict_image(np.full((200, 200), 128, np.uint8))
+    assert "0 faces" in repr(empty) and "FaceResult" not in repr(empty)

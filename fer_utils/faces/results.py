@@ -37,6 +37,10 @@ class FaceResult:
             "probabilities": self.probabilities,
         }
 
+    def __repr__(self) -> str:
+        where = "whole image" if self.box is None else f"box {self.box.x},{self.box.y} {self.box.w}x{self.box.h}"
+        return f"FaceResult({where}: {self.describe()})"
+
     def describe(self) -> str:
         """``happy (0.93)  happy 0.93  surprise 0.04  neutral 0.02``: the label and the top three."""
         top3 = sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:3]
@@ -54,6 +58,12 @@ class ImageResult:
     detected: bool  # False when the image was taken as one face crop
     reason: str | None = None
     image: np.ndarray | None = field(default=None, repr=False)  # grayscale image, for drawing
+
+    def __repr__(self) -> str:
+        found = f"{len(self.faces)} face{'s' * (len(self.faces) != 1)}"
+        faces = "".join(f"\n  {face!r}" for face in self.faces)
+        reason = f", {self.reason}" if self.reason and not self.faces else ""
+        return f"ImageResult({self.source!r}, {self.width}x{self.height}, {found}{reason}){faces}"
 
     def rows(self) -> list[dict]:
         """One flat record per face (file, face index, box, label, probabilities) for CSV/JSON."""

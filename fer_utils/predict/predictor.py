@@ -206,6 +206,12 @@ class Predictor:
         source = path if path is not None else default_photo_checkpoint()
         return cls.around(FaceClassifier.from_checkpoint(source, tta, device, runtime, threads), finder)
 
+    def __repr__(self) -> str:
+        return (
+            f"Predictor({self.classifier.name}, runtime={self.runtime!r}, input {self.image_size} px, "
+            f"tta={self.tta!r}, {len(self.classes)} classes)"
+        )
+
     # the classifier's, read through the one object callers hold
     classes = property(lambda self: self.classifier.classes, doc="The class names, in the model's order.")
     image_size = property(lambda self: self.classifier.preprocessing.image_size, doc="The model's input side.")
