@@ -42,9 +42,9 @@ def test_video_parquet_holds_the_csv_rows_one_file_per_video_and_a_rerun_does_on
     with open(tmp_path / "all.csv", newline="") as f:
         rows = pd.DataFrame(list(csv.DictReader(f)))
     assert len(table) == len(rows) > 10 and list(table.columns) == [*rows.columns, "input"]
-    assert table["frame"].dtype == np.int64 and table["happy"].dtype == np.float64
+    assert table["frame"].dtype == np.int64 and table["p_happy"].dtype == np.float64
     assert set(table["input"]) == {str((videos / n).resolve()) for n in ("a.mp4", "b.mp4")}
-    np.testing.assert_allclose(table["happy"], rows["happy"].astype(float))
+    np.testing.assert_allclose(table["p_happy"], rows["p_happy"].astype(float))
 
     stamps = {f.name: f.stat().st_mtime_ns for f in files}
     capsys.readouterr()

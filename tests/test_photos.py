@@ -77,7 +77,7 @@ def test_crop_is_the_box_times_its_scale_and_pads_at_borders():
     assert corner.shape == (48, 48)
 
 
-def test_haar_is_still_there_where_opencv_ships_it(monkeypatch, untrained_checkpoint, capsys):
+def test_haar_is_still_there_where_opencv_ships_it(monkeypatch, untrained_checkpoint, capsys, tmp_path):
     try:
         boxes = HaarDetector().detect(face_photo([(60, 100), (400, 200)]))
     except FERConfigError:
@@ -91,7 +91,17 @@ def test_haar_is_still_there_where_opencv_ships_it(monkeypatch, untrained_checkp
         create_detector("haar")
     with pytest.raises(FERConfigError, match="yunet, haar"):
         create_detector("mtcnn")
-    assert main(["predict", "--detector", "haar", "--checkpoint", str(untrained_checkpoint), "--quiet", "x.png"]) == 1
+    Image.fromarray(face_photo()).save(tmp_path / "x.png")
+    args = [
+        "predict",
+        "--detector",
+        "haar",
+        "--checkpoint",
+        str(untrained_checkpoint),
+        "--quiet",
+        str(tmp_path / "x.png"),
+    ]
+    assert main(args) == 1
     assert "--detector yunet" in capsys.readouterr().err  # one line before any work, not a traceback per photo
 
 

@@ -19,10 +19,11 @@ import pytest
 
 from conftest import face_photo, write_face_video
 from fer_utils.cli import main
+from fer_utils.core.schema import VIDEO_KEYS
 from fer_utils.faces.detection import FaceBox, YuNetDetector
 from fer_utils.faces.tracking import IoUTracker, ProbabilitySmoother, iou_matrix, match_boxes
 from fer_utils.predict.predictor import REPO_MODELS_DIR, SHIPPED_SINGLE_MODEL, Predictor
-from fer_utils.predict.timeline import LEADING_COLUMNS, csv_columns
+from fer_utils.predict.timeline import csv_columns
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
@@ -103,7 +104,7 @@ def test_two_faces_passing_each_other_keep_their_ids(predictor, crossing_video):
         nearest = set()
         for row in rows.itertuples():
             centres = {k: (p[0] + 50, p[1] + 50) for k, p in enumerate(crossing(row.frame)) if p is not None}
-            cx, cy = row.x + row.w / 2, row.y + row.h / 2
+            cx, cy = row.box_x + row.box_w / 2, row.box_y + row.box_h / 2
             nearest.add(min(centres, key=lambda k: np.hypot(cx - centres[k][0], cy - centres[k][1])))
         assert len(nearest) == 1, f"track {track} jumped between the faces"
     first = frame[frame.track == frame.loc[frame.frame.idxmin(), "track"]]
@@ -117,11 +118,11 @@ def test_csv_has_the_documented_columns_and_timestamps(predictor, crossing_video
         == 0
     )
     rows = read_csv(out)
-    assert list(rows[0])[: len(LEADING_COLUMNS)] == list(LEADING_COLUMNS)
+    assert list(rows[0])[: len(VIDEO_KEYS) + 4] == [*VIDEO_KEYS, "box_x", "box_y", "box_w", "box_h"]
     assert list(rows[0]) == csv_columns(CLASSES)
     for row in rows:
         assert float(row["time_s"]) == pytest.approx(int(row["frame"]) / 30, abs=1e-3)
-        probabilities = [float(row[c]) for c in CLASSES]
+        probabilities = [float(row[f"p_{c}"]) for c in CLASSES]
         assert sum(probabilities) == pytest.approx(1, abs=1e-3) and row["label"] == CLASSES[np.argmax(probabilities)]
 
 
@@ -219,7 +220,7 @@ def test_ctrl_c_keeps_a_valid_csv_of_the_rows_so_far(predictor, tmp_path, childr
     assert process.returncode == 130, err
     assert "Traceback" not in err and "interrupted at" in err and str(out) in err
     rows = read_csv(out)
-    assert 5 < len(rows) < 2400 and all(len(r) == len(csv_columns(CLASSES)) and r["surprise"] != "" for r in rows)
+    assert 5 < len(rows) < 2400 and all(len(r) == len(csv_columns(CLASSES)) and r["p_surprise"] != "" for r in rows)
     assert not list(tmp_path.glob(".faces.csv.*"))
 
 
@@ -346,7 +347,7 @@ def test_a_larger_detect_size_finds_smaller_faces(predictor, tmp_path):
     writer.release()
     assert predictor.predict_video(video).to_dataframe().empty  # the default searches at 640 px
     found = predictor.predict_video(video, detect_size=1280).to_dataframe()
-    assert len(found) == 3 and (found.x.between(590, 640)).all()
+    assert len(found) == 3 and (found.box_x.between(590, 640)).all()
 
 
 def test_start_end_and_every_choose_the_frames(predictor, crossing_video):

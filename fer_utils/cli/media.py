@@ -81,7 +81,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _predicted(args: argparse.Namespace, predictor, files: list[Path], parquet) -> tuple[list, list]:
     """Every photo's result (or why it was skipped). With ``--parquet``, photos done in an earlier
     run are left out (and said so) and each batch of ``PHOTOS_PER_FILE`` is written as it ends."""
-    from fer_utils.faces.results import prediction_rows
+    from fer_utils.faces.results import photo_output_columns, prediction_rows
 
     detect, progress = False if args.no_detect else None, len(files) > 20 and not args.quiet
     if parquet is None:
@@ -100,7 +100,8 @@ def _predicted(args: argparse.Namespace, predictor, files: list[Path], parquet) 
         if any(s.reason == NOT_REACHED for s in skipped):  # stopped: this batch is done again next time
             bad += [Skipped(str(f), NOT_REACHED) for f in todo[start + PHOTOS_PER_FILE :]]
             break
-        parquet.write(batch, prediction_rows(got, skipped), f"photos-{start // PHOTOS_PER_FILE}")
+        rows = prediction_rows(got, skipped)
+        parquet.write(batch, rows, f"photos-{start // PHOTOS_PER_FILE}", photo_output_columns(predictor.classes))
     return results, bad
 
 
@@ -134,7 +135,7 @@ def _write_results(args: argparse.Namespace, predictor, results: list, skipped: 
         payload = predictions_json(results, skipped, predictor.classes, predictor.name, annotated)
         outputs[args.json] = finite_json(payload) + "\n"
     if args.csv:
-        outputs[args.csv] = predictions_csv(results, skipped)
+        outputs[args.csv] = predictions_csv(results, skipped, predictor.classes)
     written, failed = [], []
     for path, text in outputs.items():
         try:

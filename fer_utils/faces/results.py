@@ -12,9 +12,12 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from fer_utils.core.errors import FERConfigError, install_hint
+from fer_utils.core.schema import BOX_COLUMNS, photo_columns, probability_column
 from fer_utils.data.images import Skipped
 from fer_utils.faces.detection import FaceBox
 
@@ -58,6 +61,9 @@ class ImageResult:
     detected: bool  # False when the image was taken as one face crop
     reason: str | None = None
     image: np.ndarray | None = field(default=None, repr=False)  # grayscale image, for drawing
+    classes: tuple[str, ...] = field(
+        default=(), repr=False
+    )  # the model's, so a photo without faces has the columns too
 
     def __repr__(self) -> str:
         found = f"{len(self.faces)} face{'s' * (len(self.faces) != 1)}"
@@ -66,25 +72,21 @@ class ImageResult:
         return f"ImageResult({self.source!r}, {self.width}x{self.height}, {found}{reason}){faces}"
 
     def rows(self) -> list[dict]:
-        """One flat record per face (file, face index, box, label, probabilities) for CSV/JSON."""
+        """One record per face in the result schema's photo columns (:mod:`fer_utils.core.schema`)."""
         rows = []
         for i, face in enumerate(self.faces):
             box = face.box or FaceBox(0, 0, self.width, self.height, float("nan"))  # whole image = the face
-            rows.append(
-                {
-                    "file": self.source,
-                    "face": i,
-                    "box_x": box.x,
-                    "box_y": box.y,
-                    "box_w": box.w,
-                    "box_h": box.h,
-                    "detection_score": None if face.box is None else box.score,
-                    "label": face.label,
-                    "score": round(face.score, 5),
-                    **{f"p_{c}": round(p, 5) for c, p in face.probabilities.items()},
-                }
-            )
+            row = {"file": self.source, "face": i, **face_columns(box, face.label, face.score, face.probabilities)}
+            if face.box is None:
+                row["detection_score"] = None
+            rows.append(row)
         return rows
+
+    def to_dataframe(self):
+        """This image's faces as a pandas DataFrame, one row per face (the photo columns of
+        :mod:`fer_utils.core.schema`, the same as ``fer predict --csv``)."""
+        classes = self.classes or (tuple(self.faces[0].probabilities) if self.faces else ())
+        return results_dataframe([self], classes)
 
     def lines(self) -> list[str]:
         """What the CLI prints for this image: one line per face, or the reason there is none."""
@@ -175,6 +177,28 @@ def finite_json(value: object, indent: int | None = 2) -> str:
     return json.dumps(finite(value), indent=indent, allow_nan=False)
 
 
+def face_columns(box: FaceBox, label: str, score: float, probabilities: dict[str, float]) -> dict[str, Any]:
+    """The columns every face has, in photos and videos alike: box, detection score, label, score
+    and one probability per class, rounded as the outputs write them."""
+    return {
+        **dict(zip(BOX_COLUMNS, (box.x, box.y, box.w, box.h), strict=True)),
+        "detection_score": round(box.score, 5),
+        "label": label,
+        "score": round(score, 5),
+        **{probability_column(c): round(p, 5) for c, p in probabilities.items()},
+    }
+
+
+def results_dataframe(results: Sequence[ImageResult], classes: Sequence[str]):
+    """Faces of several images as one pandas DataFrame with the photo columns (pandas comes with
+    the ``course`` extra)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise FERConfigError(f"DataFrames need pandas: {install_hint('course')}") from None
+    return pd.DataFrame([row for r in results for row in r.rows()], columns=photo_columns(classes))
+
+
 def prediction_rows(results: Sequence[ImageResult], skipped: Sequence[Skipped]) -> list[dict]:
     """One row per face, then one per image without a face and per skipped file (with a reason)."""
     rows = [row for r in results for row in r.rows()]
@@ -183,10 +207,17 @@ def prediction_rows(results: Sequence[ImageResult], skipped: Sequence[Skipped]) 
     return rows
 
 
-def predictions_csv(results: Sequence[ImageResult], skipped: Sequence[Skipped]) -> str:
-    """:func:`prediction_rows` as CSV, every cell as a spreadsheet shows it as text."""
+def photo_output_columns(classes: Sequence[str]) -> list[str]:
+    """What ``fer predict`` writes (CSV, Parquet): the photo columns, then ``reason`` for an image
+    without a face or a skipped file; every file has all of them, whatever its rows hold."""
+    return [*photo_columns(classes), "reason"]
+
+
+def predictions_csv(results: Sequence[ImageResult], skipped: Sequence[Skipped], classes: Sequence[str]) -> str:
+    """:func:`prediction_rows` as CSV (:func:`photo_output_columns`), every cell as a spreadsheet
+    shows it as text."""
     rows = prediction_rows(results, skipped)
-    columns = list(dict.fromkeys(key for row in rows for key in row))
+    columns = photo_output_columns(classes)
     text = io.StringIO()
     writer = SpreadsheetSafeWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

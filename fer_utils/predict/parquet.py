@@ -18,6 +18,7 @@ from typing import Any
 from fer_utils.core.atomic import atomic_path, write_text_atomic
 from fer_utils.core.errors import FERConfigError, FEROutputError, install_hint
 from fer_utils.core.outputs import ensure_writable_dir
+from fer_utils.core.schema import INTEGER_COLUMNS, TEXT_COLUMNS
 from fer_utils.runtime.onnx import file_digest
 
 PHOTOS_PER_FILE = 256
@@ -25,10 +26,6 @@ PHOTOS_PER_FILE = 256
 
 MANIFEST = "_manifest.json"
 MANIFEST_FORMAT = "fer_utils.parquet-run/1"
-TEXT_COLUMNS = frozenset({"file", "input", "label", "raw_label", "reason"})
-INTEGER_COLUMNS = frozenset({"frame", "track", "x", "y", "w", "h", "face", "box_x", "box_y", "box_w", "box_h"})
-"""The CSV's columns that are text or whole numbers; every other column (times, scores,
-probabilities) is a float, so every file of a run has the same types."""
 
 
 def input_key(source: str | os.PathLike) -> str:

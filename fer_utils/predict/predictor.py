@@ -294,6 +294,7 @@ class Predictor:
             not regions.whole_image,
             regions.reason,
             gray if keep_image else None,
+            tuple(self.classes),
         )
 
     def predict_images(

@@ -103,11 +103,12 @@ class _Worker:
         return {"sources": [source], "file": name, "sha256": sha, "rows": len(rows), "part": part[:2] if part else None}
 
     def photos(self, sources: list[str], index: int) -> dict[str, Any]:
-        from fer_utils.faces.results import prediction_rows
+        from fer_utils.faces.results import photo_output_columns, prediction_rows
 
         results, skipped = self.predictor.predict_images(sources, detect=self.spec.detect)
         rows = prediction_rows(results, skipped)
-        name, sha = write_parquet_file(self.folder, sources, rows, f"photos-{index}")
+        columns = photo_output_columns(self.predictor.classes)
+        name, sha = write_parquet_file(self.folder, sources, rows, f"photos-{index}", columns)
         return {"sources": sources, "file": name, "sha256": sha, "rows": len(rows)}
 
 

@@ -9,12 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from fer_utils.core.schema import raw_probability_column, video_columns
 from fer_utils.faces.detection import FaceBox
+from fer_utils.faces.results import face_columns
 from fer_utils.faces.tracking import MAX_GAP_SECONDS
-
-LEADING_COLUMNS = ("file", "frame", "time_s", "track", "x", "y", "w", "h", "label", "score")
-"""The first columns of ``fer video --csv``; the classes' (smoothed) probabilities follow, then
-the raw ones (``raw_label``, ``raw_score``, ``raw_<class>``)."""
 
 
 @dataclass
@@ -46,32 +44,23 @@ class FrameResult:
     height: int
 
     def rows(self) -> list[dict[str, Any]]:
-        """One CSV/DataFrame record per face: ``LEADING_COLUMNS``, the classes, the raw values."""
+        """One record per face in the result schema's video columns (:mod:`fer_utils.core.schema`):
+        smoothed label and probabilities, then the raw ones."""
         rows = []
         for f in self.faces:
-            row: dict[str, Any] = {
-                "file": self.source,
-                "frame": self.frame,
-                "time_s": round(self.time_s, 4),
-                "track": f.track,
-                "x": f.box.x,
-                "y": f.box.y,
-                "w": f.box.w,
-                "h": f.box.h,
-                "label": f.label,
-                "score": round(f.score, 5),
-            }
-            row.update({c: round(p, 5) for c, p in f.probabilities.items()})
+            row: dict[str, Any] = {"file": self.source, "frame": self.frame, "time_s": round(self.time_s, 4)}
+            row["track"] = f.track
+            row.update(face_columns(f.box, f.label, f.score, f.probabilities))
             row["raw_label"] = f.raw_label
             row["raw_score"] = round(f.raw_probabilities[f.raw_label], 5)
-            row.update({f"raw_{c}": round(p, 5) for c, p in f.raw_probabilities.items()})
+            row.update({raw_probability_column(c): round(p, 5) for c, p in f.raw_probabilities.items()})
             rows.append(row)
         return rows
 
 
 def csv_columns(classes: Sequence[str]) -> list[str]:
-    """The video CSV's header for these classes."""
-    return [*LEADING_COLUMNS, *classes, "raw_label", "raw_score", *(f"raw_{c}" for c in classes)]
+    """The video CSV's header for these classes (the schema's video columns)."""
+    return video_columns(classes)
 
 
 @dataclass
