@@ -23,6 +23,7 @@ _PUBLIC = {
     "ImageResult": "fer_utils.faces.results",
     "FaceResult": "fer_utils.faces.results",
     "VideoResult": "fer_utils.predict.video",
+    "results_dataframe": "fer_utils.faces.results",
     "load_dataset": "fer_utils.data.loading",
     "training_splits": "fer_utils.data.loading",
     "TrainConfig": "fer_utils.core.config",

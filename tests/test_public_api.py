@@ -54,3 +54,20 @@ def test_results_and_the_predictor_print_short_and_readable(untrained_checkpoint
     assert len(text) < 400 and not re.search(r"\d\.\d{4,}", text), text  # rounded, not 16-digit floats
     empty = predictor.predict_image(np.full((200, 200), 128, np.uint8))
     assert "0 faces" in repr(empty) and "FaceResult" not in repr(empty)
+
+
+def test_the_course_imports_the_public_names_from_fer_utils():
+    """Learners see the surface they keep: a name that ``fer_utils`` exports is imported from there,
+    not from the module it lives in (deep paths stay for the machinery a lesson opens on purpose)."""
+    import json
+    import re
+    from pathlib import Path
+
+    deep = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        for line in "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code").splitlines():
+            if m := re.match(r"\s*from (fer_utils\.[\w.]+) import (.+)", line):
+                names = {n.strip() for n in m[2].split("#")[0].split(",")}
+                deep += [f"{path.name}: {name} from {m[1]}" for name in names & set(fer_utils.__all__)]
+    assert not deep, deep
