@@ -14,6 +14,8 @@ light and a prediction never imports torch)::
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -48,3 +50,21 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     """The public names too (they load on first use), so tab completion finds ``Predictor``."""
     return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """``fer_utils.train`` names both a sub-package and the public ``train()``. Importing the
+    sub-package records it as an attribute of this module, which would make ``from fer_utils import
+    train`` give the package; here the attribute is always the function, and the sub-package stays
+    importable by its full name (``from fer_utils.train.loop import ...``)."""
+
+    @property
+    def train(self) -> Any:
+        return importlib.import_module("fer_utils.train.loop").train
+
+    @train.setter
+    def train(self, package: types.ModuleType) -> None:
+        self.__dict__["_train_package"] = package
+
+
+sys.modules[__name__].__class__ = _Package

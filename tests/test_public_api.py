@@ -71,3 +71,14 @@ def test_the_course_imports_the_public_names_from_fer_utils():
                 names = {n.strip() for n in m[2].split("#")[0].split(",")}
                 deep += [f"{path.name}: {name} from {m[1]}" for name in names & set(fer_utils.__all__)]
     assert not deep, deep
+
+
+def test_train_is_the_function_even_after_its_sub_package_was_imported():
+    code = (
+        "import fer_utils.train.loop, fer_utils.train.evaluation\n"
+        "from fer_utils import train, TrainConfig\n"
+        "import sys; assert callable(train) and train is sys.modules['fer_utils.train.loop'].train, train\n"
+        "import fer_utils; assert fer_utils.train is train\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
