@@ -181,6 +181,7 @@ def test_setup_in_colab_installs_the_extras_with_every_installed_package_pinned(
     assert f"numpy=={np.__version__}" in pins
     names = [p.split("==")[0].lower().replace("_", "-") for p in pins]
     assert len(names) == len(set(names)), "a name pinned twice makes pip's resolution impossible"
+    assert "fer-utils" not in names, "pip refuses a version for the course's folder: a rerun of the cell would fail"
 
     def failing_pip(command, **kwargs):
         return subprocess.CompletedProcess(command, 1, "", "ERROR: ResolutionImpossible: for help visit ...")

@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,55 +112,32 @@ def _first_cell(notebook: str) -> str:
     return "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
 
 
-def _colab_like_venv(root: Path) -> Path:
-    """A fresh virtualenv that sees this environment's packages the way Colab has torch & co.
-    preinstalled, but not fer_utils; and a stand-in ``google.colab`` module."""
-    import site
-    import venv
-
-    env = root / "venv"
-    venv.create(env, with_pip=True)
-    packages = next((env / "lib").glob("python*/site-packages"))
-    (packages / "preinstalled.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    (packages / "google" / "colab").mkdir(parents=True)
-    (packages / "google" / "colab" / "__init__.py").write_text("")
-    return env / "bin" / "python"
-
-
-def _run_cell(python: Path, cell: str, repository: str, clone: Path) -> subprocess.CompletedProcess:
+def _run_cell(cell: str, repository: str, clone: Path, stub: Path) -> subprocess.CompletedProcess:
     code = "import google.colab\n" + cell.replace('"https://github.com/fer-course/fer-course"', repr(repository))
     code = code.replace("/content/fer-course", str(clone))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PYTHONPATH"] = str(stub)
     return subprocess.run(
-        [str(python), "-c", code], capture_output=True, text=True, timeout=600, check=False, env=env, cwd=clone.parent
-    )
-
-
-@pytest.mark.slow
-def test_the_colab_setup_cell_clones_installs_and_imports_the_course(tmp_path):
-    """What Colab does with the first cell, minus Colab: clone from a Git URL, pip install the
-    notebook's extras, import the course; and a wrong REPOSITORY is one line saying what to set."""
-    from fer_utils.course import repo_root
-
-    if shutil.which("git") is None:
-        pytest.skip("git not installed")
-    source = tmp_path / "origin"
-    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{repo_root()}", str(source)], check=True)
-    python = _colab_like_venv(tmp_path)
-    cell = _first_cell("08_deployment.ipynb")
-    done = _run_cell(python, cell, f"file://{source}", tmp_path / "course")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.startswith("fer_utils ") and "torch" in done.stdout
-    imported = subprocess.run(
-        [str(python), "-c", "import fer_utils, onnxscript, gradio; print(fer_utils.__file__)"],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
+        timeout=600,
         check=False,
-        cwd=tmp_path,
+        env=env,
+        cwd=clone.parent,
     )
-    assert imported.returncode == 0 and str(tmp_path / "course") in imported.stdout, imported.stderr[-2000:]
 
-    wrong = _run_cell(python, cell, f"file://{tmp_path}/no-such-repository", tmp_path / "elsewhere")
+
+def test_a_wrong_repository_in_the_colab_cell_is_one_line_saying_what_to_set(tmp_path):
+    """The first cell as Colab runs it, with a REPOSITORY that cannot be cloned: one line that says
+    which line to change, no traceback. (A right one, cloned and installed in Colab's own
+    environment, is what .ci/colab/check.py runs for every notebook.)"""
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    stub = tmp_path / "stub"
+    (stub / "google" / "colab").mkdir(parents=True)
+    (stub / "google" / "colab" / "__init__.py").write_text("")
+    wrong = _run_cell(_first_cell("08_deployment.ipynb"), f"file://{tmp_path}/no-such-repository", tmp_path / "c", stub)
     message = wrong.stderr.strip().splitlines()
     assert wrong.returncode != 0 and "set REPOSITORY" in message[-1] and "Traceback" not in wrong.stderr
 

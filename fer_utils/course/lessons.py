@@ -132,6 +132,7 @@ def _keep_installed_versions() -> Iterator[str]:
         key = re.sub(r"[-_.]+", "-", name).lower()
         if key and key not in pins and _PEP440.fullmatch(version):  # a distro's "1.2-3ubuntu1" is no pip version
             pins[key] = f"{name}=={version}"
+    pins.pop("fer-utils", None)  # the course itself (a rerun of the cell): pip refuses a version for a folder
     with tempfile.NamedTemporaryFile("w", suffix="-installed.txt", delete=False) as out:
         out.write("\n".join(sorted(pins.values())) + "\n")
     try:
