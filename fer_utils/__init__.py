@@ -14,8 +14,6 @@ light and a prediction never imports torch)::
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -29,7 +27,7 @@ _PUBLIC = {
     "load_dataset": "fer_utils.data.loading",
     "training_splits": "fer_utils.data.loading",
     "TrainConfig": "fer_utils.core.config",
-    "train": "fer_utils.train.loop",
+    "train": "fer_utils",  # the sub-package fer_utils.train, which calls train() when called
     "build_model": "fer_utils.model.factory",
     "load_model": "fer_utils.model.assembly",
     "evaluate_checkpoint": "fer_utils.train.evaluation",
@@ -42,6 +40,8 @@ __all__ = ["__version__", *_PUBLIC]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "train":  # Python records the sub-package under this name once it is imported: it is callable
+        return importlib.import_module("fer_utils.train")
     if name in _PUBLIC:
         return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'fer_utils' has no attribute {name!r}")
@@ -50,21 +50,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     """The public names too (they load on first use), so tab completion finds ``Predictor``."""
     return sorted({*globals(), *__all__})
-
-
-class _Package(types.ModuleType):
-    """``fer_utils.train`` names both a sub-package and the public ``train()``. Importing the
-    sub-package records it as an attribute of this module, which would make ``from fer_utils import
-    train`` give the package; here the attribute is always the function, and the sub-package stays
-    importable by its full name (``from fer_utils.train.loop import ...``)."""
-
-    @property
-    def train(self) -> Any:
-        return importlib.import_module("fer_utils.train.loop").train
-
-    @train.setter
-    def train(self, package: types.ModuleType) -> None:
-        self.__dict__["_train_package"] = package
-
-
-sys.modules[__name__].__class__ = _Package
