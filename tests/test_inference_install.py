@@ -60,4 +60,6 @@ def test_fer_video_runs_an_exported_model_without_torch(tmp_path, untrained_chec
     done = fer("video", str(video), "--checkpoint", str(model), "--csv", "out.csv", "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = (tmp_path / "out.csv").read_text().splitlines()
-    assert len(rows) == 11 and rows[0].startswith("file,frame,time_s,track,box_x,box_y,box_w,box_h,detection_score,label,score,p_angry")
+    assert len(rows) == 11 and rows[0].startswith(
+        "file,frame,time_s,track,box_x,box_y,box_w,box_h,detection_score,label,score,p_angry"
+    )
