@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", default=[], help="notebook numbers (e.g. 02 07); default every notebook")
     parser.add_argument("--python", help="the interpreter for Colab's runtime (default: Colab's version if here)")
     parser.add_argument("--work", type=Path, default=REPO / ".colab-check", help="where runtimes are built")
-    parser.add_argument("--jobs", type=int, default=3, help="notebooks run side by side (each first installs)")
+    parser.add_argument("--jobs", type=int, default=2, help="notebooks run side by side")
     parser.add_argument("--timeout", type=int, default=900, help="seconds a cell may run")
     parser.add_argument("--build-only", action="store_true", help="build Colab's runtime, run nothing (CI)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one notebook in this process
