@@ -56,7 +56,6 @@ STAND_INS = ("torch", "torchvision")
 CUDA_RUNTIME = re.compile(r"^(nvidia-|cuda-|triton$)")
 """What PyPI's torch adds to Colab's CPU wheel (its CUDA libraries, at the versions that torch pins):
 these keep torch's versions, not those of Colab's own CUDA packages."""
-EXTRA_OF_NOTEBOOK = "setup("
 LONGEST_FIRST = ("08", "09", "06", "05", "04", "02", "10")
 """The notebooks that take longest in FAST mode start first, so the run does not end on one long
 notebook with the other cores idle (only the order; any order gives the same results)."""
