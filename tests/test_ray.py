@@ -4,6 +4,8 @@ skips everything, and a worker killed mid-run loses nothing and duplicates nothi
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -188,15 +190,82 @@ def test_a_long_video_in_parts_gives_the_local_rows_with_ids_per_part(
     common = ["video", str(video), "--quiet", "--checkpoint", str(untrained_checkpoint), "--smooth", "0"]
     common += ["--detect-interval", "0"]  # each frame on its own: a part's first frames are any frames
     assert main([*common, "--parquet", str(tmp_path / "local")]) == 0
-    parts = [*common, "--parquet", str(tmp_path / "parts"), "--engine", "ray", "--chunk-minutes", "0.025"]
-    assert main(parts) == 0  # parts of 1.5 s: 0-1.5, 1.5-3, 3-4.5, 4.5-5
-    assert len(list((tmp_path / "parts").glob("*.parquet"))) == 4
+    parts = [*common, "--parquet", str(tmp_path / "parts"), "--engine", "ray", "--chunk-minutes", "0.05"]
+    assert main(parts) == 0  # parts of 3 s (the shortest allowed): 0-3, 3-5
+    assert len(list((tmp_path / "parts").glob("*.parquet"))) == 2
     local, in_parts = _rows(tmp_path / "local"), _rows(tmp_path / "parts")
     assert len(local) > 50
-    assert ((in_parts.track // PART_TRACK_IDS) == (in_parts.time_s // 1.5)).all()  # ids unique per part
+    assert ((in_parts.track // PART_TRACK_IDS) == (in_parts.time_s // 3)).all()  # ids unique per part
     pd.testing.assert_frame_equal(local.drop(columns="track"), in_parts.drop(columns="track"))
     capsys.readouterr()
     assert main(parts) == 0
     assert "1 inputs already done" in capsys.readouterr().err
     assert main([*common, "--parquet", str(tmp_path / "parts")]) != 0  # the local engine would add the whole video
-    assert "in parts of 1.5 s; rerun with --engine ray --chunk-minutes 0.025" in capsys.readouterr().err
+    assert "--chunk-minutes 0.05 there, none here" in capsys.readouterr().err
+
+
+def test_both_engines_say_the_same_of_a_start_past_the_end_and_record_nothing(
+    local_ray, collection, untrained_checkpoint, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("FER_CACHE_DIR", str(local_ray))
+    video = collection / "v0.mp4"
+    errors = []
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        command = ["video", str(video), "--quiet", "--checkpoint", str(untrained_checkpoint), "--start", "100"]
+        assert main([*command, "--parquet", str(out), "--engine", engine]) == 1
+        errors.append(capsys.readouterr().err.strip().splitlines()[-1])
+        manifest = out / "_manifest.json"
+        assert not manifest.exists() or json.loads(manifest.read_text())["inputs"] == {}
+    assert errors[0] == errors[1] == f"fer: error: {video}: --start 100 s is past its end (0.20 s)"
+
+
+def _ray_worker_started() -> bool:
+    """True once a Ray actor process of fer's (``ray::_Worker``) runs on this machine."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"ray::_Worker" in cmdline.read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray's worker process through /proc")
+def test_sigterm_ends_a_ray_run_as_every_fer_run(untrained_checkpoint, tmp_path):
+    """``ray.init`` installs its own SIGTERM handler (exit 15): fer's comes back after it."""
+    import subprocess
+    import sys
+    import time
+
+    video = write_face_video(tmp_path / "long.mp4", lambda k: [(60 + k // 16, 70)], n_frames=1200, seed=5)
+    command = [sys.executable, "-m", "fer_utils.cli", "video", str(video), "--checkpoint", str(untrained_checkpoint)]
+    command += ["--parquet", str(tmp_path / "out"), "--engine", "ray", "--workers", "1", "--quiet"]
+    command += ["--detect-interval", "0"]
+    run = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    )
+    deadline = time.monotonic() + 120
+    while not _ray_worker_started() and time.monotonic() < deadline:
+        assert run.poll() is None, run.stderr.read()
+        time.sleep(0.2)
+    time.sleep(1)
+    run.send_signal(signal.SIGTERM)
+    err = run.communicate(timeout=120)[1]
+    assert run.returncode == 143, err
+    assert "fer: interrupted (by SIGTERM)" in err and "Traceback" not in err
+    assert not list((tmp_path / "out").glob("*.parquet"))  # the stopped video is not recorded as done
+
+
+def test_more_workers_than_the_cluster_has_and_an_empty_folder_are_one_line_on_ray_as_locally(
+    local_ray, collection, untrained_checkpoint, tmp_path, capsys
+):
+    command = ["video", "--quiet", "--checkpoint", str(untrained_checkpoint), "--parquet"]
+    assert main([*command, str(tmp_path / "a"), str(collection), "--engine", "ray", "--workers", "3"]) == 1
+    assert "--workers 3: the Ray cluster has 2 CPUs" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    said = []
+    for engine in ("local", "ray"):
+        assert main([*command, str(tmp_path / engine), str(tmp_path / "empty"), "--engine", engine]) == 1
+        said.append(capsys.readouterr().err.strip())
+    assert said[0] == said[1] and said[0].startswith("fer: error:") and "\n" not in said[0]

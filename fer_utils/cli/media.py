@@ -4,7 +4,7 @@ videos or a camera, each next to its flags."""
 from __future__ import annotations
 
 import argparse
-import math
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from fer_utils.runtime.preprocess import TTA_MODES
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fer_utils.faces.results import summary_line
     from fer_utils.predict.predictor import expand_image_paths
 
     files, skipped = expand_image_paths(args.paths)
@@ -42,14 +41,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_outputs(
         {"JSON results": args.json, "CSV results": args.csv},
         inputs=command_inputs(args, files),
-        folders={"annotated photos": args.annotate, "Parquet outputs": args.parquet},
+        folders={"annotated photos": args.annotate},
+        own_folders={"Parquet outputs": args.parquet},
         overwrite=args.overwrite,
     )
-    parquet = parquet_run(args, "predict")
-    if args.engine == "ray":
-        return _on_ray(args, "photos", [str(f) for f in files], skipped, parquet)
+    with parquet_run(args, "predict") or contextlib.nullcontext() as parquet:
+        if args.engine == "ray":
+            return _on_ray(args, "photos", [str(f) for f in files], skipped, parquet)
+        return _predict_here(args, files, skipped, parquet)
+
+
+def _predict_here(args: argparse.Namespace, files: list[Path], skipped: list, parquet) -> int:
+    """``fer predict`` on the local engine: results printed, then written."""
+    from fer_utils.faces.results import summary_line
+
     predictor = photo_predictor(args, tta=args.tta)
-    results, bad = _predicted(args, predictor, files, parquet)
+    results, bad, done = _predicted(args, predictor, files, parquet)
     not_reached = [s for s in bad if s.reason == NOT_REACHED]
     skipped += [s for s in bad if s.reason != NOT_REACHED]
     for result in results:
@@ -73,24 +80,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    if not results:
+    if not results and not done:
         raise FERError("no image could be read: " + "; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
     return 0
 
 
-def _predicted(args: argparse.Namespace, predictor, files: list[Path], parquet) -> tuple[list, list]:
-    """Every photo's result (or why it was skipped). With ``--parquet``, photos done in an earlier
-    run are left out (and said so) and each batch of ``PHOTOS_PER_FILE`` is written as it ends."""
+def _predicted(args: argparse.Namespace, predictor, files: list[Path], parquet) -> tuple[list, list, int]:
+    """Every photo's result (or why it was skipped), and how many an earlier run had done. With
+    ``--parquet``, photos done in an earlier run are left out (and said so) and each batch of
+    ``PHOTOS_PER_FILE`` is written as it ends."""
     from fer_utils.faces.results import photo_output_columns, prediction_rows
 
     detect, progress = False if args.no_detect else None, len(files) > 20 and not args.quiet
     if parquet is None:
-        return predictor.predict_images(files, detect=detect, progress=progress, keep_on_interrupt=True)
-    todo = [f for f in files if not parquet.is_done(f)]
-    if len(todo) < len(files):
-        print(
-            f"{len(files) - len(todo)} photos already done in {args.parquet} (an earlier run): skipped", file=sys.stderr
-        )
+        return (*predictor.predict_images(files, detect=detect, progress=progress, keep_on_interrupt=True), 0)
+    todo, done, changed = parquet.plan(files)
+    say_plan(args.parquet, "photos", done, changed)
     results: list = []
     bad: list = []
     for start in range(0, len(todo), PHOTOS_PER_FILE):
@@ -102,7 +107,21 @@ def _predicted(args: argparse.Namespace, predictor, files: list[Path], parquet) 
             break
         rows = prediction_rows(got, skipped)
         parquet.write(batch, rows, f"photos-{start // PHOTOS_PER_FILE}", photo_output_columns(predictor.classes))
-    return results, bad
+    return results, bad, len(done)
+
+
+def say_plan(folder: str, unit: str, done: list[str], changed: list[str]) -> None:
+    """What a rerun into a ``--parquet`` folder will do, in a line or two: the inputs an earlier
+    run did (from this model and these options, and unchanged since), and those changed since."""
+    if changed:
+        print(
+            f"note: {len(changed)} {unit} changed since the earlier run in {folder} (e.g. {changed[0]}): "
+            "their earlier rows are removed and they are analysed again",
+            file=sys.stderr,
+        )
+    if done:
+        print(f"{len(done)} {unit} already done in {folder} (an earlier run, same model and options): skipped",
+              file=sys.stderr)  # fmt: skip
 
 
 def _annotated_copies(folder: str | None, results: list, inputs: list[Path]) -> tuple[dict[str, str], list[str]]:
@@ -209,14 +228,17 @@ def add_webcam_parser(sub: Any) -> None:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from fer_utils.predict.frames import FrameSelection, expand_video_paths
-    from fer_utils.predict.video import CLASSIFIER_THREADS, analyze_videos
+    from fer_utils.predict.frames import FrameSelection, check_video_options, expand_video_paths
+    from fer_utils.predict.ray_engine import check_chunk_minutes, check_ray_address
 
+    # every option checked against what it means before any work (and before Ray starts)
     selection = FrameSelection(args.every, args.fps, args.start, args.end)
-    if args.chunk_minutes is not None and not (args.chunk_minutes > 0 and math.isfinite(args.chunk_minutes)):
-        raise FERConfigError(f"--chunk-minutes must be a positive number of minutes, got {args.chunk_minutes}")
+    check_video_options(args.smooth, args.detect_size, args.detect_interval)
     if args.chunk_minutes is not None and args.engine != "ray":
         raise FERConfigError("--chunk-minutes splits long videos among Ray workers: use it with --engine ray")
+    check_chunk_minutes(args.chunk_minutes)
+    if args.engine == "ray":
+        check_ray_address(args.ray_address, args.ray_timeout)
     sources, skipped = expand_video_paths(args.inputs)
     check_outputs(
         {
@@ -226,14 +248,21 @@ def cmd_video(args: argparse.Namespace) -> int:
             "timeline plot": args.plot,
         },
         inputs=command_inputs(args, [s for s in sources if not isinstance(s, int)]),
-        folders={"Parquet outputs": args.parquet},
+        own_folders={"Parquet outputs": args.parquet},
         overwrite=args.overwrite,
     )
     if not sources:
         raise FERDataError("; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
-    parquet = parquet_run(args, "video")
-    if args.engine == "ray":
-        return _on_ray(args, "video", sources, skipped, parquet)
+    with parquet_run(args, "video") or contextlib.nullcontext() as parquet:
+        if args.engine == "ray":
+            return _on_ray(args, "video", sources, skipped, parquet)
+        return _video_here(args, sources, skipped, selection, parquet)
+
+
+def _video_here(args: argparse.Namespace, sources: list, skipped: list, selection, parquet) -> int:
+    """``fer video`` on the local engine: each video analysed, its outputs written, a summary."""
+    from fer_utils.predict.video import CLASSIFIER_THREADS, analyze_videos
+
     predictor = photo_predictor(args, threads=CLASSIFIER_THREADS)
     report = analyze_videos(
         lambda: predictor.video_analyzer(args.smooth, args.detect_size, args.detect_interval),
@@ -247,8 +276,8 @@ def cmd_video(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         parquet=parquet,
     )
-    if report.resumed:
-        print(f"{len(report.resumed)} videos already done in {args.parquet} (an earlier run): skipped", file=sys.stderr)
+    if parquet is not None:
+        say_plan(args.parquet, "videos", report.resumed, report.changed)
     for summary in report.summaries:
         print(summary.line())
     for s in [*skipped, *report.skipped]:
@@ -324,7 +353,7 @@ def add_video_parser(sub: Any) -> None:
 def _on_ray(args: argparse.Namespace, kind: str, sources: list, skipped: list, parquet) -> int:
     """``--engine ray``: the inputs not done in ``--parquet`` go to Ray workers; one summary line,
     then each input that failed, with why."""
-    from fer_utils.predict.ray_engine import WorkerSpec, run_on_ray
+    from fer_utils.predict.ray_engine import WorkerSpec, check_ray_address, run_on_ray
 
     if parquet is None or any(getattr(args, name, None) for name in ("csv", "json", "annotate", "plot")):
         raise FERConfigError(
@@ -332,12 +361,9 @@ def _on_ray(args: argparse.Namespace, kind: str, sources: list, skipped: list, p
         )
     if any(isinstance(s, int) for s in sources):
         raise FERConfigError("--engine ray analyses video files; a camera runs with --engine local")
-    todo = [s for s in sources if not parquet.is_done(s)]
-    if len(todo) < len(sources):
-        print(
-            f"{len(sources) - len(todo)} inputs already done in {args.parquet} (an earlier run): skipped",
-            file=sys.stderr,
-        )
+    check_ray_address(args.ray_address, args.ray_timeout)  # before any work, however the folder stands
+    todo, done, changed = parquet.plan(sources)
+    say_plan(args.parquet, "inputs", done, changed)
     options = (  # what the kind of input needs beyond the model
         {
             "selection": (args.every, args.fps, args.start, args.end),
@@ -351,7 +377,11 @@ def _on_ray(args: argparse.Namespace, kind: str, sources: list, skipped: list, p
     spec = WorkerSpec(
         tuple(args.checkpoint) if args.checkpoint else None, args.runtime, args.detector, not args.no_align, **options
     )
-    report = run_on_ray(kind, todo, spec, parquet, args.ray_address, args.workers, progress=not args.quiet)
+    report = run_on_ray(
+        kind, todo, spec, parquet, args.ray_address, args.workers, progress=not args.quiet, timeout=args.ray_timeout
+    )
+    if todo and not report.done and report.failed and not skipped:  # nothing came of it: as the local engine says
+        raise FERDataError("; ".join(f"{source}: {reason}" for source, reason in report.failed[:3]))
     for s in skipped:
         print(f"skipped: {s.source}: {s.reason}", file=sys.stderr)
     for source, reason in report.failed:

@@ -111,19 +111,43 @@ def parquet_flag(parser: argparse.ArgumentParser, unit: str) -> None:
         "--parquet",
         default=None,
         metavar="DIR",
-        help=f"also write one Parquet file per {unit} (plus each input's path) into DIR, with a manifest: "
-        "rerunning the same command skips what is done (pandas.read_parquet(DIR) reads them all)",
+        help=f"also write one Parquet file per {unit} (plus each input's path) into DIR, with a manifest of the "
+        "model, options and inputs behind them: rerunning the same command skips what is done "
+        "(pandas.read_parquet(DIR) reads them all)",
+    )
+    parser.add_argument(
+        "--redo",
+        action="store_true",
+        help="with --parquet: the folder's results came from another model or other options; analyse every input "
+        "again with these (only the files fer wrote and recorded there are replaced)",
     )
 
 
-def parquet_run(args: argparse.Namespace, command: str):
-    """The ``--parquet`` folder of this command (None without the flag)."""
-    if not args.parquet:
-        return None
-    from fer_utils.predict.parquet import ParquetRun
+ROW_OPTIONS = {
+    "predict": ("tta", "no_detect", "detector", "no_align"),
+    "video": ("every", "fps", "start", "end", "smooth", "detect_size", "detect_interval", "detector", "no_align"),
+}
+"""The flags of each command that change its rows, which a ``--parquet`` folder records (the
+runtime does not: ONNX Runtime and PyTorch give the same rows; nor does the engine)."""
 
+
+def parquet_run(args: argparse.Namespace, command: str):
+    """The ``--parquet`` folder of this command (None without the flag), locked for this run and
+    checked against the model and options that made its rows."""
+    from fer_utils.core.errors import FERConfigError
+
+    if not args.parquet:
+        if getattr(args, "redo", False):
+            raise FERConfigError("--redo starts a --parquet folder over: give --parquet DIR with it")
+        return None
+    from fer_utils.predict.parquet import ParquetRun, model_identity
+
+    settings = {"--checkpoint": model_identity(args.checkpoint or _default_checkpoint(args))}
+    settings |= {"--" + name.replace("_", "-"): getattr(args, name) for name in ROW_OPTIONS[command]}
     minutes = getattr(args, "chunk_minutes", None)
-    return ParquetRun(args.parquet, command, part_seconds=60 * minutes if minutes else None)
+    if command == "video":
+        settings["--chunk-minutes"] = minutes
+    return ParquetRun(args.parquet, command, settings, part_seconds=60 * minutes if minutes else None, redo=args.redo)
 
 
 def engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -140,4 +164,24 @@ def engine_flags(parser: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help="a running Ray cluster (e.g. HOST:6379 after `ray start --head`); default: start Ray on this machine",
     )
-    parser.add_argument("--workers", type=int, default=None, metavar="N", help="Ray workers (default: one per CPU)")
+    parser.add_argument(
+        "--workers", type=positive_int, default=None, metavar="N", help="Ray workers (default: one per CPU)"
+    )
+    parser.add_argument(
+        "--ray-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --ray-address: give up (one error line) when the cluster does not answer within SECONDS (default 30)",
+    )
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of 1 or more (``--workers 0`` is refused, not taken as the default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {value}")
+    return value

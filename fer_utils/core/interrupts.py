@@ -29,6 +29,17 @@ def exit_status(signum: int = signal.SIGINT) -> int:
 
 
 _received: list[int] | None = None  # the signals of the outermost active block, shared by nested ones
+_installed: dict[int, object] = {}  # the handlers that block installed, by signal
+
+
+def restore_stop_handlers() -> None:
+    """Install the active block's handlers again after a library replaced them (``ray.init`` sets
+    its own SIGTERM handler, which exits 15 without the interrupted line): a stop keeps raising
+    :class:`Stopped`. Outside a block, or outside the main thread, it does nothing."""
+    if _received is None or threading.current_thread() is not threading.main_thread():
+        return
+    for s, handler in _installed.items():
+        signal.signal(s, handler)
 
 
 @contextlib.contextmanager
@@ -54,10 +65,12 @@ def stop_signals_as_interrupt() -> Iterator[list[int]]:
         if s == signal.SIGINT and previous[s] == signal.SIG_IGN:
             continue  # started with Ctrl-C ignored (a background job of a non-interactive shell): keep it so
         signal.signal(s, _stop)
+        _installed[s] = _stop
     _received = received
     try:
         yield received
     finally:
         _received = None
+        _installed.clear()
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -69,6 +69,7 @@ def check_outputs(
     *,
     inputs: Iterable[str | os.PathLike] = (),
     folders: dict[str, str | os.PathLike | None] | None = None,
+    own_folders: dict[str, str | os.PathLike | None] | None = None,
     overwrite: bool = False,
 ) -> None:
     """The one output-path guard: refuse, before any work, an output that would destroy something.
@@ -79,22 +80,30 @@ def check_outputs(
     symbolic and hard links, with or without ``overwrite``; when two outputs are one file; when it
     already exists and ``overwrite`` is False; or when it cannot be written. ``inputs`` is read
     only when an output already exists (only an existing file can be destroyed), so it may be a
-    generator over a large folder. A folder output (it may be an input folder) is refused when it
-    cannot be written; what goes inside it is the caller's to keep apart from the inputs
-    (``unused_path``).
+    generator over a large folder. A folder output is refused when it is also another output, or
+    cannot be written; what goes inside ``folders`` is the caller's to keep apart from the inputs
+    (``unused_path``). ``own_folders`` are read back whole (a ``--parquet`` run): one is also refused
+    when it holds an input (an input folder itself, a photo, a checkpoint), which a reader of the
+    folder would take for an output.
     """
     seen: dict[Path, str] = {}
     read: dict[tuple[int, int], Path] | None = None
+
+    def inputs_read() -> dict[tuple[int, int], Path]:  # expanded once, and only when needed
+        nonlocal read
+        if read is None:
+            read = {}
+            for source in inputs:
+                if source is not None and str(source) != "" and (i := _identity(Path(source))) is not None:
+                    read.setdefault(i, Path(source))
+        return read
+
     for what, path in files.items():
         if not path:
             continue
         path = Path(path)
         if (identity := _identity(path)) is not None:
-            if read is None:
-                read = {}
-                for source in inputs:
-                    if source is not None and str(source) != "" and (i := _identity(Path(source))) is not None:
-                        read.setdefault(i, Path(source))
+            read = inputs_read()
             if identity in read:
                 raise FEROutputError(
                     f"{path}: is an input of this command ({read[identity]}); writing the {what} there would "
@@ -114,6 +123,19 @@ def check_outputs(
                 "overwrite=True (CLI: --overwrite)"
             )
         ensure_writable_file(path, what)
-    for what, path in (folders or {}).items():
-        if path:
-            ensure_writable_dir(path, what)
+    own = own_folders or {}
+    for what, path in [*(folders or {}).items(), *own.items()]:
+        if not path:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            raise FEROutputError(f"{path}: given for both the {seen[key]} and the {what}; give each its own folder")
+        seen[key] = what
+        if what in own and key.is_dir():
+            inside = next((p for p in inputs_read().values() if p.resolve().is_relative_to(key)), None)
+            if inside is not None:
+                raise FEROutputError(
+                    f"{path}: holds an input of this command ({inside}); the {what} need a folder of their own "
+                    "(readers of the folder would take the inputs for outputs). Choose another folder"
+                )
+        ensure_writable_dir(path, what)

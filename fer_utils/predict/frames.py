@@ -118,6 +118,18 @@ class FrameSelection:
             raise FERConfigError(f"need 0 <= --start < --end, got start {self.start}, end {self.end}")
 
 
+def check_video_options(smooth: float, detect_size: int = 64, detect_interval: float = 0.0) -> None:
+    """Refuse, before any work (and before Ray starts workers), analysis options that mean
+    nothing: a smoothing or search interval that is negative, NaN or infinite, a search size
+    under 64 px. ``FrameAnalyzer`` checks them again, for direct callers."""
+    if not (smooth >= 0 and math.isfinite(smooth)):
+        raise FERConfigError(f"--smooth must be a number of seconds >= 0, got {smooth}")
+    if not (detect_interval >= 0 and math.isfinite(detect_interval)):
+        raise FERConfigError(f"--detect-interval must be a number of seconds >= 0, got {detect_interval}")
+    if detect_size < 64:
+        raise FERConfigError(f"--detect-size must be at least 64 px, got {detect_size}")
+
+
 @dataclass
 class Frame:
     """A decoded frame: index in the file, timestamp, BGR pixels (None when only grabbed) and

@@ -113,7 +113,8 @@ def default_photo_checkpoint() -> Path:
 
 
 def expand_image_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Skipped]]:
-    """Files given directly, plus the images inside any folders (recursively, sorted)."""
+    """Files given directly, plus the images inside any folders (recursively, sorted); a photo
+    named twice (directly, through a link, or also inside a named folder) is read once."""
     files: list[Path] = []
     skipped: list[Skipped] = []
     for raw in paths:
@@ -129,7 +130,9 @@ def expand_image_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], 
             files.append(path)
         else:
             skipped.append(Skipped(str(path), "no such file or folder"))
-    return files, skipped
+    seen: set[Path] = set()
+    once = [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
+    return once, skipped
 
 
 def _source_name(source: ImageSource) -> str:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import socket
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_utils.core.errors import FERConfigError, FERDataError, install_hint
+from fer_utils.core.interrupts import restore_stop_handlers
 from fer_utils.faces.detection import VIDEO_MAX_SIDE
 from fer_utils.predict.parquet import PHOTOS_PER_FILE, ParquetRun, write_parquet_file
 from fer_utils.predict.video import DEFAULT_SMOOTHING, DETECT_INTERVAL
@@ -120,6 +123,51 @@ def _ray() -> Any:
     return ray
 
 
+MIN_PART_SECONDS = 3.0
+"""The shortest part ``--chunk-minutes`` may ask for (0.05 minutes): shorter parts cost more in
+opening, seeking and new tracks than they save, and a tiny value would plan millions of them."""
+MAX_CHUNK_MINUTES = 100_000.0
+"""The longest part (about ten weeks): any finite value above the longest video means whole videos."""
+
+
+def check_chunk_minutes(minutes: float | None) -> None:
+    """Refuse, before any work, a ``--chunk-minutes`` that is not a part length to plan with."""
+    if minutes is None:
+        return
+    if not (math.isfinite(minutes) and MIN_PART_SECONDS / 60 <= minutes <= MAX_CHUNK_MINUTES):
+        raise FERConfigError(
+            f"--chunk-minutes must be between {MIN_PART_SECONDS / 60:g} (parts of {MIN_PART_SECONDS:g} s) and "
+            f"{MAX_CHUNK_MINUTES:g} minutes, got {minutes}"
+        )
+
+
+_ADDRESS = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
+
+
+def check_ray_address(address: str | None, timeout: float = 30.0) -> None:
+    """Refuse a malformed ``--ray-address``, or one where nothing answers within ``timeout`` seconds,
+    before ``ray.init`` (which would print warnings and wait without end)."""
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise FERConfigError(f"--ray-timeout must be a positive number of seconds, got {timeout}")
+    if address is None or address in ("auto", "local"):
+        return
+    match = _ADDRESS.fullmatch(address)
+    if match is None or not 0 < int(match[2]) < 65536:
+        raise FERConfigError(
+            f"--ray-address {address!r}: give HOST:PORT of a running cluster (e.g. 10.0.0.5:6379 after "
+            "`ray start --head` there), ray://HOST:10001, or auto"
+        )
+    try:
+        with socket.create_connection((match[1].strip("[]"), int(match[2])), timeout=timeout):
+            pass
+    except OSError as err:
+        raise FERConfigError(
+            f"--ray-address {address}: no Ray cluster answered within {timeout:g} s ({err.strerror or err}); "
+            "check the address and that `ray start --head` runs there, or leave --ray-address out for a Ray on "
+            "this machine"
+        ) from None
+
+
 PART_TRACK_IDS = 1_000_000
 """A video analysed in parts (``--chunk-minutes``): part k's track ids start at k times this, so
 ids stay unique within the video. A track never crosses a part's border: a person on screen at a
@@ -132,13 +180,14 @@ def _video_tasks(sources: Sequence[str], spec: WorkerSpec, parquet: ParquetRun) 
     from fer_utils.predict.frames import open_video
 
     tasks: list[tuple] = []
+    every, fps = spec.selection[0], spec.selection[1]
     for source in map(str, sources):
-        duration = None
+        duration = rate = None
         if parquet.part_seconds:
             try:
                 capture, info = open_video(source)
                 capture.release()
-                duration = info.duration
+                duration, rate = info.duration, info.fps
             except FERDataError:
                 pass  # the worker says why, as for any video
         start, end = spec.selection[2], spec.selection[3]
@@ -146,6 +195,12 @@ def _video_tasks(sources: Sequence[str], spec: WorkerSpec, parquet: ParquetRun) 
         if not parquet.part_seconds or stop is None or stop - start <= parquet.part_seconds:
             tasks.append((source, None))
             continue
+        analysed_per_second = fps if fps is not None else (rate or 0) / every
+        if analysed_per_second and parquet.part_seconds * analysed_per_second < 1:
+            raise FERConfigError(
+                f"{source}: parts of {parquet.part_seconds:g} s would hold no analysed frame "
+                f"({analysed_per_second:g} per second); give a larger --chunk-minutes"
+            )
         edges = [start + k * parquet.part_seconds for k in range(math.ceil((stop - start) / parquet.part_seconds))]
         bounds = [(a, b) for a, b in zip(edges, [*edges[1:], None], strict=True)]
         n = len(bounds)
@@ -213,29 +268,40 @@ def run_on_ray(
     workers: int | None = None,
     progress: bool = False,
     on_result: Callable[[dict[str, Any], list[Any]], None] | None = None,
+    timeout: float = 30.0,
 ) -> EngineReport:
     """Analyse ``sources`` (``kind``: ``video`` files, or ``photos``) on Ray into ``parquet``,
-    ``workers`` actors (default: one per CPU of the cluster). ``on_result(result, actors)`` runs
-    as each task's result arrives (progress, or a test that kills a worker)."""
+    ``workers`` actors (default: one per CPU of the cluster, and no more). ``on_result(result,
+    actors)`` runs as each task's result arrives (progress, or a test that kills a worker).
+    ``timeout``: seconds to wait for the cluster at ``address`` before giving up in one line."""
     from tqdm.auto import tqdm
 
     if kind not in ("video", "photos"):
         raise FERConfigError(f"kind must be 'video' or 'photos', got {kind!r}")
+    if workers is not None and workers < 1:
+        raise FERConfigError(f"--workers must be 1 or more, got {workers}")
     ray = _ray()
+    if kind == "video":  # planned before Ray starts: a part length that cannot work fails first
+        tasks = _video_tasks(sources, spec, parquet)
+    else:
+        tasks = [(list(map(str, sources[i : i + PHOTOS_PER_FILE])), i // PHOTOS_PER_FILE)
+                 for i in range(0, len(sources), PHOTOS_PER_FILE)]  # fmt: skip
+    report = EngineReport()
+    if not tasks:
+        return report
     started_here = not ray.is_initialized()
     if started_here:
+        check_ray_address(address, timeout)
         # "local": a Ray of our own, never a stale cluster record in /tmp/ray that Ray would try to join
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        restore_stop_handlers()  # ray.init replaces the SIGTERM handler: a stop still ends as every fer stop does
     try:
-        if kind == "video":
-            tasks = _video_tasks(sources, spec, parquet)
-        else:
-            tasks = [(list(map(str, sources[i : i + PHOTOS_PER_FILE])), i // PHOTOS_PER_FILE)
-                     for i in range(0, len(sources), PHOTOS_PER_FILE)]  # fmt: skip
-        report = EngineReport()
-        if not tasks:
-            return report
-        count = min(len(tasks), workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        if workers is not None and workers > cpus:
+            raise FERConfigError(
+                f"--workers {workers}: the Ray cluster has {cpus} CPUs and each worker takes one; give at most {cpus}"
+            )
+        count = min(len(tasks), workers or cpus)
         actor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(_Worker)  # replaced by _results
         report.workers = count
         results = _results(ray, lambda: actor.remote(spec, str(parquet.folder)), count, kind, tasks, report)

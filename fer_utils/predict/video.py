@@ -11,7 +11,6 @@ The webcam loop and the app's camera use the same :class:`FrameAnalyzer`.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from fer_utils.predict.frames import (
     Frame,
     FrameSelection,
     VideoInfo,
+    check_video_options,
     open_video,
     prefetched,
     read_frames,
@@ -122,8 +122,7 @@ class FrameAnalyzer:
         refine_steps: int = REFINE_STEPS,
         detect_interval: float = DETECT_INTERVAL,
     ) -> None:
-        if not (detect_interval >= 0 and math.isfinite(detect_interval)):
-            raise FERConfigError(f"--detect-interval must be a number of seconds >= 0, got {detect_interval}")
+        check_video_options(smooth, detect_interval=detect_interval)
         self.predictor = predictor
         self.detector = detector
         self.refine_steps = refine_steps
@@ -233,6 +232,11 @@ def analyze_video(
 
     selection = selection or FrameSelection()
     capture, info = open_video(source)
+    if not info.camera and info.duration is not None and selection.start >= info.duration:
+        capture.release()  # nothing to analyse: said as for an unreadable video, and never recorded as done
+        raise FERDataError(
+            source=info.source, reason=f"--start {selection.start:g} s is past its end ({info.duration:.2f} s)"
+        )
     if run is not None:
         run.info = info
     name = info.source
@@ -337,6 +341,8 @@ class VideoReport:
     notes: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     """Videos skipped because an earlier run's Parquet output for them is there and verifies."""
+    changed: list[str] = field(default_factory=list)
+    """Videos analysed again because they changed since the earlier run's Parquet output."""
     written: list[str] = field(default_factory=list)
     """The outputs that exist at their names because this run wrote them (a plot of no tracks is not)."""
 
@@ -406,8 +412,8 @@ def _not_done(sources: Sequence[str | int], parquet: ParquetRun | None, report: 
         return list(sources)
     if any(isinstance(s, int) for s in sources):
         raise FERConfigError("Parquet outputs are per video file; a camera has no end to write them at")
-    report.resumed = [str(s) for s in sources if parquet.is_done(s)]
-    return [s for s in sources if str(s) not in report.resumed]
+    todo, report.resumed, report.changed = parquet.plan(sources)
+    return list(todo)
 
 
 def _readable(sources: Sequence[str | int], report: VideoReport) -> list[tuple[str | int, VideoInfo]]:
