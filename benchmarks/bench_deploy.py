@@ -1,7 +1,10 @@
 """Deployment benchmark: ONNX Runtime vs PyTorch latency per face (batch 1 and 64, one run),
 exported model sizes (fp32 / int8) and the int8 model's accuracy change. Prints figures only.
 
-    python benchmarks/bench_deploy.py [--checkpoint FILE] [--data FER2013_DIR]
+    python benchmarks/bench_deploy.py [--checkpoint FILE] [--data FER2013_DIR] [--record]
+
+--record adds this run's ONNX Runtime fp32 batch-1 time to the shipped model's entry in
+models/figures.json, the one file the README, the model cards and docs/deployment.md quote.
 
 --data (default $FER_DATA_DIR) adds the int8 vs fp32 accuracy on its validation split (PublicTest).
 For an ensemble it also times the fp32 graph with ONNX Runtime's parallel executor (members'
@@ -35,6 +38,25 @@ def per_face_ms(fn, batch: np.ndarray, repeats: int) -> float:
     return float(np.median(times)) / len(batch) * 1000
 
 
+FIGURES = Path(__file__).resolve().parents[1] / "models" / "figures.json"
+
+
+def record_cost(checkpoint: Path, ms: float) -> None:
+    """Add one run's ms per face to a shipped model's entry in models/figures.json (written whole)."""
+    import json
+
+    from fer_utils.core.atomic import write_text_atomic
+
+    figures = json.loads(FIGURES.read_text(encoding="utf-8"))
+    entry = figures["models"].get(Path(checkpoint).name)
+    if entry is None:
+        print(f"not recorded: {checkpoint} is not a shipped model of {FIGURES}")
+        return
+    entry["ms_per_face"].append(round(ms, 1))
+    write_text_atomic(FIGURES, json.dumps(figures, indent=1) + "\n")
+    print(f"recorded {ms:.1f} ms per face for {Path(checkpoint).name} in {FIGURES}")
+
+
 def main() -> None:
     import onnxruntime as ort
 
@@ -47,6 +69,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="default: the shipped model")
     parser.add_argument("--data", default=os.environ.get("FER_DATA_DIR"))
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--record", action="store_true", help="add the fp32 batch-1 time to models/figures.json")
     args = parser.parse_args()
     predictor = Predictor.from_checkpoint(args.checkpoint)
     checkpoint = predictor.checkpoint.path
@@ -99,6 +122,8 @@ def main() -> None:
                     f"batch {n}: PyTorch {t:.2f} ms/face, ONNX Runtime fp32 {o:.2f} ms/face ({t / o:.1f}x), "
                     f"int8 {q:.2f} ms/face ({t / q:.1f}x)"
                 )
+                if n == 1 and args.record:
+                    record_cost(checkpoint, o)
                 if parallel:
                     b = per_face_ms(onnx_fn("fp32 parallel"), batch[:n], repeats)
                     print(f"batch {n}: ONNX Runtime fp32, members' branches in parallel: {b:.2f} ms/face")
