@@ -268,6 +268,8 @@ def test_cli_predict_writes_csv_json_and_annotations(untrained_checkpoint, tmp_p
     )
     data = json.loads((tmp_path / "o.json").read_text())
     assert len(data["images"][0]["faces"]) == 2 and data["classes"][0] == "angry"
+    rows = pd.DataFrame(data["rows"])  # the CSV's rows, in the one schema
+    assert list(rows.columns) == [c for c in table.columns if c != "reason"] and len(rows) == 2
     assert main(["predict", str(photos / "bad.jpg"), "--checkpoint", ckpt]) == 1
     assert "no image could be read" in capsys.readouterr().err
 

@@ -113,11 +113,15 @@ def predictions_json(
     model: str,
     annotated: dict[str, str] | None = None,
 ) -> dict:
-    """Every image's faces (boxes, labels, probabilities), the skipped files and the model used."""
+    """``fer predict --json``: ``rows``, the CSV's rows in the one result schema (as the video
+    JSON's ``rows``: one per face, then one per image without a face or skipped file, with its
+    reason); then each image's size, detection and faces (boxes, labels, probabilities), the
+    skipped files and the model used."""
     annotated = annotated or {}
     return {
         "classes": list(classes),
         "checkpoint": model,
+        "rows": prediction_rows(results, skipped),
         "images": [
             {
                 "file": r.source,
