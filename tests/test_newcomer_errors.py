@@ -69,3 +69,10 @@ def test_every_install_hint_reads_as_the_docs_write_it(extra):
     assert f"pip install -e '.[{extra}]'" in hint
     docs = Path(__file__).resolve().parents[1] / "docs" / "install.md"
     assert "pip install -e '.[" in docs.read_text()
+
+
+def test_a_file_that_is_no_photo_is_one_line(tmp_path, untrained_checkpoint, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    assert main(["predict", str(notes), "--checkpoint", str(untrained_checkpoint)]) == 1
+    assert f"{notes}: not an image file" in one_error_line(capsys)

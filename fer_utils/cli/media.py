@@ -59,6 +59,8 @@ def _predict_here(args: argparse.Namespace, files: list[Path], skipped: list, pa
     results, bad, done = _predicted(args, predictor, files, parquet)
     not_reached = [s for s in bad if s.reason == NOT_REACHED]
     skipped += [s for s in bad if s.reason != NOT_REACHED]
+    if not results and not done and not not_reached:  # one line, not the same reason three times
+        raise FERError("no image could be read: " + "; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
     for result in results:
         print("\n".join(result.lines()))
     annotated, failed_writes = _annotated_copies(args.annotate, results, files)
@@ -80,8 +82,6 @@ def _predict_here(args: argparse.Namespace, files: list[Path], skipped: list, pa
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    if not results and not done:
-        raise FERError("no image could be read: " + "; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
     return 0
 
 
