@@ -51,9 +51,10 @@ def test_horizontal_flip_rarely_changes_the_prediction(predictor, faces):
 
 def test_small_brightness_changes_keep_the_prediction(predictor, faces):
     # measured: 0.98-0.99 on PublicTest (earlier ensembles: 0.96-0.98), 0.91-0.96 on synthetic faces
+    images = faces.images[::2]  # 300 of the 599: the agreement is 0.96-0.99, far above the bar, at half the cost
     for factor in (0.9, 1.1):
-        brighter = np.clip(faces.images.astype(np.float32) * factor, 0, 255).astype(np.uint8)
-        assert agreement(predictor, faces.images, brighter) >= 0.85
+        brighter = np.clip(images.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+        assert agreement(predictor, images, brighter) >= 0.85
 
 
 def test_one_and_three_channel_inputs_give_the_same_answer(predictor, faces):

@@ -12,7 +12,11 @@
    export, no dataset cache, no model left by another lesson) and none of this machine's
    ``FER_*`` variables: the kernel imports ``google.colab`` when it starts, the first cell clones
    the course from a ``file://`` URL of this checkout's committed ``HEAD`` and ``setup()`` pip-installs
-   that notebook's extras, then the notebook runs in FAST mode.
+   that notebook's extras, then the notebook runs in FAST mode. The first notebook of each set of
+   extras (``course``; ``course,export``; ...) installs into Colab's runtime as it is; the others of
+   the set start from a copy of the runtime in which ``setup()`` already installed the same extras
+   (built once, beside the runtime), so their first cell reinstalls only the course itself: the
+   install is the same for every notebook of a set, and is checked once per set.
 3. **Nothing of Colab's changes**: after each notebook, every package of the runtime must still
    have the version it had, and any package it added that Colab ships must have Colab's version.
 4. **Widgets under Colab's ipywidgets**: ``tests/test_widgets.py`` runs in notebook 07's runtime.
@@ -160,8 +164,41 @@ def kernel_env(home: Path, threads: int = 0) -> dict[str, str]:
     return env
 
 
-def run_notebook(name: str, work: Path, base: Path, repository: str, timeout: int, threads: int = 0) -> dict:
-    """One notebook in a fresh copy of the runtime; returns what happened (see :func:`main`)."""
+def extras_of(name: str) -> str:
+    """The extras a notebook's first cell installs (``setup("course,export")``)."""
+    nb = json.loads(run(["git", "-C", str(REPO), "show", f"HEAD:notebooks/{name}"]).stdout)
+    first = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    source = first["source"] if isinstance(first["source"], str) else "".join(first["source"])
+    found = re.search(r"setup\(\s*[\"']([^\"']*)[\"']\s*\)", source)
+    return found[1] if found else "course"
+
+
+def build_installed(work: Path, base: Path, extras: str, repository: str) -> Path:
+    """A copy of Colab's runtime in which the course's ``setup(extras)`` has run, as a notebook's first
+    cell runs it (a clone of the committed HEAD, an empty home); rebuilt when HEAD or the runtime changes."""
+    target = work / f"installed-{extras.replace(',', '-')}"
+    head = run(["git", "-C", str(REPO), "rev-parse", "HEAD"]).stdout.strip()
+    stamp_text = head + (base / ".colab-runtime").read_text()
+    stamp = target / ".installed"
+    if stamp.is_file() and stamp.read_text() == stamp_text:
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    run(["cp", "-al", str(base), str(target / "env")])
+    run(["git", "clone", "-q", "--depth", "1", repository, str(target / "fer-course")])
+    (target / "home").mkdir()
+    code = f"import google.colab, sys; sys.path.insert(0, {str(target / 'fer-course')!r}); "
+    code += f"from fer_utils.course import setup; setup({extras!r})"
+    run([str(target / "env" / "bin" / "python"), "-c", code], env=kernel_env(target / "home"))
+    stamp.write_text(stamp_text)
+    return target
+
+
+def run_notebook(
+    name: str, work: Path, base: Path, repository: str, timeout: int, threads: int = 0, start: Path | None = None
+) -> dict:
+    """One notebook in a fresh copy of the runtime (or of ``start``, the runtime with its extras
+    installed); returns what happened (see :func:`main`)."""
     import nbformat
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
@@ -173,9 +210,9 @@ def run_notebook(name: str, work: Path, base: Path, repository: str, timeout: in
     (runtime / "home").mkdir(parents=True)
     (runtime / "content").mkdir()
     env_dir = runtime / "env"
-    run(["cp", "-al", str(base), str(env_dir)])
+    run(["cp", "-al", str(start or base), str(env_dir)])
     python = env_dir / "bin" / "python"
-    before = installed(python)
+    before = installed(base / "bin" / "python")  # Colab's runtime as a learner's Colab has it
     spec = runtime / "kernels" / "colab"
     spec.mkdir(parents=True)
     argv = [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
@@ -213,6 +250,7 @@ def run_notebook(name: str, work: Path, base: Path, repository: str, timeout: in
     changed = {n: f"{v} -> {after.get(n, 'removed')}" for n, v in before.items() if after.get(n) != v}
     return {
         "notebook": name,
+        "fresh_install": start is None,
         "ok": not error,
         "error": error,
         "seconds": round(seconds, 1),
@@ -253,13 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=900, help="seconds a cell may run")
     parser.add_argument("--build-only", action="store_true", help="build Colab's runtime, run nothing (CI)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one notebook in this process
+    parser.add_argument("--start", help=argparse.SUPPRESS)  # internal: from the runtime with these extras installed
     args = parser.parse_args(argv)
     colab = read_pins()
     base = args.work / "base"
     repository = REPO.as_uri()
     if args.one:
         threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
-        print(json.dumps(run_notebook(args.one, args.work, base, repository, args.timeout, threads)))
+        start = args.work / f"installed-{args.start}" / "env" if args.start else None
+        print(json.dumps(run_notebook(args.one, args.work, base, repository, args.timeout, threads, start)))
         return 0
     python, note = find_python(colab, args.python)
     print(
@@ -279,20 +319,30 @@ def main(argv: list[str] | None = None) -> int:
         [str(base / "bin" / "python"), "-c", "import sys, cv2; print(sys.version.split()[0], cv2.__version__)"]
     )
     python_version, cv2_version = version.stdout.split()
-    print(f"runtime ready in {time.monotonic() - started:.0f} s: Python {python_version}, cv2 {cv2_version}")
+    names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb") if not args.only or p.name[:2] in args.only)
+    names.sort(key=lambda n: LONGEST_FIRST.index(n[:2]) if n[:2] in LONGEST_FIRST else len(LONGEST_FIRST))
+    extras = {name: extras_of(name) for name in names}
+    fresh = {}  # each set of extras: its last notebook in the run order installs into the runtime as it is
+    for name in names:
+        fresh[extras[name]] = name
+    for wanted in sorted({extras[n] for n in names if fresh[extras[n]] != n}):
+        build_installed(args.work, base, wanted, repository)
+    print(
+        f"runtime ready in {time.monotonic() - started:.0f} s: Python {python_version}, cv2 {cv2_version}; "
+        f"installs checked from scratch by {', '.join(n[:2] for n in sorted(fresh.values()))}"
+    )
     if args.build_only:
         return 0
 
     head = run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"]).stdout.strip()
     print(f"the course as committed: {head[:100]}")
-    names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb") if not args.only or p.name[:2] in args.only)
-    names.sort(key=lambda n: LONGEST_FIRST.index(n[:2]) if n[:2] in LONGEST_FIRST else len(LONGEST_FIRST))
     results: list[dict] = []
 
     def one(name: str) -> dict:
+        start = [] if fresh[extras[name]] == name else ["--start", extras[name].replace(",", "-")]
         done = subprocess.run(
             [sys.executable, __file__, "--one", name, "--work", str(args.work), "--timeout", str(args.timeout),
-             "--jobs", str(args.jobs)],
+             "--jobs", str(args.jobs), *start],
             capture_output=True, text=True,
         )  # fmt: skip
         try:
@@ -308,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
             status = "passed" if result["ok"] and not changes else "FAILED"
             print(
                 f"{result['notebook']}: {status} in {result.get('seconds', 0):.0f} s "
-                f"(first cell, clone + install: {result.get('setup_cell_seconds')} s)"
+                f"(first cell, clone + install: {result.get('setup_cell_seconds')} s"
+                + ("" if result.get("fresh_install", True) else ", its extras already installed")
+                + ")"
                 + (f"; Colab packages changed: {changes}" if changes else ""),
                 flush=True,
             )
