@@ -189,3 +189,12 @@ def children():
         with contextlib.suppress(ProcessLookupError):  # it and its group may have ended already
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory) -> Path:
+    """A folder of two short face videos (a.mp4: 6 frames, one still face; b.mp4: 8, one moving)."""
+    folder = tmp_path_factory.mktemp("videos")
+    write_face_video(folder / "a.mp4", lambda i: [(110, 70)], n_frames=6)
+    write_face_video(folder / "b.mp4", lambda i: [(60 + 5 * i, 70)], n_frames=8, seed=1)
+    return folder

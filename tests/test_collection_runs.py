@@ -22,14 +22,6 @@ from fer_utils.core.errors import FEROutputError
 pytest.importorskip("pyarrow")
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("clips")
-    write_face_video(folder / "a.mp4", lambda i: [(110, 70)], n_frames=6)
-    write_face_video(folder / "b.mp4", lambda i: [(60 + 5 * i, 70)], n_frames=8, seed=1)
-    return folder
-
-
 @pytest.fixture
 def photos(tmp_path) -> Path:
     folder = tmp_path / "photos"
@@ -54,28 +46,28 @@ def _one_error_line(err: str) -> str:
 
 
 def test_a_rerun_with_other_options_or_model_is_refused_and_redo_gives_the_new_rows_alone(
-    clips, untrained_checkpoint, tmp_path, capsys
+    videos, untrained_checkpoint, tmp_path, capsys
 ):
     out = tmp_path / "run"
-    assert _video([str(clips), "--parquet", str(out)], untrained_checkpoint) == 0
+    assert _video([str(videos), "--parquet", str(out)], untrained_checkpoint) == 0
     first = pd.read_parquet(out)
     capsys.readouterr()
-    assert _video([str(clips), "--parquet", str(out), "--every", "3", "--start", "0.1"], untrained_checkpoint) == 1
+    assert _video([str(videos), "--parquet", str(out), "--every", "3", "--start", "0.1"], untrained_checkpoint) == 1
     line = _one_error_line(capsys.readouterr().err)
     assert "--every 1 there, 3 here" in line and "--start 0.0 there, 0.1 here" in line and "--redo" in line
     other = tmp_path / "other.safetensors"
     other.write_bytes(untrained_checkpoint.read_bytes()[:-1] + b" ")  # other bytes, same name pattern
-    assert _video([str(clips), "--parquet", str(out)], other) == 1
+    assert _video([str(videos), "--parquet", str(out)], other) == 1
     assert "--checkpoint" in _one_error_line(capsys.readouterr().err)
     assert pd.read_parquet(out).equals(first)  # refusals change nothing
 
-    assert _video([str(clips), "--parquet", str(out), "--every", "3", "--redo"], untrained_checkpoint) == 0
+    assert _video([str(videos), "--parquet", str(out), "--every", "3", "--redo"], untrained_checkpoint) == 0
     again = pd.read_parquet(out)
     assert set(again.frame) == {0, 3, 6} and len(again) < len(first)  # only the new options' rows
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["settings"]["--every"] == 3 and manifest["settings"]["--checkpoint"].startswith("untrained")
     capsys.readouterr()
-    assert _video([str(clips), "--parquet", str(out), "--every", "3"], untrained_checkpoint) == 0
+    assert _video([str(videos), "--parquet", str(out), "--every", "3"], untrained_checkpoint) == 0
     assert "2 videos already done" in capsys.readouterr().err
 
 
@@ -208,27 +200,27 @@ def test_a_finished_photo_run_rerun_says_so_and_succeeds(photos, untrained_check
     ],
 )
 def test_video_options_are_checked_before_any_work_in_one_line(
-    flags, says, clips, untrained_checkpoint, tmp_path, capsys, monkeypatch
+    flags, says, videos, untrained_checkpoint, tmp_path, capsys, monkeypatch
 ):
     import fer_utils.predict.ray_engine as ray_engine
 
     monkeypatch.setattr(ray_engine, "_ray", lambda: pytest.fail("Ray started before the options were checked"))
     started = time.monotonic()
-    assert _video([str(clips), "--parquet", str(tmp_path / "run"), *flags], untrained_checkpoint) == 1
+    assert _video([str(videos), "--parquet", str(tmp_path / "run"), *flags], untrained_checkpoint) == 1
     assert says in _one_error_line(capsys.readouterr().err) and time.monotonic() - started < 20
     assert not (tmp_path / "run" / "_manifest.json").exists()
 
 
 @pytest.mark.parametrize("workers", ["0", "-1", "two"])
-def test_workers_must_be_a_positive_count(workers, clips, tmp_path, capsys):
+def test_workers_must_be_a_positive_count(workers, videos, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        main(["video", str(clips), "--parquet", str(tmp_path / "r"), "--engine", "ray", "--workers", workers])
+        main(["video", str(videos), "--parquet", str(tmp_path / "r"), "--engine", "ray", "--workers", workers])
     assert stop.value.code == 2 and "--workers" in _one_error_line(capsys.readouterr().err)
 
 
-def test_a_start_past_the_end_says_so_and_records_nothing(clips, untrained_checkpoint, tmp_path, capsys):
+def test_a_start_past_the_end_says_so_and_records_nothing(videos, untrained_checkpoint, tmp_path, capsys):
     out = tmp_path / "run"
-    assert _video([str(clips / "a.mp4"), "--parquet", str(out), "--start", "100"], untrained_checkpoint) == 1
+    assert _video([str(videos / "a.mp4"), "--parquet", str(out), "--start", "100"], untrained_checkpoint) == 1
     assert "--start 100 s is past its end (0.20 s)" in _one_error_line(capsys.readouterr().err)
     manifest = out / "_manifest.json"
     assert not manifest.exists() or json.loads(manifest.read_text())["inputs"] == {}

@@ -19,14 +19,6 @@ from fer_utils.core.errors import FEROutputError
 pytest.importorskip("pyarrow")
 
 
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("videos")
-    write_face_video(folder / "a.mp4", lambda i: [(110, 70)], n_frames=6)
-    write_face_video(folder / "b.mp4", lambda i: [(60 + 5 * i, 70)], n_frames=8, seed=1)
-    return folder
-
-
 def _video(args: list[str], checkpoint: Path) -> int:
     return main(["video", *args, "--quiet", "--checkpoint", str(checkpoint)])
 
