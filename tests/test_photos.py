@@ -215,9 +215,12 @@ def test_batched_gradcam_and_predictions_match_one_batch(predictor, small_faces)
 
     faces = small_faces.images[:7]
     x = predictor.input_tensor(faces)
+    # maps in 0..1. An untrained model's gradients are tiny, and the CPU's convolution kernels differ
+    # with the batch size, so its maps move by up to about 0.001 between batchings (seen once in CI at
+    # 1e-4); faces mixed up between batches would move them by tenths
     assert np.allclose(
-        gradcam_maps(predictor.model, x, batch_size=2), gradcam_maps(predictor.model, x, batch_size=64), atol=1e-4
-    )  # maps in 0..1: batches change only the order of float sums
+        gradcam_maps(predictor.model, x, batch_size=2), gradcam_maps(predictor.model, x, batch_size=64), atol=1e-2
+    )
     one_by_one = np.concatenate([predictor.predict_arrays(faces[i : i + 1]) for i in range(len(faces))])
     assert np.allclose(
         predictor.predict_arrays(np.concatenate([faces] * 6)), np.concatenate([one_by_one] * 6), atol=1e-5
