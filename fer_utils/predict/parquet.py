@@ -142,7 +142,6 @@ class ParquetRun:
         self._digests: dict[str, str | None] = {}
         self._identities: dict[str, dict[str, Any]] = {}
         self.written = 0  # files this run wrote
-        self.removed = 0  # files of an earlier run this run removed (redo, changed inputs)
         self._lock = _lock_folder(self.folder, command)
         try:
             self.inputs = self._read_manifest(redo)
@@ -228,9 +227,9 @@ class ParquetRun:
 
     def _forget(self, entry: dict[str, Any]) -> None:
         """Remove an input's recorded rows, and the record of every input that shares its files."""
-        names = set(_file_names(entry))
+        names = {name for name, _ in _recorded_files(entry)}
         for key, other in list(self.inputs.items()):
-            if names & set(_file_names(other)):
+            if names & {name for name, _ in _recorded_files(other)}:
                 del self.inputs[key]
         self._remove_files(entry)
 
@@ -319,7 +318,6 @@ class ParquetRun:
             if file_digest(path) == sha:
                 path.unlink()
                 self._digests.pop(name, None)
-                self.removed += 1
 
 
 def _recorded_files(entry: Any) -> list[tuple[str, str]]:
@@ -333,10 +331,6 @@ def _recorded_files(entry: Any) -> list[tuple[str, str]]:
         for item in items
         if isinstance(item, dict) and isinstance(item.get("file"), str)
     ]
-
-
-def _file_names(entry: Any) -> list[str]:
-    return [name for name, _ in _recorded_files(entry)]
 
 
 def _lock_folder(folder: Path, command: str) -> Any:
