@@ -220,14 +220,30 @@ def test_both_engines_say_the_same_of_a_start_past_the_end_and_record_nothing(
     assert errors[0] == errors[1] == f"fer: error: {video}: --start 100 s is past its end (0.20 s)"
 
 
-def _ray_worker_started() -> bool:
-    """True once a Ray actor process of fer's (``ray::_Worker``) runs on this machine."""
+def _parent(pid: int) -> int:
+    """The parent process of ``pid`` (0 once it has gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in brackets may hold spaces
+
+
+def _ray_worker_started(driver: int) -> bool:
+    """True once a Ray actor process of fer's (``ray::_Worker``) runs under ``driver``: its own
+    local cluster's raylet starts it. Another test process's Ray workers (pytest-xdist runs two)
+    do not count, or the signal would come before the run had started."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if b"ray::_Worker" in cmdline.read_bytes():
-                return True
+            if b"ray::_Worker" not in cmdline.read_bytes():
+                continue
         except OSError:
             continue
+        pid = int(cmdline.parent.name)
+        while pid > 1:
+            pid = _parent(pid)
+            if pid == driver:
+                return True
     return False
 
 
@@ -246,7 +262,7 @@ def test_sigterm_ends_a_ray_run_as_every_fer_run(untrained_checkpoint, tmp_path)
         command, stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     )
     deadline = time.monotonic() + 120
-    while not _ray_worker_started() and time.monotonic() < deadline:
+    while not _ray_worker_started(run.pid) and time.monotonic() < deadline:
         assert run.poll() is None, run.stderr.read()
         time.sleep(0.2)
     time.sleep(1)
