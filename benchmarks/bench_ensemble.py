@@ -47,7 +47,6 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import f1_score, log_loss
 
-from fer_utils.core.metadata import member_sizes, member_stats
 from fer_utils.data import load_dataset
 from fer_utils.model.assembly import load_model
 from fer_utils.model.calibration import base_model, fit_temperature, scaled_probabilities
@@ -66,15 +65,14 @@ def member_probabilities(path: Path, faces, tta: str = "none") -> dict[str, np.n
     model, checkpoint = load_model(path)
     model = base_model(model)
     # each member at its own input size and normalization (a Lite1 member uses ImageNet's)
-    sizes, stats = member_sizes(checkpoint.meta), member_stats(checkpoint.meta)
+    described = [d.with_tta(tta) for d in checkpoint.member_descriptions()]
     if isinstance(model, Ensemble):
-        names = [f"{path.stem}[{i}]@{s}" for i, s in enumerate(sizes)]
+        names = [f"{path.stem}[{i}]@{d.image_size}" for i, d in enumerate(described)]
         return {
-            n: evaluate_model(m, faces, s, mean, std, tta).probabilities
-            for n, m, s, (mean, std) in zip(names, model.members, sizes, stats, strict=True)
+            n: evaluate_model(m, faces, d).probabilities
+            for n, m, d in zip(names, model.members, described, strict=True)
         }
-    (mean, std), size = stats[0], sizes[0]
-    return {f"{path.parent.name}@{size}": evaluate_model(model, faces, size, mean, std, tta).probabilities}
+    return {f"{path.parent.name}@{described[0].image_size}": evaluate_model(model, faces, described[0]).probabilities}
 
 
 def split_check(

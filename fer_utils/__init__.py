@@ -31,6 +31,8 @@ _PUBLIC = {
     "build_model": "fer_utils.model.factory",
     "load_model": "fer_utils.model.assembly",
     "evaluate_checkpoint": "fer_utils.train.evaluation",
+    "evaluate_model": "fer_utils.train.evaluation",
+    "ModelDescription": "fer_utils.runtime.description",
     "export_onnx": "fer_utils.model.export",
     "EMOTIONS": "fer_utils.core.labels",
     "EvaluationReport": "fer_utils.train.evaluation",

@@ -75,9 +75,10 @@ def real_data_dir() -> Path:
 def save_lite0(path: Path, model) -> Path:
     """Save a Lite0 as a checkpoint that takes 48 px faces (the card every plumbing test uses)."""
     from fer_utils.core.labels import EMOTIONS
-    from fer_utils.model.checkpoints import ModelCard, save_checkpoint
+    from fer_utils.model.checkpoints import save_checkpoint
+    from fer_utils.runtime.description import ModelDescription
 
-    return save_checkpoint(path, model, ModelCard("efficientnet-lite0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3))
+    return save_checkpoint(path, model, ModelDescription("efficientnet-lite0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3))
 
 
 @pytest.fixture(scope="session")

@@ -5,14 +5,15 @@ import torch
 from fer_utils.core.errors import FERCheckpointError
 from fer_utils.core.labels import EMOTIONS
 from fer_utils.model.assembly import model_from_checkpoint
-from fer_utils.model.checkpoints import ModelCard, load_checkpoint, save_checkpoint
+from fer_utils.model.checkpoints import load_checkpoint, save_checkpoint
 from fer_utils.model.factory import build_model
+from fer_utils.runtime.description import ModelDescription
 
 
 @pytest.fixture
 def saved(tmp_path):
     model = build_model("efficientnet-b0").eval()
-    card = ModelCard("efficientnet-b0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3)
+    card = ModelDescription("efficientnet-b0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3)
     path = save_checkpoint(tmp_path / "m.safetensors", model, card, config={"lr": 0.01}, metrics={"val_accuracy": 0.5})
     return model, path
 
@@ -63,7 +64,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(saved, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(safetensors.torch, "save_file", crash)
-    card = ModelCard("efficientnet-b0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3)
+    card = ModelDescription("efficientnet-b0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, model, card)
     assert path.read_bytes() == before
@@ -72,7 +73,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(saved, monkeypatch):
 
 def test_half_precision_checkpoint_is_smaller_and_close(saved, tmp_path):
     model, path = saved
-    card = ModelCard("efficientnet-b0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3)
+    card = ModelDescription("efficientnet-b0", EMOTIONS, 48, (0.5,) * 3, (0.5,) * 3)
     half = save_checkpoint(tmp_path / "half.safetensors", model, card, half=True)
     assert half.stat().st_size < 0.6 * path.stat().st_size
     loaded, _ = model_from_checkpoint(half)

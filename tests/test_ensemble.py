@@ -15,9 +15,10 @@ from fer_utils.core.labels import EMOTIONS
 from fer_utils.core.metadata import member_sizes, member_stats
 from fer_utils.model.assembly import load_model, save_ensemble
 from fer_utils.model.calibration import base_model
-from fer_utils.model.checkpoints import ModelCard, read_checkpoint_meta, save_checkpoint
+from fer_utils.model.checkpoints import read_checkpoint_meta, save_checkpoint
 from fer_utils.model.factory import Ensemble, build_model
 from fer_utils.predict.predictor import Predictor
+from fer_utils.runtime.description import ModelDescription
 from fer_utils.train.evaluation import evaluate_checkpoint, evaluate_model
 
 
@@ -25,7 +26,7 @@ def member(path, seed: int, image_size: int = 48, mean=(0.5,) * 3, std=(0.5,) * 
     torch.manual_seed(seed)
     model = build_model("efficientnet-lite0").eval()
     torch.nn.init.normal_(model.get_classifier().weight, std=0.5)  # members that disagree visibly
-    card = ModelCard("efficientnet-lite0", EMOTIONS, image_size, mean, std)
+    card = ModelDescription("efficientnet-lite0", EMOTIONS, image_size, mean, std)
     return save_checkpoint(path, model, card, config={"dropout": 0.2}, metrics={"seed": seed})
 
 
@@ -134,13 +135,16 @@ def test_members_of_another_normalization_see_their_own_input(members, small_fac
     meta = read_checkpoint_meta(packed)
     assert member_stats(meta)[1] == (list(IMAGENET_MEAN), list(IMAGENET_STD))
     subset = small_faces.subset(np.arange(5))
-    alone = evaluate_model(load_model(packed)[0].members[1], subset, member_sizes(meta)[1], *member_stats(meta)[1])
+    model, checkpoint = load_model(packed)
+    second = checkpoint.member_descriptions()[1]
+    assert (second.image_size, second.mean, second.std) == (member_sizes(meta)[1], IMAGENET_MEAN, IMAGENET_STD)
+    alone = evaluate_model(model.members[1], subset, second)
     np.testing.assert_allclose(alone.probabilities, evaluate_checkpoint(imagenet, subset).probabilities, atol=1e-5)
 
 
 def test_members_must_share_classes_and_a_usable_size(members, tmp_path):
     model = build_model("efficientnet-lite0", num_classes=2).eval()
-    card = ModelCard("efficientnet-lite0", ("happy", "sad"), 48, (0.5,) * 3, (0.5,) * 3)
+    card = ModelDescription("efficientnet-lite0", ("happy", "sad"), 48, (0.5,) * 3, (0.5,) * 3)
     other = save_checkpoint(tmp_path / "two.safetensors", model, card)
     with pytest.raises(FERCheckpointError, match="two.safetensors: its classes"):
         load_model([members[0], other])

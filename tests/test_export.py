@@ -26,6 +26,23 @@ def test_export_matches_pytorch_with_dynamic_batch_and_metadata(exported, untrai
         )
 
 
+def test_one_description_from_the_checkpoint_the_export_and_the_predictor(exported, untrained_checkpoint, small_faces):
+    """What the model sees is one value whichever file it is read from, and evaluation in PyTorch
+    and prediction in ONNX Runtime run the one TTA loop on it."""
+    from fer_utils import ModelDescription, evaluate_model, load_model
+    from fer_utils.runtime.onnx import model_info
+
+    model, checkpoint = load_model(untrained_checkpoint)
+    assert isinstance(checkpoint.description, ModelDescription)
+    assert model_info(exported.path) == checkpoint.description
+    onnx = Predictor.from_checkpoint(exported.path, tta="crops")
+    assert onnx.runtime == "onnx" and onnx.description == checkpoint.description.with_tta("crops")
+    faces = small_faces.subset(np.arange(6))
+    report = evaluate_model(model, faces, onnx.description)
+    assert report.tta == "crops"
+    np.testing.assert_allclose(report.probabilities, onnx.predict_arrays(faces.images), atol=1e-4)
+
+
 def test_parity_check_fails_for_a_different_model(exported):
     from fer_utils.model.factory import build_model
 
@@ -45,8 +62,9 @@ def test_int8_export_is_smaller_and_keeps_predictions(tmp_path):
     from sklearn.linear_model import LogisticRegression
 
     from fer_utils.data import synthetic_faces
-    from fer_utils.model.checkpoints import ModelCard, save_checkpoint
+    from fer_utils.model.checkpoints import save_checkpoint
     from fer_utils.model.factory import build_model
+    from fer_utils.runtime.description import ModelDescription
 
     # A model that is sure of its answers, so that agreement measures the quantization and not a
     # coin toss: ImageNet Lite0 with a head fitted to these faces' features (fp32 gets them all).
@@ -54,7 +72,7 @@ def test_int8_export_is_smaller_and_keeps_predictions(tmp_path):
     # broken int8 export would agree by chance, about 1 in 7.
     faces = synthetic_faces(n_per_class=10, seed=5)
     model = build_model("efficientnet-lite0", pretrained=True).eval()
-    card = ModelCard("efficientnet-lite0", faces.classes, 48, (0.5,) * 3, (0.5,) * 3)
+    card = ModelDescription("efficientnet-lite0", faces.classes, 48, (0.5,) * 3, (0.5,) * 3)
     inputs = Predictor.from_checkpoint(save_checkpoint(tmp_path / "r.safetensors", model, card)).input_tensor(
         faces.images
     )

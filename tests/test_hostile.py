@@ -183,10 +183,10 @@ def test_checkpoints_with_non_finite_weights_are_refused(untrained_checkpoint, t
     checkpoint = load_checkpoint(untrained_checkpoint)
     model, _ = model_from_checkpoint(untrained_checkpoint)
     next(model.parameters()).data.fill_(float("nan"))
-    from fer_utils.model.checkpoints import ModelCard
+    from fer_utils.runtime.description import ModelDescription
 
     meta = checkpoint.meta
-    card = ModelCard(meta["arch"], tuple(meta["classes"]), meta["image_size"], meta["mean"], meta["std"])
+    card = ModelDescription(meta["arch"], tuple(meta["classes"]), meta["image_size"], meta["mean"], meta["std"])
     broken = save_checkpoint(tmp_path / "nan.safetensors", model, card)
     with pytest.raises(FERCheckpointError, match="NaN or infinite"):
         Predictor.from_checkpoint(broken)

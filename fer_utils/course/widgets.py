@@ -63,10 +63,7 @@ class PredictionExplorer:
 
         self.predictor, self.faces = predictor, faces
         if probabilities is None:
-            meta = predictor.checkpoint.meta
-            probabilities = evaluate_model(
-                predictor.model, faces, predictor.checkpoint.image_size, tuple(meta["mean"]), tuple(meta["std"])
-            ).probabilities
+            probabilities = evaluate_model(predictor.model, faces, predictor.checkpoint.description).probabilities
         self.probabilities = probabilities
         self.predicted = probabilities.argmax(axis=1)
         self.class_filter = w.Dropdown(options=[ALL, WRONG, *faces.classes], value=ALL, description="show")

@@ -5,6 +5,7 @@ loaded, and several checkpoints packed into one ensemble file. The file format i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from fer_utils.core.metadata import (
 from fer_utils.core.outputs import check_outputs
 from fer_utils.data.images import DEFAULT_FACE_SIZE
 from fer_utils.model.calibration import TemperatureScaled, base_model
-from fer_utils.model.checkpoints import Checkpoint, ModelCard, load_checkpoint, save_checkpoint
+from fer_utils.model.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 
 
 def _check_fit(own: dict[str, torch.Tensor], checkpoint: Checkpoint, advice: str) -> None:
@@ -255,12 +256,5 @@ def save_ensemble(
         )
     model, checkpoint = _ensemble_of(members, described, checkpoint.meta)
     meta = checkpoint.meta
-    card = ModelCard(
-        ENSEMBLE_ARCH,
-        tuple(meta["classes"]),
-        int(meta["image_size"]),
-        tuple(meta["mean"]),
-        tuple(meta["std"]),
-        extra={"members": meta["members"]},
-    )
-    return save_checkpoint(out, model, card, half=half)
+    description = dataclasses.replace(checkpoint.description, arch=ENSEMBLE_ARCH)
+    return save_checkpoint(out, model, description, extra={"members": meta["members"]}, half=half)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,15 @@ from torch import nn
 from fer_utils.core.atomic import atomic_path
 from fer_utils.core.errors import FERCheckpointError
 from fer_utils.core.metadata import (
+    ENSEMBLE_ARCH,
     FORMAT,
     FORMAT_VERSION,
     METADATA_KEY,
     UNREADABLE,
     checkpoint_meta_problem,
     existing_checkpoint,
+    member_sizes,
+    member_stats,
     parse_checkpoint_meta,
     unreadable_message,
 )
@@ -35,6 +38,7 @@ from fer_utils.core.metadata import (
     checkpoint_files as checkpoint_files,  # re-exported: the checkpoint API in one place
 )
 from fer_utils.core.metadata import read_checkpoint_meta as read_checkpoint_meta
+from fer_utils.runtime.description import ModelDescription
 
 
 @dataclass
@@ -59,27 +63,18 @@ class Checkpoint:
     def image_size(self) -> int:
         return int(self.meta["image_size"])
 
+    @property
+    def description(self) -> ModelDescription:
+        """What the model sees (classes, input size, normalization, member sizes), as one value."""
+        return ModelDescription.from_meta(self.meta)
 
-@dataclass
-class ModelCard:
-    """What inference needs to use a model the way it was trained."""
-
-    arch: str
-    classes: tuple[str, ...]
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_meta(self) -> dict[str, Any]:
-        return {
-            "arch": self.arch,
-            "classes": list(self.classes),
-            "image_size": self.image_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            **self.extra,
-        }
+    def member_descriptions(self) -> list[ModelDescription]:
+        """What each member of an ensemble sees on its own (its architecture, input size and
+        normalization; one entry for a single model): how to evaluate one member alone."""
+        if self.meta["arch"] != ENSEMBLE_ARCH:
+            return [self.description]
+        own = zip(self.meta["members"], member_sizes(self.meta), member_stats(self.meta), strict=True)
+        return [ModelDescription(m["arch"], self.classes, size, mean, std) for m, size, (mean, std) in own]
 
 
 def library_versions() -> dict[str, str]:
@@ -121,8 +116,9 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict[str, Any])
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
-    card: ModelCard,
+    description: ModelDescription,
     *,
+    extra: dict | None = None,
     config: dict | None = None,
     metrics: dict | None = None,
     optimizer: torch.optim.Optimizer | None = None,
@@ -131,6 +127,9 @@ def save_checkpoint(
     half: bool = False,
 ) -> Path:
     """Write model weights and metadata (and optionally optimizer state) to ``path`` atomically.
+
+    ``description`` says what the model sees; ``extra`` adds entries to the metadata (an
+    ensemble's ``members``, the training ``data``).
 
     ``ema`` (a ``torch.optim.swa_utils.AveragedModel``) stores a run's weight average beside the
     weights it trains, so resuming continues both. ``half`` stores weights as float16 (half the
@@ -146,7 +145,8 @@ def save_checkpoint(
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        **card.to_meta(),
+        **description.to_meta(),
+        **(extra or {}),
         "config": config or {},
         "metrics": metrics or {},
         "versions": library_versions(),

@@ -4,8 +4,9 @@ The ONNX graph takes ``input`` (N, 3, S, S) float32: a 48x48 gray face resized t
 0..1, repeated to 3 channels and normalized with the stored mean/std; it returns ``logits``
 (N, classes). The batch size is dynamic; so are height and width for an ensemble of members of
 several sizes, which takes the 48x48 face (or a TTA crop of it) and enlarges it for each member
-itself. ``metadata_props`` carry classes, image size, mean, std
-and architecture as JSON/text, so a browser or server needs nothing else.
+itself. Its ``metadata_props`` carry the model's description
+(:meth:`fer_utils.runtime.description.ModelDescription.onnx_props`: classes, image size, mean,
+std, members, architecture) as JSON/text, so a browser or server needs nothing else.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch import nn
 
 from fer_utils.core.atomic import atomic_path, write_text_atomic
 from fer_utils.core.errors import FERError
-from fer_utils.core.metadata import CheckpointSource, member_sizes, resizes_input
+from fer_utils.core.metadata import CheckpointSource
 from fer_utils.core.outputs import check_outputs
 from fer_utils.data.images import DEFAULT_FACE_SIZE, square_resize
 from fer_utils.model.assembly import load_model
@@ -42,12 +43,11 @@ from fer_utils.runtime.onnx import (
     cache_entry,
     digest_file,
     file_digest,
-    metadata_props,
     model_info,
     require_exporter,
     verified,
 )
-from fer_utils.runtime.preprocess import crop_boxes, face_inputs
+from fer_utils.runtime.preprocess import crop_boxes
 
 PARITY_TOLERANCE = 1e-4
 """Largest allowed difference between PyTorch and ONNX Runtime probabilities (fp32 export)."""
@@ -72,7 +72,7 @@ def _export_graph(checkpoint: Checkpoint, model: torch.nn.Module, out: Path, ops
             module.set_swish(memory_efficient=False)
     size = checkpoint.image_size
     example = torch.zeros(2, 3, size, size)
-    any_size = resizes_input(checkpoint.meta)  # an ensemble that enlarges its input itself
+    any_size = checkpoint.description.resizes_input  # an ensemble that enlarges its input itself
     axes = {0: "batch", 2: "height", 3: "width"} if any_size else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -103,14 +103,7 @@ def _export_graph(checkpoint: Checkpoint, model: torch.nn.Module, out: Path, ops
     import onnx
 
     proto = onnx.load(str(out))
-    meta = metadata_props(
-        checkpoint.classes,
-        size,
-        checkpoint.meta["mean"],
-        checkpoint.meta["std"],
-        checkpoint.arch,
-        member_sizes(checkpoint.meta),
-    )
+    meta = checkpoint.description.onnx_props()
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -143,7 +136,7 @@ def parity_inputs(checkpoint: Checkpoint, n: int) -> list[torch.Tensor]:
     crops' size for a graph that takes any size (an ensemble that resizes its input itself)."""
     generator = torch.Generator().manual_seed(0)
     sides = [checkpoint.image_size]
-    if resizes_input(checkpoint.meta):
+    if checkpoint.description.resizes_input:
         sides.append(crop_boxes(checkpoint.image_size)[0][2])
     return [torch.randn(n, 3, side, side, generator=generator) for side in sides]
 
@@ -215,7 +208,7 @@ def export_onnx(
 
                 calibration_faces = synthetic_faces(40, seed=0).images
             faces = np.stack([square_resize(f, DEFAULT_FACE_SIZE) for f in calibration_faces])
-            inputs = face_inputs(faces, ckpt.image_size, ckpt.meta["mean"], ckpt.meta["std"])
+            inputs = ckpt.description.inputs(faces)
             fp32 = tmp.with_name(tmp.name + ".fp32")
             tmp.rename(fp32)
             try:

@@ -4,23 +4,21 @@ process that only predicts never imports torch) or in PyTorch (GPUs, Grad-CAM, `
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fer_utils.core.errors import FERConfigError, FERDataError, install_hint
-from fer_utils.core.metadata import CheckpointSource, checkpoint_files, read_checkpoint_meta, resizes_input
+from fer_utils.core.errors import FERConfigError, install_hint
+from fer_utils.core.metadata import CheckpointSource, checkpoint_files, read_checkpoint_meta
 from fer_utils.data.images import DEFAULT_FACE_SIZE, square_resize
 from fer_utils.faces.detection import FaceBox, crop_face
+from fer_utils.runtime.description import ModelDescription
 from fer_utils.runtime.onnx import OnnxClassifier, cache_entry, checkpoint_key, exporter_missing, verified
-from fer_utils.runtime.preprocess import TTA_MODES, face_inputs, faces_per_batch, softmax, tta_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -41,40 +39,9 @@ def has_onnxruntime() -> bool:
 
 def training_size_faces(faces: Sequence[np.ndarray]) -> np.ndarray:
     """uint8 face crops of any size as the (N, 48, 48) stack the models were trained on."""
+    if not len(faces):
+        return np.zeros((0, DEFAULT_FACE_SIZE, DEFAULT_FACE_SIZE), np.uint8)
     return np.stack([square_resize(np.ascontiguousarray(f, dtype=np.uint8), DEFAULT_FACE_SIZE) for f in faces])
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What the model sees, as one value: its input side, the normalization it was trained with,
-    the test-time augmentation views, and whether TTA crops keep their size (a model that
-    enlarges its input itself, such as an ensemble of members of several sizes)."""
-
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    tta: str = "none"
-    keep_crop_size: bool = False
-
-    @classmethod
-    def of(cls, meta: dict, tta: str) -> Preprocessing:
-        """The preprocessing a checkpoint's or export's description asks for, with ``tta`` views."""
-        described = cls(int(meta["image_size"]), tuple(meta["mean"]), tuple(meta["std"]), "none", resizes_input(meta))
-        return described.with_tta(tta)
-
-    def with_tta(self, tta: str) -> Preprocessing:
-        """The same preprocessing with other test-time augmentation views."""
-        if tta not in TTA_MODES:
-            raise FERDataError(f"TTA mode must be one of {', '.join(TTA_MODES)}, got {tta!r}")
-        return dataclasses.replace(self, tta=tta)
-
-    def inputs(self, faces48: np.ndarray) -> np.ndarray:
-        """The normalized model input (N, 3, S, S) for (N, 48, 48) uint8 faces (no TTA)."""
-        return face_inputs(faces48, self.image_size, self.mean, self.std)
-
-    def views(self, faces48: np.ndarray) -> np.ndarray:
-        """The TTA views (V, N, 3, S, S) of (N, 48, 48) uint8 faces."""
-        return tta_inputs(faces48, self.image_size, self.mean, self.std, self.tta, keep_crop_size=self.keep_crop_size)
 
 
 class FaceClassifier:
@@ -92,7 +59,7 @@ class FaceClassifier:
     ) -> None:
         from fer_utils.model.devices import model_device, resolve_device
 
-        self._setup(checkpoint.classes, Preprocessing.of(checkpoint.meta, tta), runtime, threads)
+        self._setup(checkpoint.description.with_tta(tta), runtime, threads)
         self.device = model_device(model) if device is None else resolve_device(device)
         self._model: Any = model.to(self.device).eval()
         self._checkpoint: Checkpoint | None = checkpoint
@@ -104,11 +71,15 @@ class FaceClassifier:
         self.runtime = runtime
         self._cache_key: str | None = None  # set by from_checkpoint: the export is found by the files' hash
 
-    def _setup(self, classes: Sequence[str], preprocessing: Preprocessing, runtime: str, threads: int) -> None:
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names, in the order of the model's outputs."""
+        return self.description.classes
+
+    def _setup(self, description: ModelDescription, runtime: str, threads: int) -> None:
         if runtime not in RUNTIMES:
             raise FERConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        self.classes = tuple(classes)
-        self.preprocessing = preprocessing
+        self.description = description
         self.runtime, self.threads = runtime, threads
         self._onnx: OnnxClassifier | None = None
         self._lock = threading.RLock()  # guards lazy loading, which nests
@@ -121,7 +92,7 @@ class FaceClassifier:
         ``sources``: the checkpoints it was exported from, which Grad-CAM loads on demand."""
         onnx = OnnxClassifier(path, threads)
         self = cls.__new__(cls)
-        self._setup(onnx.info.classes, Preprocessing.of(onnx.info.to_dict(), tta), "onnx", threads)
+        self._setup(onnx.info.with_tta(tta), "onnx", threads)
         self.device, self._model, self._checkpoint, self._onnx = None, None, None, onnx
         self.sources = list(sources) or [Path(path)]
         return self
@@ -223,7 +194,7 @@ class FaceClassifier:
     def inputs(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """The normalized model input (N, 3, S, S) float32 for uint8 face crops of any size
         (each first resized to 48x48 like the training faces)."""
-        return self.preprocessing.inputs(training_size_faces(faces))
+        return self.description.inputs(training_size_faces(faces))
 
     def input_tensor(self, faces: Sequence[np.ndarray]) -> torch.Tensor:
         """:meth:`inputs` as a torch tensor on this classifier's device (Grad-CAM, notebooks)."""
@@ -235,16 +206,7 @@ class FaceClassifier:
         """Probabilities (N, C) for uint8 face crops (any size; resized like the training data),
         averaged over the test-time augmentation views, in bounded batches (memory does not grow
         with the number of faces)."""
-        if not len(faces):
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        step = faces_per_batch(self.preprocessing.tta)
-        return np.concatenate([self._batch(faces[start : start + step]) for start in range(0, len(faces), step)])
-
-    def _batch(self, faces: Sequence[np.ndarray]) -> np.ndarray:
-        views = self.preprocessing.views(training_size_faces(faces))
-        v, b = views.shape[:2]
-        probabilities = softmax(self.logits(views.reshape(v * b, *views.shape[2:])))
-        return probabilities.reshape(v, b, -1).mean(axis=0).astype(np.float32)
+        return self.description.probabilities(training_size_faces(faces), self.logits)
 
     def gradcam(
         self,

@@ -44,6 +44,7 @@ from fer_utils.predict.classifier import RUNTIMES, FaceClassifier, class_dict, c
 from fer_utils.predict.finder import FaceFinder, FaceRegions
 from fer_utils.predict.frames import FrameSelection, open_video
 from fer_utils.predict.video import DEFAULT_SMOOTHING, DETECT_INTERVAL, FrameAnalyzer, VideoResult, analyze_video
+from fer_utils.runtime.description import ModelDescription
 
 if TYPE_CHECKING:
     import torch
@@ -217,18 +218,19 @@ class Predictor:
 
     # the classifier's, read through the one object callers hold
     classes = property(lambda self: self.classifier.classes, doc="The class names, in the model's order.")
-    image_size = property(lambda self: self.classifier.preprocessing.image_size, doc="The model's input side.")
-    mean = property(lambda self: self.classifier.preprocessing.mean, doc="The input normalization's mean.")
-    std = property(lambda self: self.classifier.preprocessing.std, doc="The input normalization's std.")
+    description = property(lambda self: self.classifier.description, doc=ModelDescription.__doc__)
+    image_size = property(lambda self: self.classifier.description.image_size, doc="The model's input side.")
+    mean = property(lambda self: self.classifier.description.mean, doc="The input normalization's mean.")
+    std = property(lambda self: self.classifier.description.std, doc="The input normalization's std.")
 
     @property
     def tta(self) -> str:
         """The test-time augmentation views (settable: ``none``, ``flip``, ``crops``)."""
-        return self.classifier.preprocessing.tta
+        return self.classifier.description.tta
 
     @tta.setter
     def tta(self, mode: str) -> None:
-        self.classifier.preprocessing = self.classifier.preprocessing.with_tta(mode)
+        self.classifier.description = self.classifier.description.with_tta(mode)
 
     runtime = property(lambda self: self.classifier.runtime, doc="``onnx`` or ``torch``.")
     device = property(lambda self: self.classifier.device, doc="The PyTorch device (None in ONNX Runtime).")

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +22,11 @@ import numpy as np
 
 from fer_utils.core.errors import FERCheckpointError, FERConfigError, install_hint
 from fer_utils.core.locations import default_cache_dir
-from fer_utils.core.metadata import MAX_IMAGE_SIZE, description_problem
+from fer_utils.runtime.description import ModelDescription
 from fer_utils.runtime.preprocess import MAX_BATCH_INPUTS, softmax
 
 EXPORT_FORMAT = 3
 """Bumped when the cached graph's contents change, so old cache entries are not reused."""
-
-INPUT_DESCRIPTION = "N x 3 x S x S float32: gray face scaled 0..1, repeated to 3 channels, normalized (x - mean) / std"
-
 
 EXPORTER_MODULES = ("onnx", "onnxscript")
 """What torch's ONNX exporter imports: the ``export`` extra. Colab and a ``[course]`` install lack them."""
@@ -77,99 +72,37 @@ def _default_threads() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else os.cpu_count() or 1
 
 
-@dataclass(frozen=True)
-class OnnxModelInfo:
-    """What an exported classifier says about itself (written by :func:`fer_utils.model.export.export_onnx`)."""
-
-    classes: tuple[str, ...]
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    arch: str | None
-    members: int
-    member_sizes: tuple[int, ...] = ()
-    """Each member's input size; when one differs from ``image_size`` the graph resizes its input
-    itself and takes faces of any size (TTA crops are then fed at their own size)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "classes": list(self.classes),
-            "image_size": self.image_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "arch": self.arch,
-            "members": self.members,
-            "member_sizes": list(self.member_sizes or [self.image_size] * self.members),
-        }
-
-
-def metadata_props(
-    classes: Sequence[str], image_size: int, mean, std, arch: str, member_sizes: Sequence[int]
-) -> dict[str, str]:
-    """The key/value pairs an export stores in its ONNX file (read back by :func:`model_info`)."""
-    return {
-        "classes": json.dumps(list(classes)),
-        "image_size": str(image_size),
-        "mean": json.dumps(list(mean)),
-        "std": json.dumps(list(std)),
-        "arch": arch,
-        "members": str(len(member_sizes)),
-        "member_sizes": json.dumps([int(size) for size in member_sizes]),
-        "input": INPUT_DESCRIPTION,
-        "output": "logits; softmax for probabilities",
-    }
-
-
-def model_info(session_or_path: Any, name: str | None = None) -> OnnxModelInfo:
-    """The classes, input size and normalization stored in an exported model (a path or a session),
-    checked as a checkpoint's description is (:func:`~fer_utils.core.metadata.description_problem`)
-    and against the graph's own input and output shapes."""
+def model_info(session_or_path: Any, name: str | None = None) -> ModelDescription:
+    """The description (classes, input size, normalization, members) stored in an exported model (a
+    path or a session), checked as a checkpoint's is and against the graph's own input and output
+    shapes."""
     session = open_session(session_or_path) if isinstance(session_or_path, (str, os.PathLike)) else session_or_path
     if name is None:
         name = str(session_or_path) if isinstance(session_or_path, (str, os.PathLike)) else "an ONNX model"
-    raw = session.get_modelmeta().custom_metadata_map
-    try:
-        classes, mean, std = (json.loads(raw[key]) for key in ("classes", "mean", "std"))
-        image_size = int(raw["image_size"])
-        members = int(raw.get("members", 1))
-        sizes = [int(v) for v in json.loads(raw.get("member_sizes", "[]"))]
-    except (KeyError, ValueError, TypeError) as err:
-        raise FERCheckpointError(
-            f"{name}: an ONNX model without the course's metadata ({type(err).__name__}: {err}); only files written "
-            "by `fer export` (or the Predictor's cache) say which classes and preprocessing they expect"
-        ) from None
-    problem = description_problem(classes, image_size, mean, std)
-    if problem is None and not (1 <= members <= MAX_MEMBERS and all(16 <= s <= MAX_IMAGE_SIZE for s in sizes)):
-        problem = f"says members {members} and member sizes {sizes[:10]}; they must be 1 to {MAX_MEMBERS}, 16 to {MAX_IMAGE_SIZE} px"
-    info = OnnxModelInfo(tuple(classes), image_size, tuple(mean), tuple(std), raw.get("arch"), members, tuple(sizes))
-    problem = problem or _graph_problem(session, info)
-    if problem:
+    description = ModelDescription.from_onnx(session.get_modelmeta().custom_metadata_map, name)
+    if problem := _graph_problem(session, description):
         raise FERCheckpointError(f"{name}: the model's metadata {problem}; the file was edited or is damaged")
-    return info
+    return description
 
 
-MAX_MEMBERS = 64
-"""The most members an exported ensemble may say it has."""
-
-
-def _graph_problem(session: Any, info: OnnxModelInfo) -> str | None:
-    """What the graph's declared shapes contradict in ``info`` (a fixed dimension that differs), or None."""
+def _graph_problem(session: Any, description: ModelDescription) -> str | None:
+    """What the graph's declared shapes contradict in ``description`` (a fixed dimension that differs), or None."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or not outputs:
         return f"describes a classifier, but the graph has {len(inputs)} inputs and {len(outputs)} outputs"
     shape, out = list(inputs[0].shape), list(outputs[0].shape)
     fixed = [d if isinstance(d, int) else None for d in shape]
-    resizes = any(s != info.image_size for s in info.member_sizes)
-    if len(shape) != 4 or fixed[1] not in (None, 3) or (not resizes and {*fixed[2:]} - {None, info.image_size}):
-        return f"says {info.image_size} px faces, but the graph takes inputs of shape {shape}"
-    if len(out) != 2 or (isinstance(out[1], int) and out[1] != len(info.classes)):
-        return f"names {len(info.classes)} classes, but the graph gives outputs of shape {out}"
+    size = description.image_size
+    if len(shape) != 4 or fixed[1] not in (None, 3) or (not description.resizes_input and {*fixed[2:]} - {None, size}):
+        return f"says {size} px faces, but the graph takes inputs of shape {shape}"
+    if len(out) != 2 or (isinstance(out[1], int) and out[1] != len(description.classes)):
+        return f"names {len(description.classes)} classes, but the graph gives outputs of shape {out}"
     return None
 
 
 class OnnxClassifier:
     """An exported classifier in one ONNX Runtime session: ``logits(inputs)`` for a preprocessed
-    batch (N, 3, S, S) float32, ``info`` for its classes, input size and normalization."""
+    batch (N, 3, S, S) float32, ``info`` for its description (classes, input size, normalization)."""
 
     def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
         self.path = Path(path)

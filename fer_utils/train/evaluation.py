@@ -28,6 +28,7 @@ from fer_utils.model.calibration import base_model, fit_temperature, scaled_prob
 from fer_utils.model.checkpoints import Checkpoint, checkpoint_name, update_checkpoint_metadata
 from fer_utils.model.devices import resolve_device
 from fer_utils.model.probabilities import model_probabilities
+from fer_utils.runtime.description import ModelDescription
 from fer_utils.runtime.preprocess import MAX_BATCH_INPUTS
 
 ECE_BINS = 15
@@ -198,16 +199,14 @@ class EvaluationReport:
 def evaluate_model(
     model: nn.Module,
     faces: FaceSet,
-    image_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    tta: str = "none",
+    description: ModelDescription,
     batch_size: int = MAX_BATCH_INPUTS,
     split: str = "",
 ) -> EvaluationReport:
-    """Run ``model`` over ``faces`` and score it against their labels."""
-    probabilities = model_probabilities(model, faces.images, image_size, mean, std, tta, batch_size)
-    return EvaluationReport(faces.classes, faces.labels, probabilities, tta, split)
+    """Run ``model`` over ``faces``, prepared as ``description`` says (input size, normalization,
+    TTA views: a checkpoint's ``.description``), and score it against their labels."""
+    probabilities = model_probabilities(model, faces.images, description, batch_size)
+    return EvaluationReport(faces.classes, faces.labels, probabilities, description.tta, split)
 
 
 def evaluate_checkpoint(
@@ -225,9 +224,7 @@ def evaluate_checkpoint(
     else:
         model, ckpt = load_model(checkpoint, expect_classes=faces.classes)
         model = model.to(resolve_device(device))
-    report = evaluate_model(
-        model, faces, ckpt.image_size, tuple(ckpt.meta["mean"]), tuple(ckpt.meta["std"]), tta, batch_size, split
-    )
+    report = evaluate_model(model, faces, ckpt.description.with_tta(tta), batch_size, split)
     report.info["checkpoint"] = checkpoint_name(ckpt)
     return report
 
@@ -290,9 +287,7 @@ def calibrate_checkpoint(
     check_outputs({"calibrated checkpoint": out}, inputs=[checkpoint], overwrite=overwrite)
     model, ckpt = load_model(checkpoint, expect_classes=faces.classes)
     model = base_model(model).to(resolve_device(device))
-    before = evaluate_model(
-        model, faces, ckpt.image_size, tuple(ckpt.meta["mean"]), tuple(ckpt.meta["std"]), batch_size=batch_size
-    )
+    before = evaluate_model(model, faces, ckpt.description, batch_size=batch_size)
     before.split = split
     temperature = fit_temperature(before.probabilities, before.labels)
     after = EvaluationReport(faces.classes, faces.labels, scaled_probabilities(before.probabilities, temperature))

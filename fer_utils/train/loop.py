@@ -31,9 +31,10 @@ from fer_utils.core.errors import FERCheckpointError, FERConfigError, FERTrainin
 from fer_utils.core.interrupts import stop_signals_as_interrupt
 from fer_utils.data.faceset import FaceSet, class_weights
 from fer_utils.model.assembly import load_model_weights, model_from_checkpoint
-from fer_utils.model.checkpoints import Checkpoint, ModelCard, save_checkpoint
+from fer_utils.model.checkpoints import Checkpoint, save_checkpoint
 from fer_utils.model.devices import resolve_device, resolve_precision
 from fer_utils.model.factory import arch_spec, build_model, set_backbone_trainable
+from fer_utils.runtime.description import ModelDescription
 from fer_utils.train.distill import distillation_targets, load_teacher
 from fer_utils.train.distributed import (
     World,
@@ -71,10 +72,10 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def model_card(config: TrainConfig, classes: tuple[str, ...]) -> ModelCard:
-    """The description inference needs, derived from the training config."""
+def model_description(config: TrainConfig, classes: tuple[str, ...]) -> ModelDescription:
+    """What the trained model sees (classes, input size, normalization), from the training config."""
     spec = arch_spec(config.arch)
-    return ModelCard(config.arch, tuple(classes), config.image_size, spec.mean, spec.std)
+    return ModelDescription(config.arch, tuple(classes), config.image_size, spec.mean, spec.std)
 
 
 def train(
@@ -120,7 +121,8 @@ class _Run:
     reseed: Callable[[int], None]
     precision: torch.dtype | None
     scaler: torch.amp.GradScaler | None
-    card: ModelCard
+    description: ModelDescription
+    data: dict[str, Any]  # what the checkpoints record about the data (``data_info``)
     state: RunState
     paths: dict[str, Path]
     progress: bool
@@ -157,8 +159,7 @@ def _prepare_run(
     if config.threads:
         torch.set_num_threads(config.threads)
     classes = train_set.classes
-    card = model_card(config, classes)
-    card.extra["data"] = data_info or {}
+    description = model_description(config, classes)
     torch.manual_seed(config.seed)  # the classifier's initial weights
     checkpoint, state = restore_run(resume, config, classes) if resume is not None else (None, RunState())
 
@@ -173,7 +174,8 @@ def _prepare_run(
     loader, reseed = build_train_loader(train_set, config, world, device)
     paths = {name: out_dir / f for name, f in RUN_FILES.items()}
     return _Run(
-        config, world, device, model, net, optimizer, criterion, loader, reseed, precision, scaler, card, state,
+        config, world, device, model, net, optimizer, criterion, loader, reseed, precision, scaler, description,
+        data_info or {}, state,
         paths, progress and world.is_main, ema, batch_mixing(len(classes), config.mixup_alpha, config.cutmix_alpha),
     )  # fmt: skip
 
@@ -275,9 +277,11 @@ def _run_epoch(run: _Run, epoch: int, val_set: FaceSet) -> dict[str, Any]:
 
 
 def _validate_run(run: _Run, val_set: FaceSet) -> dict[str, float]:
-    metrics = validate(run.selected, val_set, run.config)
+    metrics = validate(run.selected, val_set, run.description, run.config.eval_batch_size)
     if run.ema is not None:
-        metrics["raw_val_accuracy"] = validate(run.model, val_set, run.config)["val_accuracy"]
+        metrics["raw_val_accuracy"] = validate(run.model, val_set, run.description, run.config.eval_batch_size)[
+            "val_accuracy"
+        ]
     return metrics
 
 
@@ -293,13 +297,15 @@ def _record_epoch(run: _Run, row: dict[str, Any]) -> bool:
     else:
         state.bad_epochs += 1
     if run.world.is_main:
-        saved = {"config": config.to_dict(), "metrics": row}
+        saved = {"config": config.to_dict(), "metrics": row, "extra": {"data": run.data}}
         if improved:
-            save_checkpoint(run.paths["best"], run.selected, run.card, **saved | {"metrics": {**row, "split": "val"}})
+            save_checkpoint(
+                run.paths["best"], run.selected, run.description, **saved | {"metrics": {**row, "split": "val"}}
+            )
         save_checkpoint(
             run.paths["last"],
             run.model,
-            run.card,
+            run.description,
             **saved,
             optimizer=run.optimizer,
             training_state=state.to_meta(),

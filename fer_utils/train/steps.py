@@ -22,6 +22,7 @@ from fer_utils.core.errors import FERConfigError, FERTrainingError
 from fer_utils.data.faceset import FaceSet, TorchFaceDataset, weighted_sampler
 from fer_utils.model.devices import autocast
 from fer_utils.model.factory import arch_spec
+from fer_utils.runtime.description import ModelDescription
 from fer_utils.train.distributed import World
 from fer_utils.train.evaluation import evaluate_model
 from fer_utils.train.transforms import train_transform
@@ -182,10 +183,9 @@ def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.am
         optimizer.step()
 
 
-def validate(model: nn.Module, faces: FaceSet, config: TrainConfig) -> dict[str, float]:
+def validate(model: nn.Module, faces: FaceSet, description: ModelDescription, batch_size: int) -> dict[str, float]:
     """Validation loss, accuracy and macro-F1 (no TTA), scored by ``fer_utils.train.evaluation``."""
-    spec = arch_spec(config.arch)
-    report = evaluate_model(model, faces, config.image_size, spec.mean, spec.std, batch_size=config.eval_batch_size)
+    report = evaluate_model(model, faces, description.with_tta("none"), batch_size=batch_size)
     probabilities = report.probabilities
     if not np.isfinite(probabilities).all():
         return {"val_loss": float("nan"), "val_accuracy": float("nan"), "val_macro_f1": float("nan")}
