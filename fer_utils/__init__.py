@@ -20,6 +20,9 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "Predictor": "fer_utils.predict.predictor",
+    "PredictorOptions": "fer_utils.predict.predictor",
+    "predict_photos": "fer_utils.predict.batch",
+    "PhotoReport": "fer_utils.predict.batch",
     "ImageResult": "fer_utils.faces.results",
     "FaceResult": "fer_utils.faces.results",
     "VideoResult": "fer_utils.predict.video",

@@ -166,7 +166,7 @@ def test_the_folder_reads_back_whole_in_every_parquet_reader(tmp_path, untrained
     for i in range(2):
         Image.fromarray(face_photo(background=100 + 10 * i)).save(photos / f"b{i}.png")
     monkeypatch.setattr(parquet, "PHOTOS_PER_FILE", 1)
-    monkeypatch.setattr("fer_utils.cli.media.PHOTOS_PER_FILE", 1)
+    monkeypatch.setattr("fer_utils.predict.batch.PHOTOS_PER_FILE", 1)
     out = tmp_path / "run"
     assert _predict([str(photos), "--parquet", str(out)], untrained_checkpoint) == 0
     assert len(list(out.glob("*.parquet"))) == 3
@@ -234,3 +234,24 @@ def test_a_stop_signal_still_stops_after_a_library_replaced_the_handler():
         restore_stop_handlers()
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)
+
+
+def test_a_script_runs_the_photo_batch_job_fer_predict_runs(photos, untrained_checkpoint, tmp_path):
+    """The library holds the job (predict_photos): a script with a Parquet run folder gets each
+    photo's rows once, and a rerun leaves out what is done, as ``fer predict --parquet`` does."""
+    from fer_utils.predict.batch import predict_photos
+    from fer_utils.predict.parquet import ParquetRun, model_identity
+    from fer_utils.predict.predictor import PredictorOptions
+
+    predictor = PredictorOptions((str(untrained_checkpoint),)).build()
+    files = sorted(photos.iterdir())
+    settings = {"--checkpoint": model_identity([untrained_checkpoint])}
+    with ParquetRun(tmp_path / "run", "predict", settings) as run:
+        first = predict_photos(predictor, files, run, detect=False)
+    assert [Path(r.source).name for r in first.results] == ["p0.png", "p1.png", "p2.png"]
+    assert not first.resumed and not first.interrupted
+    with ParquetRun(tmp_path / "run", "predict", settings) as run:
+        again = predict_photos(predictor, files, run, detect=False)
+    assert not again.results and sorted(Path(f).name for f in again.resumed) == ["p0.png", "p1.png", "p2.png"]
+    rows = pd.read_parquet(tmp_path / "run")
+    assert sorted(rows["file"].map(lambda f: Path(f).name)) == ["p0.png", "p1.png", "p2.png"]

@@ -58,6 +58,7 @@ def test_every_example_of_the_python_guide_runs_as_written(tmp_path, untrained_c
             assert done.returncode == 0, f"block {number}: {line}\n{done.stderr[-2000:]}"
     assert len(namespace["table"]) == 3 and set(namespace["collection"]["file"]) == set(namespace["table"]["file"])
     assert namespace["exported"].path.is_file() and "FERError" in namespace
+    assert len(namespace["job"].results) == 2 and namespace["options"].tta == "flip"
 
 
 @pytest.mark.skipif(shutil.which("mkdocs") is None and not (Path(sys.executable).parent / "mkdocs").exists(),

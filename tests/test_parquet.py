@@ -61,7 +61,7 @@ def test_a_stopped_photo_run_resumes_and_every_photo_is_written_once(
     for i in range(5):
         Image.fromarray(face_photo(background=90 + 10 * i)).save(photos / f"p{i}.png")
     monkeypatch.setattr(parquet, "PHOTOS_PER_FILE", 2)
-    monkeypatch.setattr("fer_utils.cli.media.PHOTOS_PER_FILE", 2)
+    monkeypatch.setattr("fer_utils.predict.batch.PHOTOS_PER_FILE", 2)
     real, calls = Predictor.predict_image, []
 
     def stopped_at_the_fourth(self, *args, **kwargs):

@@ -90,6 +90,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
     local_ray, collection, untrained_checkpoint, tmp_path, monkeypatch
 ):
     from fer_utils.predict.parquet import ParquetRun
+    from fer_utils.predict.predictor import PredictorOptions
     from fer_utils.predict.ray_engine import WorkerSpec, run_on_ray
 
     monkeypatch.setenv("FER_CACHE_DIR", str(local_ray))
@@ -102,7 +103,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
 
     videos = sorted(str(p) for p in collection.glob("*.mp4"))
     run = ParquetRun(tmp_path / "out", "video")
-    spec = WorkerSpec(checkpoint=(str(untrained_checkpoint),))
+    spec = WorkerSpec(PredictorOptions((str(untrained_checkpoint),), threads=1))
     report = run_on_ray("video", videos, spec, run, workers=2, on_result=kill_a_worker)
     assert killed and report.lost == 1 and report.done == 4 and not report.failed
     files = sorted((tmp_path / "out").glob("*.parquet"))

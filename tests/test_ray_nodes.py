@@ -20,7 +20,7 @@ def test_a_node_lost_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, untr
     from ray.cluster_utils import Cluster
 
     from fer_utils.predict.parquet import ParquetRun
-    from fer_utils.predict.predictor import Predictor
+    from fer_utils.predict.predictor import Predictor, PredictorOptions
     from fer_utils.predict.ray_engine import WorkerSpec, run_on_ray
 
     monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path / "cache"))
@@ -45,7 +45,7 @@ def test_a_node_lost_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, untr
             cluster.remove_node(second)
 
     run = ParquetRun(tmp_path / "out", "video")
-    spec = WorkerSpec(checkpoint=(str(untrained_checkpoint),))
+    spec = WorkerSpec(PredictorOptions((str(untrained_checkpoint),), threads=1))
     outcome: dict = {}
 
     def job() -> None:

@@ -9,7 +9,7 @@ import argparse
 
 from fer_utils.core.errors import FERConfigError
 from fer_utils.faces.detection import DETECTORS
-from fer_utils.predict.predictor import RUNTIMES, SHIPPED_MODEL, SHIPPED_PHOTO_MODEL, Predictor
+from fer_utils.predict.predictor import RUNTIMES, SHIPPED_MODEL, SHIPPED_PHOTO_MODEL, Predictor, PredictorOptions
 from fer_utils.predict.video import DEFAULT_SMOOTHING
 
 
@@ -54,20 +54,19 @@ def photo_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def photo_predictor(args: argparse.Namespace, tta: str = "none", threads: int = 0) -> Predictor:
-    """The Predictor that ``--checkpoint/--device/--detector/--no-align/--runtime`` describe;
-    ``threads``: the classifier's ONNX Runtime threads (0: all cores)."""
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint,
-        tta=tta,
-        device=check_device(args.device),
-        detector=args.detector,
-        runtime=args.runtime,
-        align=not args.no_align,
-        threads=threads,
+def predictor_options(args: argparse.Namespace, tta: str = "none", threads: int = 0) -> PredictorOptions:
+    """The Predictor that ``--checkpoint/--device/--detector/--no-align/--runtime`` describe, as
+    one value (the local engine builds it, each Ray worker too); ``threads``: the classifier's
+    ONNX Runtime threads (0: all cores)."""
+    checkpoint = tuple(str(c) for c in args.checkpoint) if args.checkpoint else None
+    return PredictorOptions(
+        checkpoint, tta, check_device(args.device), args.detector, args.runtime, not args.no_align, threads
     )
-    predictor.detector  # noqa: B018 - load it now: a detector this OpenCV lacks fails before any work
-    return predictor
+
+
+def photo_predictor(args: argparse.Namespace, tta: str = "none", threads: int = 0) -> Predictor:
+    """The Predictor the flags describe (:func:`predictor_options`), built here."""
+    return predictor_options(args, tta, threads).build()
 
 
 def overwrite_flag(parser: argparse.ArgumentParser, outputs: str) -> None:

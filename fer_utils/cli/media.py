@@ -15,6 +15,7 @@ from fer_utils.cli.flags import (
     overwrite_flag,
     photo_flags,
     photo_predictor,
+    predictor_options,
     smooth_flag,
 )
 from fer_utils.cli.shared import (
@@ -27,7 +28,7 @@ from fer_utils.cli.shared import (
 )
 from fer_utils.core.errors import FERConfigError, FERDataError, FERError, FEROutputError
 from fer_utils.core.outputs import check_outputs, unused_path
-from fer_utils.data.images import NOT_REACHED, Skipped
+from fer_utils.data.images import NOT_REACHED
 from fer_utils.predict.parquet import PHOTOS_PER_FILE
 from fer_utils.runtime.preprocess import TTA_MODES
 
@@ -54,12 +55,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _predict_here(args: argparse.Namespace, files: list[Path], skipped: list, parquet) -> int:
     """``fer predict`` on the local engine: results printed, then written."""
     from fer_utils.faces.results import summary_line
+    from fer_utils.predict.batch import predict_photos
 
     predictor = photo_predictor(args, tta=args.tta)
-    results, bad, done = _predicted(args, predictor, files, parquet)
-    not_reached = [s for s in bad if s.reason == NOT_REACHED]
-    skipped += [s for s in bad if s.reason != NOT_REACHED]
-    if not results and not done and not not_reached:  # one line, not the same reason three times
+    progress = len(files) > 20 and not args.quiet
+    report = predict_photos(predictor, files, parquet, False if args.no_detect else None, progress)
+    if parquet is not None:
+        say_plan(args.parquet, "photos", report.resumed, report.changed)
+    results = report.results
+    not_reached = [s for s in report.skipped if s.reason == NOT_REACHED]
+    skipped += [s for s in report.skipped if s.reason != NOT_REACHED]
+    if not results and not report.resumed and not not_reached:  # one line, not the same reason three times
         raise FERError("no image could be read: " + "; ".join(f"{s.source}: {s.reason}" for s in skipped[:3]))
     for result in results:
         print("\n".join(result.lines()))
@@ -83,31 +89,6 @@ def _predict_here(args: argparse.Namespace, files: list[Path], skipped: list, pa
         )
         return EXIT_INTERRUPTED
     return 0
-
-
-def _predicted(args: argparse.Namespace, predictor, files: list[Path], parquet) -> tuple[list, list, int]:
-    """Every photo's result (or why it was skipped), and how many an earlier run had done. With
-    ``--parquet``, photos done in an earlier run are left out (and said so) and each batch of
-    ``PHOTOS_PER_FILE`` is written as it ends."""
-    from fer_utils.faces.results import photo_output_columns, prediction_rows
-
-    detect, progress = False if args.no_detect else None, len(files) > 20 and not args.quiet
-    if parquet is None:
-        return (*predictor.predict_images(files, detect=detect, progress=progress, keep_on_interrupt=True), 0)
-    todo, done, changed = parquet.plan(files)
-    say_plan(args.parquet, "photos", done, changed)
-    results: list = []
-    bad: list = []
-    for start in range(0, len(todo), PHOTOS_PER_FILE):
-        batch = todo[start : start + PHOTOS_PER_FILE]
-        got, skipped = predictor.predict_images(batch, detect=detect, progress=progress, keep_on_interrupt=True)
-        results, bad = results + got, bad + skipped
-        if any(s.reason == NOT_REACHED for s in skipped):  # stopped: this batch is done again next time
-            bad += [Skipped(str(f), NOT_REACHED) for f in todo[start + PHOTOS_PER_FILE :]]
-            break
-        rows = prediction_rows(got, skipped)
-        parquet.write(batch, rows, f"photos-{start // PHOTOS_PER_FILE}", photo_output_columns(predictor.classes))
-    return results, bad, len(done)
 
 
 def say_plan(folder: str, unit: str, done: list[str], changed: list[str]) -> None:
@@ -372,11 +353,9 @@ def _on_ray(args: argparse.Namespace, kind: str, sources: list, skipped: list, p
             "detect_interval": args.detect_interval,
         }
         if kind == "video"
-        else {"tta": args.tta, "detect": False if args.no_detect else None}
+        else {"detect": False if args.no_detect else None}
     )
-    spec = WorkerSpec(
-        tuple(args.checkpoint) if args.checkpoint else None, args.runtime, args.detector, not args.no_align, **options
-    )
+    spec = WorkerSpec(predictor_options(args, tta=getattr(args, "tta", "none"), threads=1), **options)
     report = run_on_ray(
         kind, todo, spec, parquet, args.ray_address, args.workers, progress=not args.quiet, timeout=args.ray_timeout
     )

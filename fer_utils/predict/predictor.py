@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -138,6 +139,31 @@ def expand_image_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], 
 
 def _source_name(source: ImageSource) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
+
+
+@dataclass(frozen=True)
+class PredictorOptions:
+    """How to build a :class:`Predictor`, as one value: what ``fer predict`` and ``fer video`` make
+    of their flags, and what each Ray worker receives to build the same Predictor. The fields are
+    :meth:`Predictor.from_checkpoint`'s arguments."""
+
+    checkpoint: tuple[str, ...] | None = None
+    tta: str = "none"
+    device: str = "auto"
+    detector: str | None = None
+    runtime: str = "auto"
+    align: bool = True
+    threads: int = 0
+
+    def build(self) -> Predictor:
+        """The Predictor these options describe (its detector loaded now, so a detector this
+        OpenCV lacks fails before any work)."""
+        checkpoint = list(self.checkpoint) if self.checkpoint else None
+        predictor = Predictor.from_checkpoint(
+            checkpoint, self.tta, self.device, self.detector, self.runtime, self.align, self.threads
+        )
+        predictor.detector  # noqa: B018 - loads it
+        return predictor
 
 
 class Predictor:

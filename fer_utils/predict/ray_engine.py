@@ -28,19 +28,17 @@ from fer_utils.core.errors import FERConfigError, FERDataError, install_hint
 from fer_utils.core.interrupts import restore_stop_handlers
 from fer_utils.faces.detection import VIDEO_MAX_SIDE
 from fer_utils.predict.parquet import PHOTOS_PER_FILE, ParquetRun, write_parquet_file
+from fer_utils.predict.predictor import PredictorOptions
 from fer_utils.predict.video import DEFAULT_SMOOTHING, DETECT_INTERVAL
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What each worker's Predictor and analysis are: the same options as ``--engine local``."""
+    """What each worker's Predictor and analysis are: the same values as ``--engine local``'s
+    (the Predictor's one :class:`PredictorOptions`, one ONNX Runtime thread per worker; a video's
+    analysis; photos' ``detect``)."""
 
-    checkpoint: tuple[str, ...] | None = None
-    runtime: str = "auto"
-    detector: str = "yunet"
-    align: bool = True
-    tta: str = "none"
-    threads: int = 1
+    predictor: PredictorOptions = field(default_factory=lambda: PredictorOptions(threads=1))
     smooth: float = DEFAULT_SMOOTHING
     detect_size: int = VIDEO_MAX_SIDE
     detect_interval: float = DETECT_INTERVAL
@@ -66,19 +64,9 @@ class _Worker:
     def __init__(self, spec: WorkerSpec, folder: str) -> None:
         import cv2
 
-        from fer_utils.predict.predictor import Predictor
-
         cv2.setNumThreads(1)  # a worker is one CPU: OpenCV's own thread pool would only spin beside the others
         self.spec, self.folder = spec, folder
-        checkpoint = list(spec.checkpoint) if spec.checkpoint else None
-        self.predictor = Predictor.from_checkpoint(
-            checkpoint,
-            tta=spec.tta,
-            detector=spec.detector,
-            runtime=spec.runtime,
-            align=spec.align,
-            threads=spec.threads,
-        )
+        self.predictor = spec.predictor.build()
 
     def pid(self) -> int:
         return os.getpid()
