@@ -32,6 +32,7 @@ _PUBLIC = {
     "TrainConfig": "fer_utils.core.config",
     "train": "fer_utils",  # the sub-package fer_utils.train, which calls train() when called
     "build_model": "fer_utils.model.factory",
+    "register_architecture": "fer_utils.core.architectures",
     "load_model": "fer_utils.model.assembly",
     "evaluate_checkpoint": "fer_utils.train.evaluation",
     "evaluate_model": "fer_utils.train.evaluation",

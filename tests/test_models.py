@@ -67,3 +67,36 @@ def test_a_run_starts_from_one_member_of_an_ensemble_file(tmp_path, two_member_e
 
     with pytest.raises(FERConfigError, match="pretrained_member picks a member"):
         TrainConfig(pretrained_member=0)  # ImageNet weights have no members
+
+
+def test_an_architecture_registered_in_one_place_is_known_everywhere(tmp_path, monkeypatch):
+    """register_architecture adds a name that build_model, TrainConfig, checkpoints and the
+    Predictor all know; a name cannot change meaning, and every backend has a builder."""
+    import numpy as np
+
+    from fer_utils import EMOTIONS, Predictor, TrainConfig, register_architecture
+    from fer_utils.core import architectures
+    from fer_utils.core.architectures import BACKENDS
+    from fer_utils.core.errors import FERConfigError
+    from fer_utils.model.checkpoints import save_checkpoint
+    from fer_utils.model.factory import BUILDERS, IMAGENET_DOWNLOADS
+    from fer_utils.runtime.description import ModelDescription
+
+    assert set(BUILDERS) == set(IMAGENET_DOWNLOADS) == set(BACKENDS)
+    monkeypatch.setattr(architectures, "ARCHITECTURES", dict(architectures.ARCHITECTURES))
+    with pytest.raises(FERConfigError, match="my-lite.*TrainConfig|unknown architecture 'my-lite'"):
+        TrainConfig(arch="my-lite").validate()
+    register_architecture("my-lite", "timm", "tf_efficientnet_lite0", (0.4, 0.4, 0.4), (0.3, 0.3, 0.3))
+    register_architecture("my-lite", "timm", "tf_efficientnet_lite0", (0.4, 0.4, 0.4), (0.3, 0.3, 0.3))  # same: fine
+    TrainConfig(arch="my-lite").validate()
+    model = build_model("my-lite", num_classes=7).eval()
+    assert model(torch.rand(2, 3, 48, 48)).shape == (2, 7)
+    description = ModelDescription("my-lite", EMOTIONS, 48, (0.4,) * 3, (0.3,) * 3)
+    path = save_checkpoint(tmp_path / "mine.safetensors", model, description)
+    predictor = Predictor.from_checkpoint(path, runtime="torch")
+    assert predictor.description.arch == "my-lite"
+    assert predictor.predict_arrays(np.zeros((1, 48, 48), np.uint8)).shape == (1, 7)
+    with pytest.raises(FERConfigError, match="already registered"):
+        register_architecture("my-lite", "timm", "tf_efficientnet_lite1")
+    with pytest.raises(FERConfigError, match="backend 'keras' is not one of"):
+        register_architecture("other", "keras", "x")

