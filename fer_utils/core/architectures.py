@@ -53,7 +53,9 @@ def register_architecture(
         raise FERConfigError(f"architecture {name!r}: mean and std must be three values each, std positive")
     spec = ArchSpec(backend, backend_name, tuple(mean), tuple(std))  # type: ignore[arg-type]
     if ARCHITECTURES.get(name, spec) != spec:
-        raise FERConfigError(f"architecture {name!r} is already registered as {ARCHITECTURES[name]}; choose another name")
+        raise FERConfigError(
+            f"architecture {name!r} is already registered as {ARCHITECTURES[name]}; choose another name"
+        )
     ARCHITECTURES[name] = spec
     return spec
 

@@ -5,7 +5,7 @@ place whole (``StagedOutput``), so a stop keeps valid files and a crash leaves e
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +19,23 @@ from fer_utils.predict.timeline import FrameResult, TimelineSeries, TrackedFace,
 
 
 class StagedOutput:
-    """An output written under a temporary name next to ``path`` and moved into place by
-    ``finish(keep=True)``; ``finish(keep=False)`` deletes it, leaving what was at ``path`` before."""
+    """One interface for every writer of a run: written under a temporary name next to ``path``,
+    fed as frames are analysed (``write``), then ``close(summaries, keep)``: the file is completed
+    (the JSON's track summaries) and moved into place (``keep``), or deleted, leaving what was at
+    ``path`` before (the run failed)."""
 
     def __init__(self, path: str | os.PathLike, keep_suffix: bool = False) -> None:
         self.path = Path(path)
         self._context = atomic_path(self.path, keep_suffix=keep_suffix)
         self.tmp = self._context.__enter__()
+
+    def close(self, summaries: Sequence[TrackSummary] = (), keep: bool = True) -> None:
+        """Complete the file with the run's track ``summaries``, then keep it or drop it."""
+        self._complete(summaries)
+        self.finish(keep)
+
+    def _complete(self, summaries: Sequence[TrackSummary]) -> None:
+        """Write what ends the file and release it (each writer its own)."""
 
     def finish(self, keep: bool) -> None:
         if keep:
@@ -53,10 +63,8 @@ class CsvStream(StagedOutput):
         self.rows += len(rows)
         self._file.flush()
 
-    def close(self, keep: bool = True) -> None:
-        """Move the file into place (``keep``) or drop it (the run failed)."""
+    def _complete(self, summaries: Sequence[TrackSummary]) -> None:
         self._file.close()
-        self.finish(keep)
 
 
 TRACK_COLOURS = ((0, 200, 255), (255, 120, 0), (80, 220, 80), (200, 80, 255), (0, 80, 255), (255, 220, 0))
@@ -106,9 +114,8 @@ class AnnotatedVideo(StagedOutput):
             image_bgr = cv2.resize(image_bgr, self.size)
         self._writer.write(draw_tracks(image_bgr, faces))
 
-    def close(self, keep: bool = True) -> None:
+    def _complete(self, summaries: Sequence[TrackSummary]) -> None:
         self._writer.release()
-        self.finish(keep)
 
 
 class JsonStream(StagedOutput):
@@ -129,10 +136,17 @@ class JsonStream(StagedOutput):
             self.rows += 1
         self._file.flush()
 
-    def close(self, summaries: Sequence[TrackSummary], keep: bool = True) -> None:
+    def _complete(self, summaries: Sequence[TrackSummary]) -> None:
         self._file.write('\n], "tracks": ' + finite_json([s.to_dict() for s in summaries], indent=1) + "}\n")
         self._file.close()
-        self.finish(keep)
+
+
+ROW_WRITERS: dict[str, Callable[[str | os.PathLike, Sequence[str], str], StagedOutput]] = {
+    "csv": lambda path, classes, model: CsvStream(path, classes),
+    "json": JsonStream,
+}
+"""The writers of a video's rows, by output (``--csv``, ``--json``): each is made from (path,
+classes, model name), takes every analysed frame (``write``) and ends with ``close(summaries, keep)``."""
 
 
 PLOT_MAX_TRACKS = 6
@@ -183,8 +197,8 @@ class VideoOutputs:
     ) -> None:
         self.annotate_path, self.plot_path = annotate_path, plot_path
         self.parquet, self.columns, self._rows = parquet, csv_columns(classes), []
-        self.csv = CsvStream(csv_path, classes) if csv_path else None
-        self.json = JsonStream(json_path, classes, model) if json_path else None
+        paths = {"csv": csv_path, "json": json_path}
+        self.streams = [ROW_WRITERS[kind](path, classes, model) for kind, path in paths.items() if path]
         self.series = TimelineSeries(classes) if plot_path else None
         self.annotated: AnnotatedVideo | None = None
 
@@ -196,9 +210,8 @@ class VideoOutputs:
         return self.annotated
 
     def write(self, result: FrameResult) -> None:
-        for stream in (self.csv, self.json):
-            if stream is not None:
-                stream.write(result)
+        for stream in self.streams:
+            stream.write(result)
         if self.series is not None:
             self.series.add(result)
         if self.parquet is not None:
@@ -212,14 +225,10 @@ class VideoOutputs:
 
     def close(self, summaries: Sequence[TrackSummary], keep: bool) -> list[str]:
         """Move every streamed output into place (``keep``) or drop them all; the paths written."""
-        if self.csv is not None:
-            self.csv.close(keep=keep)
-        if self.json is not None:
-            self.json.close(summaries, keep=keep)
-        if self.annotated is not None:
-            self.annotated.close(keep=keep)
-        written = [out.path for out in (self.csv, self.json, self.annotated) if out is not None]
-        return [str(p) for p in written] if keep else []
+        outputs = [*self.streams, *([self.annotated] if self.annotated is not None else [])]
+        for output in outputs:
+            output.close(summaries, keep)
+        return [str(output.path) for output in outputs] if keep else []
 
     def write_plot(self) -> str | None:
         """The timeline plot, when one was asked for and a face was tracked: its path, else None."""
