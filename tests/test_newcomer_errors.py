@@ -31,12 +31,20 @@ def test_a_missing_photo_is_one_line_not_three(tmp_path, capsys):
     assert f"{tmp_path / 'me.jpg'}: no such file or folder" in one_error_line(capsys)
 
 
-def test_a_photo_given_to_fer_video_says_to_use_fer_predict(tmp_path, capsys):
+def test_a_photo_given_to_fer_video_says_to_use_fer_predict(tmp_path, untrained_checkpoint, capsys):
     photo = tmp_path / "me.jpg"
     Image.fromarray(face_photo()).save(photo)
     assert main(["video", str(photo)]) == 1
     line = one_error_line(capsys)
     assert str(photo) in line and "a photo, not a video" in line and "fer predict" in line
+    # the Python API says the same, instead of analysing the photo as a video of one frame
+    from fer_utils import FERError, Predictor
+    from fer_utils.predict.frames import open_video
+
+    with pytest.raises(FERError, match="me.jpg: a photo, not a video.*predict_image"):
+        open_video(photo)
+    with pytest.raises(FERError, match="a photo, not a video"):
+        Predictor.from_checkpoint(untrained_checkpoint, runtime="torch").predict_video(photo)
 
 
 def test_a_file_that_is_no_checkpoint_names_what_to_pass_without_the_librarys_text(tmp_path, capsys):

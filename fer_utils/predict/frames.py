@@ -46,6 +46,10 @@ def camera_index(source: str | os.PathLike | int) -> int | None:
     return int(text) if text.isdigit() and not Path(text).exists() else None
 
 
+PHOTO_NOT_VIDEO = "a photo, not a video: use `fer predict` (Predictor.predict_image)"
+"""Why a photo given where a video is expected is refused (OpenCV would read it as one frame)."""
+
+
 def open_video(source: str | os.PathLike | int) -> tuple[Any, VideoInfo]:
     """Open a video file or camera with OpenCV; FERDataError naming the source when it is not a
     readable video (a folder, an image, an audio-only file, a damaged file, an absent camera)."""
@@ -61,6 +65,8 @@ def open_video(source: str | os.PathLike | int) -> tuple[Any, VideoInfo]:
             raise FERDataError(source=str(path), reason="is a folder; give video files (`fer video` takes folders)")
         if not path.is_file():
             raise FERDataError(source=str(path), reason="no such file")
+        if is_image_file(path):
+            raise FERDataError(source=str(path), reason=PHOTO_NOT_VIDEO)
         with quiet_opencv(cv2):
             capture = cv2.VideoCapture(str(path))
         if not capture.isOpened() or capture.get(cv2.CAP_PROP_FRAME_WIDTH) <= 0:
@@ -267,7 +273,7 @@ def expand_video_paths(paths: Iterable[str | os.PathLike | int]) -> tuple[list[s
             continue
         path = Path(raw)
         if path.is_file() and is_image_file(path):
-            skipped.append(Skipped(str(path), "a photo, not a video: use `fer predict` (Predictor.predict_image)"))
+            skipped.append(Skipped(str(path), PHOTO_NOT_VIDEO))
             continue
         if path.is_dir():
             files, broken = files_under(path)
