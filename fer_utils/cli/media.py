@@ -343,8 +343,6 @@ def _on_ray(args: argparse.Namespace, kind: str, sources: list, skipped: list, p
     if any(isinstance(s, int) for s in sources):
         raise FERConfigError("--engine ray analyses video files; a camera runs with --engine local")
     check_ray_address(args.ray_address, args.ray_timeout)  # before any work, however the folder stands
-    todo, done, changed = parquet.plan(sources)
-    say_plan(args.parquet, "inputs", done, changed)
     options = (  # what the kind of input needs beyond the model
         {
             "selection": (args.every, args.fps, args.start, args.end),
@@ -357,8 +355,10 @@ def _on_ray(args: argparse.Namespace, kind: str, sources: list, skipped: list, p
     )
     spec = WorkerSpec(predictor_options(args, tta=getattr(args, "tta", "none"), threads=1), **options)
     report = run_on_ray(
-        kind, todo, spec, parquet, args.ray_address, args.workers, progress=not args.quiet, timeout=args.ray_timeout
+        kind, sources, spec, parquet, args.ray_address, args.workers, progress=not args.quiet, timeout=args.ray_timeout
     )
+    say_plan(args.parquet, "inputs", report.resumed, report.changed)
+    todo = len(sources) - len(report.resumed)
     if todo and not report.done and report.failed and not skipped:  # nothing came of it: as the local engine says
         raise FERDataError("; ".join(f"{source}: {reason}" for source, reason in report.failed[:3]))
     for s in skipped:

@@ -56,6 +56,10 @@ class EngineReport:
     workers: int = 0
     lost: int = 0
     """Workers that died during the run (their tasks went to the others)."""
+    resumed: list[str] = field(default_factory=list)
+    """Inputs an earlier run into the folder had done (same model and options): left out."""
+    changed: list[str] = field(default_factory=list)
+    """Inputs changed since an earlier run: their old rows removed, analysed again."""
 
 
 class _Worker:
@@ -258,8 +262,8 @@ def run_on_ray(
     on_result: Callable[[dict[str, Any], list[Any]], None] | None = None,
     timeout: float = 30.0,
 ) -> EngineReport:
-    """Analyse ``sources`` (``kind``: ``video`` files, or ``photos``) on Ray into ``parquet``,
-    ``workers`` actors (default: one per CPU of the cluster, and no more). ``on_result(result,
+    """Analyse ``sources`` (``kind``: ``video`` files, or ``photos``) on Ray into ``parquet``, those
+    an earlier run did left out (``report.resumed``) as the local jobs do, ``workers`` actors (default: one per CPU of the cluster, and no more). ``on_result(result,
     actors)`` runs as each task's result arrives (progress, or a test that kills a worker).
     ``timeout``: seconds to wait for the cluster at ``address`` before giving up in one line."""
     from tqdm.auto import tqdm
@@ -269,12 +273,13 @@ def run_on_ray(
     if workers is not None and workers < 1:
         raise FERConfigError(f"--workers must be 1 or more, got {workers}")
     ray = _ray()
-    if kind == "video":  # planned before Ray starts: a part length that cannot work fails first
-        tasks = _video_tasks(sources, spec, parquet)
-    else:
-        tasks = [(list(map(str, sources[i : i + PHOTOS_PER_FILE])), i // PHOTOS_PER_FILE)
-                 for i in range(0, len(sources), PHOTOS_PER_FILE)]  # fmt: skip
     report = EngineReport()
+    todo, report.resumed, report.changed = parquet.plan(sources)
+    if kind == "video":  # planned before Ray starts: a part length that cannot work fails first
+        tasks = _video_tasks(todo, spec, parquet)
+    else:
+        tasks = [(list(map(str, todo[i : i + PHOTOS_PER_FILE])), i // PHOTOS_PER_FILE)
+                 for i in range(0, len(todo), PHOTOS_PER_FILE)]  # fmt: skip
     if not tasks:
         return report
     started_here = not ray.is_initialized()
