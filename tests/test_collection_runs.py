@@ -246,12 +246,18 @@ def test_a_script_runs_the_photo_batch_job_fer_predict_runs(photos, untrained_ch
     predictor = PredictorOptions((str(untrained_checkpoint),)).build()
     files = sorted(photos.iterdir())
     settings = {"--checkpoint": model_identity([untrained_checkpoint])}
-    with ParquetRun(tmp_path / "run", "predict", settings) as run:
+    heard = []  # what the run's plan said, and how many files the folder held then
+
+    def on_plan(done, changed):
+        heard.append((len(done), len(changed), len(list((tmp_path / "run").glob("*.parquet")))))
+
+    with ParquetRun(tmp_path / "run", "predict", settings, on_plan=on_plan) as run:
         first = predict_photos(predictor, files, run, detect=False)
     assert [Path(r.source).name for r in first.results] == ["p0.png", "p1.png", "p2.png"]
     assert not first.resumed and not first.interrupted
-    with ParquetRun(tmp_path / "run", "predict", settings) as run:
+    with ParquetRun(tmp_path / "run", "predict", settings, on_plan=on_plan) as run:
         again = predict_photos(predictor, files, run, detect=False)
+    assert heard == [(0, 0, 0), (3, 0, 1)]  # each plan is said before its run writes anything
     assert not again.results and sorted(Path(f).name for f in again.resumed) == ["p0.png", "p1.png", "p2.png"]
     rows = pd.read_parquet(tmp_path / "run")
     assert sorted(rows["file"].map(lambda f: Path(f).name)) == ["p0.png", "p1.png", "p2.png"]

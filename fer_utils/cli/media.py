@@ -60,8 +60,6 @@ def _predict_here(args: argparse.Namespace, files: list[Path], skipped: list, pa
     predictor = photo_predictor(args, tta=args.tta)
     progress = len(files) > 20 and not args.quiet
     report = predict_photos(predictor, files, parquet, False if args.no_detect else None, progress)
-    if parquet is not None:
-        say_plan(args.parquet, "photos", report.resumed, report.changed)
     results = report.results
     not_reached = [s for s in report.skipped if s.reason == NOT_REACHED]
     skipped += [s for s in report.skipped if s.reason != NOT_REACHED]
@@ -89,20 +87,6 @@ def _predict_here(args: argparse.Namespace, files: list[Path], skipped: list, pa
         )
         return EXIT_INTERRUPTED
     return 0
-
-
-def say_plan(folder: str, unit: str, done: list[str], changed: list[str]) -> None:
-    """What a rerun into a ``--parquet`` folder will do, in a line or two: the inputs an earlier
-    run did (from this model and these options, and unchanged since), and those changed since."""
-    if changed:
-        print(
-            f"note: {len(changed)} {unit} changed since the earlier run in {folder} (e.g. {changed[0]}): "
-            "their earlier rows are removed and they are analysed again",
-            file=sys.stderr,
-        )
-    if done:
-        print(f"{len(done)} {unit} already done in {folder} (an earlier run, same model and options): skipped",
-              file=sys.stderr)  # fmt: skip
 
 
 def _annotated_copies(folder: str | None, results: list, inputs: list[Path]) -> tuple[dict[str, str], list[str]]:
@@ -257,8 +241,6 @@ def _video_here(args: argparse.Namespace, sources: list, skipped: list, selectio
         progress=not args.quiet,
         parquet=parquet,
     )
-    if parquet is not None:
-        say_plan(args.parquet, "videos", report.resumed, report.changed)
     for summary in report.summaries:
         print(summary.line())
     for s in [*skipped, *report.skipped]:
@@ -357,7 +339,6 @@ def _on_ray(args: argparse.Namespace, kind: str, sources: list, skipped: list, p
     report = run_on_ray(
         kind, sources, spec, parquet, args.ray_address, args.workers, progress=not args.quiet, timeout=args.ray_timeout
     )
-    say_plan(args.parquet, "inputs", report.resumed, report.changed)
     todo = len(sources) - len(report.resumed)
     if todo and not report.done and report.failed and not skipped:  # nothing came of it: as the local engine says
         raise FERDataError("; ".join(f"{source}: {reason}" for source, reason in report.failed[:3]))

@@ -147,7 +147,32 @@ def parquet_run(args: argparse.Namespace, command: str):
     minutes = getattr(args, "chunk_minutes", None)
     if command == "video":
         settings["--chunk-minutes"] = minutes
-    return ParquetRun(args.parquet, command, settings, part_seconds=60 * minutes if minutes else None, redo=args.redo)
+    unit = (
+        {"predict": "photos", "video": "videos"}[command] if getattr(args, "engine", "local") == "local" else "inputs"
+    )
+    return ParquetRun(
+        args.parquet,
+        command,
+        settings,
+        part_seconds=60 * minutes if minutes else None,
+        redo=args.redo,
+        on_plan=lambda done, changed: say_plan(args.parquet, unit, done, changed),
+    )
+
+
+def say_plan(folder: str, unit: str, done: list[str], changed: list[str]) -> None:
+    """What a rerun into a ``--parquet`` folder will do, in a line or two, before the work: the
+    inputs an earlier run did (from this model and these options, and unchanged since), and
+    those changed since."""
+    if changed:
+        print(
+            f"note: {len(changed)} {unit} changed since the earlier run in {folder} (e.g. {changed[0]}): "
+            "their earlier rows are removed and they are analysed again",
+            file=sys.stderr,
+        )
+    if done:
+        print(f"{len(done)} {unit} already done in {folder} (an earlier run, same model and options): skipped",
+              file=sys.stderr)  # fmt: skip
 
 
 def engine_flags(parser: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,8 @@ class ParquetRun:
     ``settings``: the model and every option that changes rows, flag -> value (``--every``: 3);
     a folder whose rows came from other settings is refused unless ``redo``, which removes the
     folder's recorded files first. ``part_seconds``: the Ray engine's parts of long videos (a
-    setting too). Holds the folder's lock until :meth:`close` (or the ``with`` block's end)."""
+    setting too). ``on_plan(done, changed)`` hears each :meth:`plan` as it is made, before any
+    work (the CLI says it). Holds the folder's lock until :meth:`close` (or the ``with`` block's end)."""
 
     def __init__(
         self,
@@ -130,12 +131,13 @@ class ParquetRun:
         settings: dict[str, Any] | None = None,
         part_seconds: float | None = None,
         redo: bool = False,
+        on_plan: Callable[[list[str], list[str]], None] | None = None,
     ) -> None:
         _pyarrow()  # says what to install before any work
         self.folder = ensure_writable_dir(folder, "Parquet outputs")
         self.command = command
         self.manifest = self.folder / MANIFEST
-        self.part_seconds = part_seconds
+        self.part_seconds, self.on_plan = part_seconds, on_plan
         self.settings = dict(settings or {})
         if command == "video":  # parts restart track ids: they change rows
             self.settings.setdefault("--chunk-minutes", round(part_seconds / 60, 9) if part_seconds else None)
@@ -223,6 +225,8 @@ class ParquetRun:
                 self._identities[key] = input_identity(source)  # before the work: an edit during it is seen later
             except OSError:
                 self._identities.pop(key, None)
+        if self.on_plan is not None:
+            self.on_plan([str(s) for s in done], changed)
         return todo, [str(s) for s in done], changed
 
     def _forget(self, entry: dict[str, Any]) -> None:
