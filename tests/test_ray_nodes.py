@@ -16,6 +16,23 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("pyarrow")
 
 
+def _two_node_cluster(cluster_type, attempts: int = 3):
+    """Ray's test cluster of two one-CPU nodes, and the second node. Ray gives a starting raylet a
+    fixed 30 s to register; on a 2-CPU machine where the other test process is training, it can
+    miss that window (CI did once). That is Ray starting slowly, not what this test checks: start
+    again, on new ports."""
+    for attempt in range(attempts):
+        cluster = cluster_type()
+        try:
+            cluster.add_node(num_cpus=1)  # the head
+            return cluster, cluster.add_node(num_cpus=1)
+        except Exception as err:
+            if "timed out during startup" not in str(err) or attempt == attempts - 1:
+                raise
+            cluster.shutdown()
+    raise AssertionError("unreachable")
+
+
 def test_a_node_lost_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, untrained_checkpoint, monkeypatch):
     from ray.cluster_utils import Cluster
 
@@ -29,8 +46,7 @@ def test_a_node_lost_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, untr
         str(write_face_video(tmp_path / f"v{i}.mp4", lambda k, i=i: [(60 + 5 * i + 2 * k, 70)], n_frames=6, seed=i))
         for i in range(5)
     ]
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    second = cluster.add_node(num_cpus=1)
+    cluster, second = _two_node_cluster(Cluster)
     ray.init(
         address=cluster.address,
         log_to_driver=False,
