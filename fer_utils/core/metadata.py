@@ -51,12 +51,6 @@ def member_stats(meta: dict[str, Any]) -> list[tuple[list[float], list[float]]]:
     return [own]
 
 
-def resizes_input(meta: dict[str, Any]) -> bool:
-    """True when the model enlarges its input itself: an ensemble of members of several input
-    sizes takes the stored 48 px face, so its TTA crops are fed at their own size."""
-    return any(s != int(meta["image_size"]) for s in member_sizes(meta))
-
-
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     """Read only the JSON description of a checkpoint (fast: no weights are loaded)."""
     from safetensors import safe_open

@@ -21,14 +21,13 @@ from fer_utils.core.metadata import (
     FORMAT,
     FORMAT_VERSION,
     CheckpointSource,
-    member_sizes,
     member_stats,
-    resizes_input,
 )
 from fer_utils.core.outputs import check_outputs
 from fer_utils.data.images import DEFAULT_FACE_SIZE
 from fer_utils.model.calibration import TemperatureScaled, base_model
 from fer_utils.model.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from fer_utils.runtime.description import ModelDescription
 
 
 def _check_fit(own: dict[str, torch.Tensor], checkpoint: Checkpoint, advice: str) -> None:
@@ -89,7 +88,8 @@ def _model_described_by(meta: dict[str, Any]) -> nn.Module:
         )
 
     if meta["arch"] == ENSEMBLE_ARCH:
-        sizes = member_sizes(meta) if resizes_input(meta) else None
+        described = ModelDescription.from_meta(meta)
+        sizes = list(described.member_sizes) if described.resizes_input else None
         return Ensemble([single(m) for m in meta["members"]], sizes, member_norms(meta))
     return single(meta)
 
